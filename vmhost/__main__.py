@@ -1,0 +1,3 @@
+from vmhost.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The vmhost CLI: talks only HTTP to the daemon."""

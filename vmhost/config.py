@@ -1,0 +1,171 @@
+"""One frozen Settings object, resolved in one order: flags > VMHOST_* env (then legacy VM_API_*) >
+TOML config file > defaults. Each value remembers where it came from, for `vmhost config show`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmhost import paths
+from vmhost.errors import InvalidInput
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _optional_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    env: tuple[str, ...]
+    default: Callable[[], Any]
+    parse: Callable[[Any], Any]
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("db_path", ("VMHOST_DB_PATH", "VM_API_DB_PATH"), paths.default_db_path, lambda v: Path(v).expanduser(),
+           "SQLite database file"),
+    Option("socket", ("VMHOST_SOCKET",), paths.default_socket_path, lambda v: Path(v).expanduser(),
+           "Unix socket the daemon listens on"),
+    Option("bind", ("VMHOST_BIND", "VM_API_BIND"), lambda: "127.0.0.1:3121", str,
+           "TCP host:port (empty to serve the Unix socket only)"),
+    Option("templates_dir", ("VMHOST_TEMPLATES_DIR",), paths.default_templates_dir, lambda v: Path(v).expanduser(),
+           "directory of *.toml workspace templates"),
+    Option("janitor_interval", ("VMHOST_JANITOR_INTERVAL", "VM_API_JANITOR_INTERVAL"), lambda: 300.0,
+           _positive_float, "seconds between TTL sweeps"),
+    Option("provisioner_interval", ("VMHOST_PROVISIONER_INTERVAL", "VM_API_PROVISIONER_INTERVAL"), lambda: 10.0,
+           _positive_float, "seconds between sweeps for queued operations"),
+    Option("trusted_proxies", ("VMHOST_TRUSTED_PROXIES",), tuple, _str_list,
+           "peer addresses (or CIDRs) whose X-VM-User headers are believed"),
+    Option("docker_host", ("VMHOST_DOCKER_HOST", "DOCKER_HOST"), lambda: None, _optional_str,
+           "Docker engine URL (default: the local engine)"),
+    Option("instance", ("VMHOST_INSTANCE",), lambda: "default", str,
+           "label value that tells this daemon's Docker objects from another's"),
+    Option("publish_address", ("VMHOST_PUBLISH_ADDRESS",), lambda: "127.0.0.1", str,
+           "host address that workspace ports are published on"),
+    Option("max_body_bytes", ("VMHOST_MAX_BODY_BYTES",), lambda: 1024 * 1024, _positive_int,
+           "largest request body accepted"),
+    Option("workers", ("VMHOST_WORKERS",), lambda: 8, _positive_int,
+           "operations run at once"),
+    Option("admin_group", ("VMHOST_ADMIN_GROUP",), lambda: None, _optional_str,
+           "local group whose members are admins on the Unix socket"),
+    Option("socket_group", ("VMHOST_SOCKET_GROUP",), lambda: None, _optional_str,
+           "group that owns the Unix socket (only it and root may connect)"),
+    Option("log_level", ("VMHOST_LOG_LEVEL",), lambda: "info", str, "daemon log level"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    socket: Path
+    bind: str
+    templates_dir: Path
+    janitor_interval: float
+    provisioner_interval: float
+    trusted_proxies: tuple[str, ...]
+    docker_host: str | None
+    instance: str
+    publish_address: str
+    max_body_bytes: int
+    workers: int
+    admin_group: str | None
+    socket_group: str | None
+    log_level: str
+    config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        if not self.bind.strip():
+            return None
+        host, _, port = self.bind.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        config_file = Path(env["VMHOST_CONFIG"]) if env.get("VMHOST_CONFIG") else paths.default_config_path()
+        file_values: dict[str, Any] = {}
+        if config_file.is_file():
+            try:
+                file_values = tomllib.loads(config_file.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidInput(f"cannot read config file {config_file}: {exc}") from exc
+            unknown = set(file_values) - {o.name for o in OPTIONS}
+            if unknown:
+                raise InvalidInput(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
+        else:
+            config_file = None
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:
+            raw, source = _pick(option, overrides, env, file_values, config_file)
+            try:
+                values[option.name] = option.default() if raw is _DEFAULT else option.parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"bad value {raw!r} for {option.name} (from {source}): {exc}") from exc
+            sources[option.name] = source
+        settings = cls(**values, config_file=config_file, sources=sources)
+        if settings.bind.strip():
+            try:
+                settings.tcp_address
+            except ValueError:
+                raise InvalidInput(f"bad bind address {settings.bind!r}: expected HOST:PORT") from None
+        return settings
+
+    def described(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) for every setting."""
+        rows = []
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            shown = ",".join(value) if isinstance(value, tuple) else ("" if value is None else str(value))
+            rows.append((option.name, shown, self.sources.get(option.name, "default")))
+        return rows
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULT = object()
+
+
+def _pick(option: Option, overrides: Mapping[str, Any], env: Mapping[str, str],
+          file_values: Mapping[str, Any], config_file: Path | None) -> tuple[Any, str]:
+    if option.name in overrides:
+        return overrides[option.name], "flag"
+    for name in option.env:
+        if name in env:
+            return env[name], f"env {name}"
+    if option.name in file_values:
+        return file_values[option.name], f"file {config_file}"
+    return _DEFAULT, "default"

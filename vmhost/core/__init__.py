@@ -1,0 +1,1 @@
+"""The domain of vmhost: models, store, provider, orchestrator and workers. Nothing of HTTP here."""

@@ -1,0 +1,130 @@
+"""Versioned schema migrations (sqlite-utils Migrations), with a backup before touching an existing
+database. The schema version is the number of migrations applied."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("vmhost")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    db.execute("""
+        CREATE TABLE workspaces (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            template TEXT NOT NULL,
+            image TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_reason TEXT,
+            container_id TEXT,
+            volume TEXT,
+            repo_url TEXT,
+            branch TEXT,
+            cpus REAL,
+            memory_mb INTEGER,
+            ttl_seconds INTEGER,
+            expires_at TEXT,
+            labels TEXT NOT NULL DEFAULT '{}',
+            env TEXT NOT NULL DEFAULT '{}',
+            command TEXT NOT NULL DEFAULT '[]',
+            provision TEXT NOT NULL DEFAULT '[]',
+            plugins TEXT NOT NULL DEFAULT '[]',
+            ports TEXT NOT NULL DEFAULT '{}',
+            shell TEXT,
+            current_operation_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (owner, name)
+        )""")
+    db.execute("CREATE INDEX workspaces_status ON workspaces (status)")
+    db.execute("CREATE INDEX workspaces_expires_at ON workspaces (expires_at) WHERE expires_at IS NOT NULL")
+    # No foreign key to workspaces: operation history outlives its workspace.
+    db.execute("""
+        CREATE TABLE operations (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            workspace_id TEXT,
+            workspace_name TEXT,
+            owner TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            result TEXT NOT NULL DEFAULT '{}',
+            output TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        )""")
+    db.execute("CREATE INDEX operations_workspace ON operations (workspace_id, status)")
+    db.execute("CREATE INDEX operations_status ON operations (status)")
+    db.execute("CREATE INDEX operations_owner_created ON operations (owner, created_at)")
+    db.execute("""
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            hash TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL DEFAULT 'write',
+            admin INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )""")
+    db.execute("CREATE INDEX tokens_user ON tokens (user)")
+
+
+@migrations()
+def m002_events(db: Database) -> None:
+    # AUTOINCREMENT: ids never come back after old events are pruned.
+    db.execute("""
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            type TEXT NOT NULL,
+            time TEXT NOT NULL,
+            workspace_id TEXT,
+            owner TEXT,
+            payload TEXT NOT NULL DEFAULT '{}'
+        )""")
+    db.execute("CREATE INDEX events_workspace ON events (workspace_id, id)")
+
+
+def schema_version(db: Database) -> int:
+    return len(migrations.applied(db))
+
+
+def latest_version() -> int:
+    return len(migrations._migrations)
+
+
+def backup(conn: sqlite3.Connection, target: Path) -> None:
+    """A consistent copy of a live database (SQLite's online backup)."""
+    with sqlite3.connect(target) as dest:
+        conn.backup(dest)
+    dest.close()
+
+
+def migrate(db: Database, path: Path | None) -> Path | None:
+    """Apply pending migrations; back the database up first when it already holds a schema.
+
+    Returns the backup's path when one was written."""
+    pending = migrations.pending(db)
+    if not pending:
+        return None
+    written = None
+    version = schema_version(db)
+    if path is not None and version > 0:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        written = path.with_name(f"{path.name}.bak-{version}-{stamp}")
+        backup(db.conn, written)
+    migrations.apply(db)
+    return written

@@ -1,0 +1,169 @@
+"""The domain: workspaces, operations, templates, tokens, events, and who is calling."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorkspaceStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class OperationStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (OperationStatus.SUCCEEDED, OperationStatus.FAILED)
+
+
+class OperationType(enum.StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    DELETE = "delete"
+    EXPIRE = "expire"
+
+
+class Door(enum.StrEnum):
+    """How a caller reached the daemon."""
+
+    SOCKET = "socket"
+    TOKEN = "token"
+    PROXY = "proxy"
+    INTERNAL = "internal"
+
+
+class Scope(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    admin: bool = False
+    door: Door = Door.INTERNAL
+    address: str | None = None
+    scope: Scope = Scope.WRITE
+    token_id: str | None = None
+    email: str | None = None
+
+    def can_see(self, owner: str) -> bool:
+        return self.admin or self.user == owner
+
+
+SYSTEM = Caller(user="vmhost", admin=True, door=Door.INTERNAL)
+
+
+@dataclass
+class Workspace:
+    id: str
+    name: str
+    owner: str
+    template: str
+    image: str
+    status: WorkspaceStatus
+    created_at: datetime
+    updated_at: datetime
+    status_reason: str | None = None
+    container_id: str | None = None
+    volume: str | None = None
+    repo_url: str | None = None
+    branch: str | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    ttl_seconds: int | None = None
+    expires_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    provision: list[str | list[str]] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    ports: dict[str, str] = field(default_factory=dict)
+    shell: str | None = None
+    current_operation_id: str | None = None
+
+
+@dataclass
+class Operation:
+    id: str
+    type: str
+    status: OperationStatus
+    workspace_id: str | None
+    workspace_name: str | None
+    owner: str
+    requested_by: str
+    created_at: datetime
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    image: str
+    description: str = ""
+    command: tuple[str, ...] = ("sleep", "infinity")
+    env: dict[str, str] = field(default_factory=dict)
+    ports: tuple[str, ...] = ()
+    provision: tuple[str | tuple[str, ...], ...] = ()
+    cpus: float | None = None
+    memory_mb: int | None = None
+    shell: str | None = None
+    source: str = "builtin"
+
+
+@dataclass
+class Token:
+    id: str
+    user: str
+    name: str
+    scope: Scope
+    admin: bool
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class Event:
+    id: int
+    type: str
+    time: datetime
+    workspace_id: str | None
+    owner: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the provider sees of a workspace's container."""
+
+    exists: bool
+    running: bool = False
+    status: str = "missing"
+    ports: dict[str, str] = field(default_factory=dict)
+    container_id: str | None = None

@@ -1,0 +1,536 @@
+"""Every business rule of vmhost. Any front door (the daemon, a cron job, a test) drives this object.
+
+Mutations are recorded as operations and run on a pool of threads; each operation is claimed exactly
+once in the database, so the provisioner's periodic sweep and the immediate hand-off never run the
+same work twice. At most one operation is in flight per workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from vmhost.core import validation
+from vmhost.core.models import (
+    Caller,
+    Door,
+    Operation,
+    OperationStatus,
+    OperationType,
+    Scope,
+    Token,
+    Workspace,
+    WorkspaceStatus,
+    utcnow,
+)
+from vmhost.core.provider import ContainerSpec, Provider
+from vmhost.core.store import Store
+from vmhost.core.templates import TemplateCatalog
+from vmhost.errors import (
+    Forbidden,
+    InvalidInput,
+    OperationNotFound,
+    ProviderError,
+    TemplateNotFound,
+    TokenNotFound,
+    Unauthenticated,
+    VmhostError,
+    WorkspaceNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10
+CLONE_TIMEOUT = 600
+MANAGED_LABEL = "vmhost.managed"
+
+
+@dataclass
+class WorkspaceRequest:
+    name: str
+    template: str = "base"
+    ttl_seconds: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    repo_url: str | None = None
+    branch: str | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    provision: list[str | list[str]] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def new_id(prefix: str, nbytes: int = 6) -> str:
+    return f"{prefix}_{secrets.token_hex(nbytes)}"
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Orchestrator:
+    def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, *, instance: str = "default",
+                 publish_address: str = "127.0.0.1", workers: int = 8) -> None:
+        self.store = store
+        self.provider = provider
+        self.templates = templates
+        self.instance = instance
+        self.publish_address = publish_address
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmhost-op")
+        self._queued: set[str] = set()
+        self._queued_lock = threading.Lock()
+        self._handlers: dict[str, Callable[[Operation], dict[str, Any]]] = {
+            OperationType.CREATE: self._do_create,
+            OperationType.START: self._do_start,
+            OperationType.STOP: self._do_stop,
+            OperationType.RESTART: self._do_restart,
+            OperationType.DELETE: self._do_delete,
+            OperationType.EXPIRE: self._do_expire,
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def labels_for(self, workspace: Workspace) -> dict[str, str]:
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, "vmhost.workspace": workspace.id,
+                "vmhost.owner": workspace.owner}
+
+    @property
+    def instance_labels(self) -> dict[str, str]:
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance}
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def list(self, caller: Caller, status: str | None = None, labels: dict[str, str] | None = None) -> list[Workspace]:
+        if status is not None and status not in WorkspaceStatus.__members__.values():
+            raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(s.value for s in WorkspaceStatus)}")
+        return self.store.list_workspaces(owner=None if caller.admin else caller.user, status=status, labels=labels)
+
+    def get(self, caller: Caller, ref: str) -> Workspace:
+        """A workspace by id, or by the caller's name for it (admins: anyone's, when unambiguous)."""
+        try:
+            workspace = self.store.get_workspace(ref)
+            if caller.can_see(workspace.owner):
+                return workspace
+        except WorkspaceNotFound:
+            pass
+        workspace = self.store.find_workspace(caller.user, ref)
+        if workspace is not None:
+            return workspace
+        if caller.admin:
+            named = self.store.find_workspaces_named(ref)
+            if len(named) == 1:
+                return named[0]
+            if len(named) > 1:
+                owners = ", ".join(sorted(w.owner for w in named))
+                raise InvalidInput(f"several workspaces are named {ref!r} (owners: {owners}); use the id")
+        raise WorkspaceNotFound(f"no workspace {ref!r}")
+
+    def get_operation(self, caller: Caller, operation_id: str) -> Operation:
+        operation = self.store.get_operation(operation_id)
+        if not caller.can_see(operation.owner):
+            raise OperationNotFound(f"no operation {operation_id!r}")
+        return operation
+
+    def list_operations(self, caller: Caller, workspace: str | None = None, type: str | None = None,
+                        status: str | None = None, limit: int = 200) -> list[Operation]:
+        workspace_id = None
+        if workspace is not None:
+            try:
+                workspace_id = self.get(caller, workspace).id
+            except WorkspaceNotFound:
+                workspace_id = workspace  # history of a deleted workspace, by its id
+        return self.store.list_operations(owner=None if caller.admin else caller.user, workspace_id=workspace_id,
+                                          type=type, status=status, limit=limit)
+
+    def wait_operation(self, caller: Caller, operation_id: str, timeout: float) -> Operation:
+        self.get_operation(caller, operation_id)
+        return self.store.wait_operation(operation_id, timeout)
+
+    def health(self) -> dict[str, Any]:
+        docker_ok, docker_detail = True, "ok"
+        try:
+            self.provider.ping()
+        except VmhostError as exc:
+            docker_ok, docker_detail = False, exc.detail
+        db_ok = self.store.ping()
+        return {
+            "status": "ok" if docker_ok and db_ok else "degraded",
+            "docker": {"ok": docker_ok, "detail": docker_detail},
+            "database": {"ok": db_ok, "detail": "ok" if db_ok else "database does not answer",
+                         "schema_version": self.store.schema_version if db_ok else None},
+        }
+
+    # -- mutations ------------------------------------------------------------------------------
+
+    @staticmethod
+    def require_write(caller: Caller) -> None:
+        if caller.scope != Scope.WRITE:
+            raise Forbidden("this token is read-only")
+
+    def create(self, caller: Caller, request: WorkspaceRequest) -> tuple[Workspace, Operation]:
+        self.require_write(caller)
+        validation.check_name(request.name)
+        try:
+            template = self.templates.get(request.template)
+        except TemplateNotFound as exc:  # in a create request, bad input rather than a missing resource
+            raise InvalidInput(exc.detail) from exc
+        repo_url, branch = validation.check_repo(request.repo_url, request.branch)
+        ttl = validation.check_ttl(request.ttl_seconds)
+        now = utcnow()
+        provision = list(template.provision) + validation.check_provision(request.provision)
+        workspace = Workspace(
+            id=new_id("ws"),
+            name=request.name,
+            owner=caller.user,
+            template=template.name,
+            image=template.image,
+            status=WorkspaceStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            repo_url=repo_url,
+            branch=branch,
+            cpus=validation.check_cpus(request.cpus if request.cpus is not None else template.cpus,
+                                       self._cpu_limit()),
+            memory_mb=validation.check_memory(request.memory_mb if request.memory_mb is not None
+                                              else template.memory_mb),
+            ttl_seconds=ttl,
+            expires_at=now + timedelta(seconds=ttl) if ttl else None,
+            labels=validation.check_labels(request.labels),
+            env={**template.env, **validation.check_env(request.env)},
+            command=list(template.command),
+            provision=[list(p) if isinstance(p, tuple) else p for p in provision],
+            plugins=validation.check_plugins(request.plugins),
+            ports={validation.check_port(p): "" for p in template.ports},
+            shell=template.shell,
+        )
+        workspace.volume = f"vmhost-{workspace.id}-workspace"
+        operation = self._new_operation(caller, workspace, OperationType.CREATE)
+        self.store.insert_workspace(workspace, operation)
+        self._submit(operation.id)
+        return workspace, operation
+
+    def _cpu_limit(self) -> int | None:
+        try:
+            return self.provider.cpu_count()
+        except VmhostError:
+            return None
+
+    def start(self, caller: Caller, ref: str) -> Operation:
+        return self._act(caller, ref, OperationType.START)
+
+    def stop(self, caller: Caller, ref: str) -> Operation:
+        return self._act(caller, ref, OperationType.STOP)
+
+    def restart(self, caller: Caller, ref: str) -> Operation:
+        return self._act(caller, ref, OperationType.RESTART)
+
+    def delete(self, caller: Caller, ref: str) -> Operation:
+        return self._act(caller, ref, OperationType.DELETE)
+
+    def expire(self, workspace: Workspace) -> Operation:
+        """The janitor's way in: stop and delete a workspace whose time is up."""
+        operation = self._new_operation(Caller(user="janitor", admin=True), workspace, OperationType.EXPIRE)
+        self.store.add_operation(operation)
+        self._submit(operation.id)
+        return operation
+
+    def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
+        self.require_write(caller)
+        workspace = self.get(caller, ref)
+        operation = self._new_operation(caller, workspace, type, params)
+        self.store.add_operation(operation)
+        self._submit(operation.id)
+        return operation
+
+    @staticmethod
+    def _new_operation(caller: Caller, workspace: Workspace, type: str,
+                       params: dict[str, Any] | None = None) -> Operation:
+        return Operation(id=new_id("op", 8), type=type, status=OperationStatus.PENDING, workspace_id=workspace.id,
+                         workspace_name=workspace.name, owner=workspace.owner, requested_by=caller.user,
+                         created_at=utcnow(), params=params or {})
+
+    # -- running operations ---------------------------------------------------------------------
+
+    def _submit(self, operation_id: str) -> None:
+        with self._queued_lock:
+            if operation_id in self._queued:
+                return
+            self._queued.add(operation_id)
+        try:
+            self._pool.submit(self._run, operation_id)
+        except RuntimeError:  # shutting down; the next start picks it up
+            with self._queued_lock:
+                self._queued.discard(operation_id)
+
+    def run_pending(self) -> int:
+        """Hand every queued operation to the pool (the provisioner's sweep). Returns how many."""
+        pending = self.store.operations_with_status(OperationStatus.PENDING)
+        for operation in pending:
+            self._submit(operation.id)
+        return len(pending)
+
+    def _run(self, operation_id: str) -> None:
+        try:
+            operation = self.store.claim_operation(operation_id)
+            if operation is None:
+                return
+            handler = self._handlers.get(operation.type)
+            try:
+                if handler is None:
+                    raise InvalidInput(f"unknown operation type {operation.type!r}")
+                result = handler(operation)
+            except VmhostError as exc:
+                self._fail(operation, exc.detail)
+            except Exception as exc:
+                log.exception("operation %s (%s) crashed", operation.id, operation.type)
+                self._fail(operation, f"internal error: {type(exc).__name__}: {exc}")
+            else:
+                self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED, result=result)
+        except VmhostError:
+            log.exception("could not record the end of operation %s", operation_id)
+        finally:
+            with self._queued_lock:
+                self._queued.discard(operation_id)
+
+    def _fail(self, operation: Operation, reason: str) -> None:
+        self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason)
+        if operation.workspace_id is None:
+            return
+        try:
+            workspace = self.store.get_workspace(operation.workspace_id)
+        except WorkspaceNotFound:
+            return
+        if operation.type in (OperationType.CREATE, OperationType.DELETE, OperationType.EXPIRE):
+            self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                        status_reason=f"{operation.type} failed: {reason}")
+        else:
+            self._sync_status(workspace, reason=f"{operation.type} failed: {reason}")
+
+    def _sync_status(self, workspace: Workspace, reason: str | None = None) -> Workspace:
+        """Make the stored status say what Docker shows."""
+        state = self.provider.inspect(workspace.container_id) if workspace.container_id else None
+        if state is None or not state.exists:
+            return self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                               status_reason=reason or "container removed outside vmhost")
+        status = WorkspaceStatus.RUNNING if state.running else WorkspaceStatus.STOPPED
+        return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
+                                           ports=state.ports or workspace.ports)
+
+    def _output(self, operation: Operation) -> Callable[[str, bytes], None]:
+        def write(stream: str, chunk: bytes) -> None:
+            self.store.append_output(operation.id, chunk.decode("utf-8", errors="replace"))
+
+        return write
+
+    def _do_create(self, operation: Operation) -> dict[str, Any]:
+        workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.PROVISIONING,
+                                                status_reason=None)
+        self.provider.ensure_image(workspace.image)
+        labels = self.labels_for(workspace)
+        self.provider.create_volume(workspace.volume, labels)
+        container_id = self.provider.create_container(ContainerSpec(
+            name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command, labels=labels,
+            volume=workspace.volume, env=workspace.env, cpus=workspace.cpus, memory_mb=workspace.memory_mb,
+            ports=tuple(workspace.ports), publish_address=self.publish_address, hostname=workspace.name))
+        workspace = self.store.update_workspace(workspace.id, container_id=container_id)
+        if workspace.repo_url:
+            self._clone_into(workspace, operation)
+        self.provider.start(container_id)
+        write = self._output(operation)
+        for number, command in enumerate(workspace.provision, start=1):
+            argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+            shown = command if isinstance(command, str) else " ".join(command)
+            write("stdout", f"$ {shown}\n".encode())
+            exit_code = self.provider.exec(container_id, argv, workdir="/workspace", on_output=write)
+            if exit_code != 0:
+                raise ProviderError(f"provision command {number} ({shown}) exited with {exit_code}; "
+                                    "see the operation's output")
+        state = self.provider.inspect(container_id)
+        if not state.running:
+            raise ProviderError(f"the container stopped right after starting (Docker says {state.status}); "
+                                f"check the template's command {workspace.command}")
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        return {"container_id": container_id}
+
+    def _clone_into(self, workspace: Workspace, operation: Operation) -> None:
+        write = self._output(operation)
+        write("stdout", f"$ git clone {workspace.repo_url}"
+                        f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
+        with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
+            checkout = os.path.join(tmp, "src")
+            argv = ["git", "clone", "--quiet", "--depth", "1"]
+            if workspace.branch:
+                argv += ["--branch", workspace.branch]
+            argv += ["--", workspace.repo_url, checkout]
+            env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=CLONE_TIMEOUT, env=env,
+                                      stdin=subprocess.DEVNULL)
+            except FileNotFoundError as exc:
+                raise ProviderError("git is not installed on the vmhost server") from exc
+            except subprocess.TimeoutExpired as exc:
+                raise ProviderError(f"git clone of {workspace.repo_url} took longer than {CLONE_TIMEOUT} s") from exc
+            if done.returncode != 0:
+                message = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ProviderError(f"cannot clone {workspace.repo_url}"
+                                    f"{' at branch ' + workspace.branch if workspace.branch else ''}: {message}")
+            with tempfile.TemporaryFile(dir=tmp) as archive:
+                with tarfile.open(fileobj=archive, mode="w") as tar:
+                    for entry in sorted(os.listdir(checkout)):
+                        tar.add(os.path.join(checkout, entry), arcname=entry)
+                archive.seek(0)
+                self.provider.put_archive(workspace.container_id, "/workspace", archive)
+            shutil.rmtree(checkout, ignore_errors=True)
+
+    def _do_start(self, operation: Operation) -> dict[str, Any]:
+        workspace = self._with_container(operation)
+        self.provider.start(workspace.container_id)
+        self._sync_status(workspace)
+        return {}
+
+    def _do_stop(self, operation: Operation) -> dict[str, Any]:
+        workspace = self._with_container(operation)
+        self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        self._sync_status(workspace)
+        return {}
+
+    def _do_restart(self, operation: Operation) -> dict[str, Any]:
+        workspace = self._with_container(operation)
+        self.provider.restart(workspace.container_id, STOP_TIMEOUT)
+        self._sync_status(workspace)
+        return {}
+
+    def _with_container(self, operation: Operation) -> Workspace:
+        workspace = self.store.get_workspace(operation.workspace_id)
+        if not workspace.container_id:
+            raise ProviderError(f"workspace {workspace.name!r} has no container (status {workspace.status}); "
+                                "delete it and create it again")
+        return workspace
+
+    def _do_delete(self, operation: Operation) -> dict[str, Any]:
+        try:
+            workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.DELETING)
+        except WorkspaceNotFound:
+            return {}
+        self.remove_resources(workspace)
+        self.store.delete_workspace(workspace.id)
+        return {}
+
+    def _do_expire(self, operation: Operation) -> dict[str, Any]:
+        workspace = self.store.get_workspace(operation.workspace_id)
+        if workspace.container_id and self.provider.inspect(workspace.container_id).running:
+            self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        return self._do_delete(operation)
+
+    def remove_resources(self, workspace: Workspace) -> None:
+        """Remove a workspace's container, volume and snapshot images from Docker."""
+        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.provider.remove_images({"vmhost.workspace": workspace.id})
+        if workspace.volume:
+            self.provider.remove_volume(workspace.volume)
+
+    # -- start-up and background work ----------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a crash: settle operations left running, then queue what is pending."""
+        for operation in self.store.operations_with_status(OperationStatus.RUNNING):
+            self._recover(operation)
+        self.run_pending()
+
+    def _recover(self, operation: Operation) -> None:
+        redo = (OperationType.CREATE, OperationType.DELETE, OperationType.EXPIRE)
+        if operation.type in redo and operation.attempts < 3:
+            # these steps are safe to repeat from the start
+            log.warning("re-queueing interrupted %s operation %s", operation.type, operation.id)
+            self.store.requeue_operation(operation.id)
+            return
+        reason = "interrupted by a restart of the vmhost daemon"
+        try:
+            workspace = self.store.get_workspace(operation.workspace_id) if operation.workspace_id else None
+            if workspace is not None and operation.type in redo:
+                self.store.finish_operation(operation.id, OperationStatus.FAILED, error=f"{reason} (3 attempts)")
+                self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                            status_reason=f"{operation.type} {reason}")
+                return
+            if workspace is not None:
+                workspace = self._sync_status(workspace)
+                wanted = WorkspaceStatus.STOPPED if operation.type == OperationType.STOP else WorkspaceStatus.RUNNING
+                if workspace.status == wanted:
+                    self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED,
+                                                result={"recovered": True})
+                    return
+                reason += f"; Docker shows the workspace {workspace.status}"
+        except VmhostError as exc:
+            reason += f"; {exc.detail}"
+        self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason)
+
+    def expire_due(self) -> list[Operation]:
+        """The janitor's sweep: an expire operation for every workspace past its expiry."""
+        started = []
+        for workspace in self.store.expired_workspaces(utcnow()):
+            if workspace.current_operation_id is not None:
+                continue
+            try:
+                started.append(self.expire(workspace))
+            except VmhostError as exc:
+                log.info("janitor skipped %s: %s", workspace.id, exc.detail)
+        return started
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def create_token(self, caller: Caller, user: str | None = None, name: str = "", scope: Scope = Scope.WRITE,
+                     admin: bool = False, ttl_seconds: int | None = None) -> tuple[Token, str]:
+        self.require_write(caller)
+        user = user or caller.user
+        if (user != caller.user or admin) and not caller.admin:
+            raise Forbidden("only admins create tokens for other users or admin tokens")
+        if not user.strip() or len(user) > 128 or any(c.isspace() or ord(c) < 32 for c in user):
+            raise InvalidInput(f"invalid user name {user!r}")
+        if ttl_seconds is not None:
+            validation.check_ttl(ttl_seconds)
+        now = utcnow()
+        token = Token(id=new_id("tok"), user=user, name=name[:128], scope=Scope(scope), admin=admin,
+                      created_at=now, expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None)
+        secret = "vmh_" + secrets.token_urlsafe(32)
+        self.store.insert_token(token, hash_token(secret))
+        return token, secret
+
+    def list_tokens(self, caller: Caller) -> list[Token]:
+        return self.store.list_tokens(user=None if caller.admin else caller.user)
+
+    def revoke_token(self, caller: Caller, token_id: str) -> Token:
+        self.require_write(caller)
+        token = self.store.get_token(token_id)
+        if token is None or not caller.can_see(token.user):
+            raise TokenNotFound(f"no token {token_id!r}")
+        self.store.revoke_token(token_id)
+        return self.store.get_token(token_id)
+
+    def authenticate_token(self, secret: str, address: str | None = None) -> Caller:
+        computed = hash_token(secret)
+        found = self.store.token_by_hash(computed)
+        if found is None or not hmac.compare_digest(found[1], computed):
+            raise Unauthenticated("invalid API token")
+        token = found[0]
+        if token.revoked_at is not None:
+            raise Unauthenticated("this API token was revoked")
+        if token.expires_at is not None and token.expires_at <= utcnow():
+            raise Unauthenticated("this API token has expired")
+        return Caller(user=token.user, admin=token.admin, door=Door.TOKEN, address=address, scope=token.scope,
+                      token_id=token.id)

@@ -1,0 +1,445 @@
+"""The database: the source of truth for workspaces, operations, tokens and events.
+
+One SQLite connection in WAL mode, shared by the daemon's threads behind one lock (SQLite allows one
+writer at a time anyway). Every change that others may wait on notifies `changed`; every event is
+handed to the subscribers after its transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from vmhost.core import migrations
+from vmhost.core.models import (
+    Event,
+    Operation,
+    OperationStatus,
+    Scope,
+    Token,
+    Workspace,
+    WorkspaceStatus,
+    utcnow,
+)
+from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, StoreUnavailable, WorkspaceNotFound
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
+
+_WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports"}
+_OP_JSON = {"params", "result"}
+_WS_TIMES = {"created_at", "updated_at", "expires_at"}
+_OP_TIMES = {"created_at", "started_at", "finished_at"}
+_TOKEN_TIMES = {"created_at", "expires_at", "last_used_at", "revoked_at"}
+
+
+def to_text(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
+def from_text(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _encode(row: dict[str, Any], json_fields: set[str], time_fields: set[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if key in json_fields:
+            value = json.dumps(value)
+        elif key in time_fields:
+            value = to_text(value)
+        elif hasattr(value, "value"):  # enums
+            value = value.value
+        out[key] = value
+    return out
+
+
+def _decode(row: sqlite3.Row, json_fields: set[str], time_fields: set[str]) -> dict[str, Any]:
+    out = {}
+    for key in row.keys():
+        value = row[key]
+        if key in json_fields:
+            value = json.loads(value) if value else None
+        elif key in time_fields:
+            value = from_text(value)
+        out[key] = value
+    return out
+
+
+def _workspace(row: sqlite3.Row) -> Workspace:
+    data = _decode(row, _WS_JSON, _WS_TIMES)
+    data["status"] = WorkspaceStatus(data["status"])
+    return Workspace(**data)
+
+
+def _operation(row: sqlite3.Row) -> Operation:
+    data = _decode(row, _OP_JSON, _OP_TIMES)
+    data["status"] = OperationStatus(data["status"])
+    return Operation(**data)
+
+
+def _token(row: sqlite3.Row) -> Token:
+    data = _decode(row, set(), _TOKEN_TIMES)
+    data.pop("hash")
+    data["scope"] = Scope(data["scope"])
+    data["admin"] = bool(data["admin"])
+    return Token(**data)
+
+
+def _event(row: sqlite3.Row) -> Event:
+    data = _decode(row, {"payload"}, {"time"})
+    return Event(**data)
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        self.db = Database(conn)
+        if str(path) != ":memory:":
+            self.db.enable_wal()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._pending_events: list[Event] = []
+        self.backup_written = migrations.migrate(self.db, None if str(path) == ":memory:" else self.path)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return migrations.schema_version(self.db)
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback(event)` after each event's transaction commits (from the writer's thread)."""
+        self._subscribers.append(callback)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            events_before = len(self._pending_events)
+            try:
+                with self.db.atomic():
+                    yield self.db.conn
+            except sqlite3.OperationalError as exc:
+                del self._pending_events[events_before:]
+                raise StoreUnavailable(f"database write failed: {exc}") from exc
+            except BaseException:
+                del self._pending_events[events_before:]
+                raise
+            if not self.db.conn.in_transaction:
+                self._publish()
+
+    def _publish(self) -> None:
+        events, self._pending_events = self._pending_events, []
+        self.changed.notify_all()
+        for event in events:
+            for callback in self._subscribers:
+                try:
+                    callback(event)
+                except Exception:  # a broken subscriber must not break writers
+                    log.exception("event subscriber failed")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self.db.conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"database read failed: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            self._query("SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
+
+    def add_event(self, conn: sqlite3.Connection, type: str, workspace_id: str | None, owner: str | None,
+                  payload: dict[str, Any]) -> Event:
+        """Record an event inside the caller's transaction."""
+        now = utcnow()
+        cursor = conn.execute(
+            "INSERT INTO events (type, time, workspace_id, owner, payload) VALUES (?, ?, ?, ?, ?)",
+            (type, to_text(now), workspace_id, owner, json.dumps(payload)))
+        event = Event(id=cursor.lastrowid, type=type, time=now, workspace_id=workspace_id, owner=owner,
+                      payload=payload)
+        self._pending_events.append(event)
+        return event
+
+    # -- workspaces -----------------------------------------------------------------------------
+
+    def insert_workspace(self, workspace: Workspace, operation: Operation) -> None:
+        """A new workspace and the operation that will build it, atomically."""
+        row = _encode({f.name: getattr(workspace, f.name) for f in fields(Workspace)}, _WS_JSON, _WS_TIMES)
+        row["current_operation_id"] = operation.id
+        workspace.current_operation_id = operation.id
+        try:
+            with self.transaction() as conn:
+                self._insert(conn, "workspaces", row)
+                self._insert_operation(conn, operation)
+                self.add_event(conn, "workspace.created", workspace.id, workspace.owner,
+                               {"name": workspace.name, "status": workspace.status.value,
+                                "template": workspace.template})
+        except sqlite3.IntegrityError as exc:
+            raise NameTaken(f"a workspace named {workspace.name!r} already exists for {workspace.owner}") from exc
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def get_workspace(self, workspace_id: str) -> Workspace:
+        rows = self._query("SELECT * FROM workspaces WHERE id = ?", (workspace_id,))
+        if not rows:
+            raise WorkspaceNotFound(f"no workspace {workspace_id!r}")
+        return _workspace(rows[0])
+
+    def find_workspace(self, owner: str, name: str) -> Workspace | None:
+        rows = self._query("SELECT * FROM workspaces WHERE owner = ? AND name = ?", (owner, name))
+        return _workspace(rows[0]) if rows else None
+
+    def find_workspaces_named(self, name: str) -> list[Workspace]:
+        return [_workspace(r) for r in self._query("SELECT * FROM workspaces WHERE name = ?", (name,))]
+
+    def list_workspaces(self, owner: str | None = None, status: str | None = None,
+                        labels: dict[str, str] | None = None) -> list[Workspace]:
+        where, params = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        for key, value in (labels or {}).items():
+            where.append("json_extract(labels, ?) = ?")
+            params.extend([f'$."{key}"', value])
+        sql = "SELECT * FROM workspaces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_workspace(r) for r in self._query(sql + " ORDER BY created_at, id", params)]
+
+    def count_workspaces(self, owner: str | None = None) -> int:
+        if owner is None:
+            return self._query("SELECT count(*) FROM workspaces")[0][0]
+        return self._query("SELECT count(*) FROM workspaces WHERE owner = ?", (owner,))[0][0]
+
+    def update_workspace(self, workspace_id: str, **changes: Any) -> Workspace:
+        """Change fields of a workspace; a status change is recorded as an event."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT * FROM workspaces WHERE id = ?", (workspace_id,)).fetchall()
+            if not rows:
+                raise WorkspaceNotFound(f"no workspace {workspace_id!r}")
+            before = _workspace(rows[0])
+            changes["updated_at"] = utcnow()
+            row = _encode(changes, _WS_JSON, _WS_TIMES)
+            assignments = ", ".join(f"{key} = ?" for key in row)
+            try:
+                conn.execute(f"UPDATE workspaces SET {assignments} WHERE id = ?", (*row.values(), workspace_id))
+            except sqlite3.IntegrityError as exc:
+                raise NameTaken(f"a workspace named {changes.get('name')!r} already exists for {before.owner}") \
+                    from exc
+            after = _workspace(conn.execute("SELECT * FROM workspaces WHERE id = ?", (workspace_id,)).fetchone())
+            if after.status != before.status:
+                self.add_event(conn, "workspace.status", workspace_id, after.owner,
+                               {"name": after.name, "status": after.status.value, "previous": before.status.value,
+                                "reason": after.status_reason})
+            elif set(changes) - {"updated_at", "status_reason", "current_operation_id"}:
+                self.add_event(conn, "workspace.updated", workspace_id, after.owner,
+                               {"name": after.name, "fields": sorted(set(changes) - {"updated_at"})})
+        return after
+
+    def delete_workspace(self, workspace_id: str) -> None:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT name, owner FROM workspaces WHERE id = ?", (workspace_id,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM workspaces WHERE id = ?", (workspace_id,))
+            self.add_event(conn, "workspace.deleted", workspace_id, row["owner"], {"name": row["name"]})
+
+    def expired_workspaces(self, now: datetime) -> list[Workspace]:
+        rows = self._query(
+            "SELECT * FROM workspaces WHERE expires_at IS NOT NULL AND expires_at <= ? AND status != ?",
+            (to_text(now), WorkspaceStatus.DELETING.value))
+        return [_workspace(r) for r in rows]
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def _insert_operation(self, conn: sqlite3.Connection, operation: Operation) -> None:
+        self._insert(conn, "operations",
+                     _encode({f.name: getattr(operation, f.name) for f in fields(Operation)}, _OP_JSON, _OP_TIMES))
+        self.add_event(conn, "operation.status", operation.workspace_id, operation.owner, _op_payload(operation))
+
+    def add_operation(self, operation: Operation, exclusive: bool = True) -> None:
+        """Queue an operation on a workspace. With `exclusive`, refuse while another is in flight."""
+        with self.transaction() as conn:
+            if operation.workspace_id is not None:
+                ws = conn.execute("SELECT id FROM workspaces WHERE id = ?", (operation.workspace_id,)).fetchone()
+                if ws is None:
+                    raise WorkspaceNotFound(f"no workspace {operation.workspace_name or operation.workspace_id!r}")
+                if exclusive:
+                    busy = conn.execute(
+                        "SELECT id, type, status FROM operations WHERE workspace_id = ? AND status IN (?, ?) "
+                        "ORDER BY created_at LIMIT 1", (operation.workspace_id, *IN_FLIGHT)).fetchone()
+                    if busy is not None:
+                        raise OperationInFlight(
+                            f"workspace {operation.workspace_name!r} is busy with {busy['type']} operation "
+                            f"{busy['id']} ({busy['status']}); wait for it or cancel it first",
+                            operation_id=busy["id"])
+                    conn.execute("UPDATE workspaces SET current_operation_id = ? WHERE id = ?",
+                                 (operation.id, operation.workspace_id))
+            self._insert_operation(conn, operation)
+
+    def get_operation(self, operation_id: str) -> Operation:
+        rows = self._query("SELECT * FROM operations WHERE id = ?", (operation_id,))
+        if not rows:
+            raise OperationNotFound(f"no operation {operation_id!r}")
+        return _operation(rows[0])
+
+    def list_operations(self, owner: str | None = None, workspace_id: str | None = None, type: str | None = None,
+                        status: str | None = None, limit: int = 200) -> list[Operation]:
+        where, params = [], []
+        for column, value in (("owner", owner), ("workspace_id", workspace_id), ("type", type), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM operations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        return [_operation(r) for r in self._query(sql, (*params, limit))]
+
+    def operations_with_status(self, *statuses: OperationStatus) -> list[Operation]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._query(f"SELECT * FROM operations WHERE status IN ({marks}) ORDER BY created_at",
+                           [s.value for s in statuses])
+        return [_operation(r) for r in rows]
+
+    def claim_operation(self, operation_id: str) -> Operation | None:
+        """Move a pending operation to running; None if someone else already did. Exactly-once."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE operations SET status = ?, started_at = ?, attempts = attempts + 1 "
+                "WHERE id = ? AND status = ?",
+                (OperationStatus.RUNNING.value, to_text(utcnow()), operation_id, OperationStatus.PENDING.value))
+            if cursor.rowcount != 1:
+                return None
+            operation = _operation(conn.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone())
+            self.add_event(conn, "operation.status", operation.workspace_id, operation.owner, _op_payload(operation))
+        return operation
+
+    def requeue_operation(self, operation_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE operations SET status = ?, started_at = NULL WHERE id = ?",
+                         (OperationStatus.PENDING.value, operation_id))
+
+    def finish_operation(self, operation_id: str, status: OperationStatus, error: str | None = None,
+                         result: dict[str, Any] | None = None) -> Operation:
+        with self.transaction() as conn:
+            assignments = "status = ?, error = ?, finished_at = ?"
+            params: list[Any] = [status.value, error, to_text(utcnow())]
+            if result is not None:
+                assignments += ", result = ?"
+                params.append(json.dumps(result))
+            conn.execute(f"UPDATE operations SET {assignments} WHERE id = ?", (*params, operation_id))
+            operation = _operation(conn.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone())
+            if operation.workspace_id is not None:
+                conn.execute("UPDATE workspaces SET current_operation_id = NULL "
+                             "WHERE id = ? AND current_operation_id = ?", (operation.workspace_id, operation_id))
+            self.add_event(conn, "operation.status", operation.workspace_id, operation.owner, _op_payload(operation))
+        return operation
+
+    def append_output(self, operation_id: str, text: str) -> None:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT workspace_id, owner FROM operations WHERE id = ?", (operation_id,)).fetchone()
+            conn.execute("UPDATE operations SET output = output || ? WHERE id = ?", (text, operation_id))
+            self.add_event(conn, "operation.output", row["workspace_id"], row["owner"],
+                           {"operation_id": operation_id, "data": text})
+
+    def wait_operation(self, operation_id: str, timeout: float) -> Operation:
+        """Block until the operation has finished or `timeout` seconds pass; return it either way."""
+        deadline = time.monotonic() + max(timeout, 0)
+        with self.changed:
+            while True:
+                operation = self.get_operation(operation_id)
+                remaining = deadline - time.monotonic()
+                if operation.status.finished or remaining <= 0:
+                    return operation
+                self.changed.wait(min(remaining, 1.0))
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def insert_token(self, token: Token, token_hash: str) -> None:
+        row = _encode({f.name: getattr(token, f.name) for f in fields(Token)}, set(), _TOKEN_TIMES)
+        row["hash"] = token_hash
+        row["admin"] = int(token.admin)
+        with self.transaction() as conn:
+            self._insert(conn, "tokens", row)
+
+    def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
+        rows = self._query("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
+        return (_token(rows[0]), rows[0]["hash"]) if rows else None
+
+    def touch_token(self, token_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(utcnow()), token_id))
+
+    def list_tokens(self, user: str | None = None) -> list[Token]:
+        if user is None:
+            rows = self._query("SELECT * FROM tokens ORDER BY created_at")
+        else:
+            rows = self._query("SELECT * FROM tokens WHERE user = ? ORDER BY created_at", (user,))
+        return [_token(r) for r in rows]
+
+    def get_token(self, token_id: str) -> Token | None:
+        rows = self._query("SELECT * FROM tokens WHERE id = ?", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                         (to_text(utcnow()), token_id))
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def list_events(self, since: int = 0, owner: str | None = None, workspace_id: str | None = None,
+                    types: Sequence[str] = (), limit: int = 1000) -> list[Event]:
+        where, params = ["id > ?"], [since]
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if workspace_id is not None:
+            where.append("workspace_id = ?")
+            params.append(workspace_id)
+        if types:
+            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            params.extend(types)
+        rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))
+        return [_event(r) for r in rows]
+
+
+def _op_payload(operation: Operation) -> dict[str, Any]:
+    return {"operation_id": operation.id, "type": operation.type, "status": operation.status.value,
+            "error": operation.error, "workspace_name": operation.workspace_name}

@@ -1,0 +1,132 @@
+"""Rules for user input, shared by the core (which enforces them) and the API models (which publish
+them in the spec). Each check returns the clean value or raises InvalidInput naming the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from vmhost.errors import InvalidInput
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+PLUGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$"
+BRANCH_PATTERN = r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+-]{1,200}$"
+MAX_LABEL_VALUE = 256
+MAX_LABELS = 64
+MAX_ENV_VALUE = 32 * 1024
+MAX_TTL_SECONDS = 365 * 24 * 3600
+MIN_MEMORY_MB = 16
+MAX_MEMORY_MB = 1024 * 1024
+REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
+
+_name = re.compile(NAME_PATTERN)
+_label_key = re.compile(LABEL_KEY_PATTERN)
+_env_key = re.compile(ENV_KEY_PATTERN)
+_plugin = re.compile(PLUGIN_PATTERN)
+_branch = re.compile(BRANCH_PATTERN)
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    if not isinstance(name, str) or not _name.match(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: use 1-63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit")
+    return name
+
+
+def check_labels(labels: Any) -> dict[str, str]:
+    if not isinstance(labels, dict):
+        raise InvalidInput("labels must be an object of strings")
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(f"too many labels ({len(labels)}; at most {MAX_LABELS})")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _label_key.match(key):
+            raise InvalidInput(f"invalid label key {key!r}: letters, digits, '.', '_', '/', '-', at most 128")
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or any(ord(c) < 32 for c in value):
+            raise InvalidInput(f"invalid value for label {key!r}: a printable string of at most {MAX_LABEL_VALUE}")
+    return dict(labels)
+
+
+def check_env(env: Any) -> dict[str, str]:
+    if not isinstance(env, dict):
+        raise InvalidInput("env must be an object of strings")
+    for key, value in env.items():
+        if not isinstance(key, str) or not _env_key.match(key):
+            raise InvalidInput(f"invalid environment variable name {key!r}")
+        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE or "\x00" in value:
+            raise InvalidInput(f"invalid value for environment variable {key!r}")
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def check_ttl(ttl: Any) -> int | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise InvalidInput(f"ttl_seconds must be a whole number from 1 to {MAX_TTL_SECONDS}, got {ttl!r}")
+    return ttl
+
+
+def check_cpus(cpus: Any, available: int | None = None) -> float | None:
+    if cpus is None:
+        return None
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus < 0.01:
+        raise InvalidInput(f"cpus must be a number of at least 0.01, got {cpus!r}")
+    if available is not None and cpus > available:
+        raise InvalidInput(f"cpus {cpus} is more than this host has ({available})")
+    return float(cpus)
+
+
+def check_memory(memory_mb: Any) -> int | None:
+    if memory_mb is None:
+        return None
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
+        raise InvalidInput(f"memory_mb must be a whole number from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}, "
+                           f"got {memory_mb!r}")
+    return memory_mb
+
+
+def check_port(port: Any) -> str:
+    text = str(port)
+    number, _, proto = text.partition("/")
+    if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in ("", "tcp", "udp"):
+        raise InvalidInput(f"invalid port {port!r}: a number from 1 to 65535, optionally /tcp or /udp")
+    return text
+
+
+def check_provision(commands: Any) -> list[str | list[str]]:
+    """Each command is a shell line (run with /bin/sh -c inside the workspace) or an argv list."""
+    if not isinstance(commands, list):
+        raise InvalidInput("provision must be a list of commands")
+    clean: list[str | list[str]] = []
+    for command in commands:
+        if isinstance(command, str) and command.strip() and "\x00" not in command:
+            clean.append(command)
+        elif isinstance(command, list) and command and all(isinstance(a, str) and "\x00" not in a for a in command):
+            clean.append(list(command))
+        else:
+            raise InvalidInput(f"invalid provision command {command!r}: a non-empty string or list of strings")
+    return clean
+
+
+def check_repo(repo_url: Any, branch: Any) -> tuple[str | None, str | None]:
+    if repo_url is None:
+        if branch is not None:
+            raise InvalidInput("branch needs a repo_url")
+        return None, None
+    if not isinstance(repo_url, str) or repo_url.startswith("-"):
+        raise InvalidInput(f"invalid repo_url {repo_url!r}")
+    scheme = urlparse(repo_url).scheme
+    if scheme not in REPO_SCHEMES and not re.match(r"^[\w.-]+@[\w.-]+:", repo_url):
+        raise InvalidInput(f"invalid repo_url {repo_url!r}: use one of {', '.join(REPO_SCHEMES)} or user@host:path")
+    if branch is not None and (not isinstance(branch, str) or not _branch.match(branch)):
+        raise InvalidInput(f"invalid branch {branch!r}")
+    return repo_url, branch
+
+
+def check_plugins(plugins: Any) -> list[str]:
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and _plugin.match(p) for p in plugins):
+        raise InvalidInput("plugins must be a list of plugin ids (letters, digits, '.', '_', '@', '/', '-')")
+    return list(dict.fromkeys(plugins))

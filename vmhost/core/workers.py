@@ -1,0 +1,47 @@
+"""Background workers: each calls the orchestrator on an interval, like any other client would."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from vmhost.core.orchestrator import Orchestrator
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicWorker:
+    """Runs `task` every `interval` seconds on its own thread until stopped."""
+
+    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
+        self.name = name
+        self.interval = interval
+        self.task = task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"vmhost-{name}", daemon=True)
+        self.runs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.task()
+            except Exception:
+                log.exception("%s run failed", self.name)
+            self.runs += 1
+
+
+def standard_workers(orchestrator: Orchestrator, janitor_interval: float,
+                     provisioner_interval: float) -> list[PeriodicWorker]:
+    """The provisioner (picks up queued operations) and the janitor (expires workspaces past their TTL)."""
+    return [
+        PeriodicWorker("provisioner", provisioner_interval, orchestrator.run_pending),
+        PeriodicWorker("janitor", janitor_interval, orchestrator.expire_due),
+    ]

@@ -1,0 +1,59 @@
+"""create_app(orchestrator, settings) -> the FastAPI application. Background workers run in its
+lifespan, so they start and stop exactly once whatever sockets the server listens on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+
+import vmhost
+from vmhost.config import Settings
+from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.workers import PeriodicWorker
+from vmhost.daemon import errors
+from vmhost.daemon.auth import Authenticator
+from vmhost.daemon.limits import BodyLimit
+from vmhost.daemon.routes import health, operations, templates, tokens, workspaces
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+The vmhost API manages development workspaces (a Docker container and its `/workspace` volume) on one
+shared host. It listens on a Unix socket (callers identified by their uid; root is an admin) and on TCP
+(`Authorization: Bearer <token>`, or `X-VM-User` from a trusted proxy). Mutations answer `202` with an
+operation; wait on it with `GET /api/v1/operations/{id}/wait`. Errors are `{"detail": ..., "code": ...}`.
+"""
+
+
+def create_app(orchestrator: Orchestrator, settings: Settings,
+               workers: Sequence[PeriodicWorker] = ()) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # blocking handlers run in this pool; streaming ones hold a thread for their whole life
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 128
+        app.state.wait_limiter = anyio.CapacityLimiter(256)
+        await anyio.to_thread.run_sync(orchestrator.recover)
+        for worker in workers:
+            worker.start()
+        log.info("vmhost %s serving", vmhost.__version__)
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+            await anyio.to_thread.run_sync(orchestrator.close)
+
+    app = FastAPI(title="vmhost", version=vmhost.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.orchestrator = orchestrator
+    app.state.settings = settings
+    app.state.authenticator = Authenticator(settings, orchestrator)
+    errors.install(app)
+    for module in (health, workspaces, operations, templates, tokens):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

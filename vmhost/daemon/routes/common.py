@@ -1,0 +1,23 @@
+"""Small helpers shared by routers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+
+from vmhost.daemon.schemas import Problem
+
+API = "/api/v1"
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error answers an endpoint can give."""
+    meaning = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
+               409: "Conflict with an operation in flight or an existing name", 413: "Request body too large",
+               422: "Invalid input", 502: "Docker refused the request", 503: "Docker or the database is unavailable"}
+    return {s: {"model": Problem, "description": meaning.get(s, "Error")} for s in (401, 422, *statuses)}
+
+
+def locate_operation(response: Response, operation_id: str) -> None:
+    response.headers["Location"] = f"{API}/operations/{operation_id}"

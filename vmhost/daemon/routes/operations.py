@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+
+from vmhost.core.models import OperationStatus
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.schemas import OperationOut
+
+router = APIRouter(prefix=f"{API}/operations", tags=["operations"])
+
+MAX_WAIT = 300
+
+
+@router.get("", response_model=list[OperationOut], summary="List operations", responses=errors(404))
+def list_operations(caller: CallerDep, orchestrator: OrchestratorDep,
+                    workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
+                    type: str | None = None, status: OperationStatus | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[OperationOut]:
+    """The caller's operations, newest first (everyone's for admins). History outlives workspaces."""
+    found = orchestrator.list_operations(caller, workspace=workspace_id, type=type,
+                                         status=status.value if status else None, limit=limit)
+    return [OperationOut.model_validate(o) for o in found]
+
+
+@router.get("/{operation_id}", response_model=OperationOut, summary="Get an operation", responses=errors(404))
+def get_operation(operation_id: str, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
+    return OperationOut.model_validate(orchestrator.get_operation(caller, operation_id))
+
+
+@router.get("/{operation_id}/wait", response_model=OperationOut, summary="Wait for an operation to end",
+            responses=errors(404))
+async def wait_operation(operation_id: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                         timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30) -> OperationOut:
+    """Blocks until the operation has succeeded or failed, or `timeout` seconds pass; answers with the
+    operation either way (check its `status`)."""
+    operation = await anyio.to_thread.run_sync(orchestrator.wait_operation, caller, operation_id, timeout,
+                                               limiter=request.app.state.wait_limiter)
+    return OperationOut.model_validate(operation)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.schemas import TokenCreate, TokenCreated, TokenOut
+
+router = APIRouter(prefix=f"{API}/tokens", tags=["tokens"])
+
+
+@router.post("", status_code=201, response_model=TokenCreated, summary="Create an API token", responses=errors(403))
+def create_token(body: TokenCreate, caller: CallerDep, orchestrator: OrchestratorDep) -> TokenCreated:
+    """A bearer token for TCP callers. Its secret is shown only in this answer; only its hash is kept.
+    Only admins create tokens for other users or admin tokens."""
+    token, secret = orchestrator.create_token(caller, user=body.user, name=body.name, scope=body.scope,
+                                              admin=body.admin, ttl_seconds=body.ttl_seconds)
+    return TokenCreated(token=TokenOut.model_validate(token), secret=secret)
+
+
+@router.get("", response_model=list[TokenOut], summary="List API tokens", responses=errors())
+def list_tokens(caller: CallerDep, orchestrator: OrchestratorDep) -> list[TokenOut]:
+    """The caller's tokens (everyone's for admins), without their secrets."""
+    return [TokenOut.model_validate(t) for t in orchestrator.list_tokens(caller)]
+
+
+@router.delete("/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=errors(403, 404))
+def revoke_token(token_id: str, caller: CallerDep, orchestrator: OrchestratorDep) -> TokenOut:
+    return TokenOut.model_validate(orchestrator.revoke_token(caller, token_id))

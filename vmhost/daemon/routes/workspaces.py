@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from vmhost.core.orchestrator import WorkspaceRequest
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors, locate_operation
+from vmhost.daemon.schemas import OperationOut, WorkspaceAccepted, WorkspaceCreate, WorkspaceOut
+from vmhost.errors import InvalidInput
+
+router = APIRouter(prefix=f"{API}/workspaces", tags=["workspaces"])
+
+Action = Literal["start", "stop", "restart"]
+
+
+def parse_label_filters(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"label filter {value!r} must look like key=value")
+        labels[key] = wanted
+    return labels
+
+
+@router.post("", status_code=202, response_model=WorkspaceAccepted, summary="Create a workspace",
+             responses=errors(403, 409, 503))
+def create_workspace(body: WorkspaceCreate, response: Response, caller: CallerDep,
+                     orchestrator: OrchestratorDep) -> WorkspaceAccepted:
+    """Queue the creation of a workspace from a template. Answers at once with the workspace (status
+    `pending`) and the operation that builds it; follow the `Location` header to watch it."""
+    workspace, operation = orchestrator.create(caller, WorkspaceRequest(**body.model_dump()))
+    locate_operation(response, operation.id)
+    return WorkspaceAccepted(workspace=WorkspaceOut.of(workspace), operation=OperationOut.model_validate(operation))
+
+
+@router.get("", response_model=list[WorkspaceOut], summary="List workspaces", responses=errors())
+def list_workspaces(caller: CallerDep, orchestrator: OrchestratorDep,
+                    status: Annotated[str | None, Query(description="only this status")] = None,
+                    label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],
+                    ) -> list[WorkspaceOut]:
+    """The caller's workspaces (every workspace for admins)."""
+    return [WorkspaceOut.of(w) for w in orchestrator.list(caller, status=status, labels=parse_label_filters(label))]
+
+
+@router.get("/{ref}", response_model=WorkspaceOut, summary="Get a workspace", responses=errors(404))
+def get_workspace(ref: str, caller: CallerDep, orchestrator: OrchestratorDep) -> WorkspaceOut:
+    """A workspace by id or by the caller's name for it, with connection info."""
+    return WorkspaceOut.of(orchestrator.get(caller, ref))
+
+
+def _act(ref: str, action: str, response: Response, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
+    operation = getattr(orchestrator, action)(caller, ref)
+    locate_operation(response, operation.id)
+    return OperationOut.model_validate(operation)
+
+
+@router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationOut,
+             summary="Start, stop or restart a workspace", responses=errors(403, 404, 409))
+def act(ref: str, action: Action, response: Response, caller: CallerDep,
+        orchestrator: OrchestratorDep) -> OperationOut:
+    """Queue a lifecycle action; answers with its operation and a `Location` header pointing at it."""
+    return _act(ref, action, response, caller, orchestrator)
+
+
+@router.post("/{ref}/{action}", status_code=202, response_model=OperationOut,
+             summary="Start, stop or restart a workspace (short form)", responses=errors(403, 404, 409))
+def act_short(ref: str, action: Action, response: Response, caller: CallerDep,
+              orchestrator: OrchestratorDep) -> OperationOut:
+    """The same as `/actions/{action}`."""
+    return _act(ref, action, response, caller, orchestrator)
+
+
+@router.delete("/{ref}", status_code=202, response_model=OperationOut, summary="Delete a workspace",
+               responses=errors(403, 404, 409))
+def delete_workspace(ref: str, response: Response, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
+    """Queue the removal of the workspace's container, its volumes and its snapshots."""
+    return _act(ref, "delete", response, caller, orchestrator)

@@ -1,0 +1,139 @@
+"""The one error tree of vmhost.
+
+Core raises these; the daemon maps them once to HTTP responses (`http_status`, `code`, `detail`);
+the CLI client turns error JSON back into the same classes and prints one line, exiting with
+`exit_code`. No dependencies, so every layer can import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VmhostError(Exception):
+    code = "error"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code, **self.extra}
+
+
+class InvalidInput(VmhostError):
+    code = "invalid_input"
+    http_status = 422
+    exit_code = 2
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFound(VmhostError):
+    code = "not_found"
+    http_status = 404
+    exit_code = 3
+
+
+class WorkspaceNotFound(NotFound):
+    code = "workspace_not_found"
+
+
+class OperationNotFound(NotFound):
+    code = "operation_not_found"
+
+
+class TemplateNotFound(NotFound):
+    code = "template_not_found"
+
+
+class TokenNotFound(NotFound):
+    code = "token_not_found"
+
+
+class Conflict(VmhostError):
+    code = "conflict"
+    http_status = 409
+    exit_code = 4
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+
+class OperationInFlight(Conflict):
+    code = "operation_in_flight"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+
+
+class Unauthenticated(VmhostError):
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 5
+
+
+class Forbidden(VmhostError):
+    code = "forbidden"
+    http_status = 403
+    exit_code = 5
+
+
+class QuotaExceeded(Forbidden):
+    code = "quota_exceeded"
+
+
+class DockerUnavailable(VmhostError):
+    code = "docker_unavailable"
+    http_status = 503
+    exit_code = 7
+
+
+class StoreUnavailable(VmhostError):
+    code = "store_unavailable"
+    http_status = 503
+    exit_code = 7
+
+
+class ProviderError(VmhostError):
+    """Docker answered, but refused or failed what was asked."""
+
+    code = "provider_error"
+    http_status = 502
+    exit_code = 7
+
+
+class OperationFailed(VmhostError):
+    code = "operation_failed"
+    http_status = 500
+    exit_code = 8
+
+
+class DaemonUnreachable(VmhostError):
+    code = "daemon_unreachable"
+    http_status = 503
+    exit_code = 6
+
+
+def _all_subclasses(cls: type[VmhostError]) -> list[type[VmhostError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_class_for(code: str) -> type[VmhostError]:
+    """The class whose `code` is `code` (used by the CLI to rebuild an error from JSON)."""
+    for cls in _all_subclasses(VmhostError):
+        if cls.code == code:
+            return cls
+    return VmhostError
