@@ -1,0 +1,130 @@
+"""vmhost workspaces (alias ws): create, list, show and act on workspaces."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from vmhost.cli.base import (
+    JsonOpt,
+    NameArg,
+    NoWaitOpt,
+    TimeoutOpt,
+    follow,
+    key_values,
+    run,
+    workspaces_app,
+)
+from vmhost.cli.durations import parse_duration
+
+if TYPE_CHECKING:
+    from vmhost.cli.client import VmhostClient
+
+
+@workspaces_app.command("ls")
+def ws_ls(
+    status: Annotated[str | None, typer.Option(help="Only workspaces with this status.")] = None,
+    label: Annotated[list[str], typer.Option(help="Only workspaces with this label (key=value).")] = [],
+    json: JsonOpt = False,
+) -> None:
+    """List workspaces."""
+    items = run(lambda c: c.get("/workspaces", status=status, label=label or None))
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(items)
+    else:
+        render.workspaces(items, show_owner=len({w["owner"] for w in items}) > 1)
+
+
+@workspaces_app.command("create")
+def ws_create(
+    name: Annotated[str, typer.Argument(help="A DNS label, unique among your workspaces.")],
+    template: Annotated[str, typer.Option("--template", "-t", help="Template name (see 'vmhost templates ls').")]
+    = "base",
+    ttl: Annotated[str | None, typer.Option(help="Delete after this long, e.g. 2h, 7d.")] = None,
+    label: Annotated[list[str], typer.Option(help="key=value; repeatable.")] = [],
+    repo: Annotated[str | None, typer.Option(help="Git repository cloned into /workspace.")] = None,
+    branch: Annotated[str | None, typer.Option(help="Branch of --repo.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPU cap.")] = None,
+    memory: Annotated[int | None, typer.Option(help="Memory cap in MB.")] = None,
+    provision: Annotated[list[str], typer.Option(help="Shell command run after start; repeatable.")] = [],
+    plugin: Annotated[list[str], typer.Option(help="Plugin id; repeatable.")] = [],
+    env: Annotated[list[str], typer.Option(help="KEY=VALUE; repeatable.")] = [],
+    no_wait: NoWaitOpt = False,
+    timeout: TimeoutOpt = "30m",
+    json: JsonOpt = False,
+) -> None:
+    """Create a workspace from a template and wait until it runs."""
+    body = {"name": name, "template": template, "labels": key_values(label, "label"),
+            "env": key_values(env, "env"), "provision": provision, "plugins": plugin, "repo_url": repo,
+            "branch": branch, "cpus": cpus, "memory_mb": memory,
+            "ttl_seconds": int(parse_duration(ttl)) if ttl else None}
+
+    def action(client: VmhostClient) -> dict[str, Any]:
+        accepted = client.post("/workspaces", body)
+        if not no_wait:
+            follow(client, accepted["operation"], f"create {name}", timeout)
+            return client.get(f"/workspaces/{accepted['workspace']['id']}")
+        return accepted["workspace"]
+
+    workspace = run(action)
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(workspace)
+    else:
+        render.workspace(workspace)
+
+
+@workspaces_app.command("show")
+def ws_show(name: NameArg, json: JsonOpt = False) -> None:
+    """Show one workspace with its connection info."""
+    workspace = run(lambda c: c.get(f"/workspaces/{name}"))
+    from vmhost.cli import render
+
+    render.print_json(workspace) if json else render.workspace(workspace)
+
+
+def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool) -> None:
+    def act(client: VmhostClient) -> dict[str, Any]:
+        if action == "delete":
+            operation = client.delete(f"/workspaces/{name}")
+        else:
+            operation = client.post(f"/workspaces/{name}/actions/{action}")
+        return operation if no_wait else follow(client, operation, f"{action} {name}", timeout)
+
+    operation = run(act)
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(operation)
+    elif no_wait:
+        render.out.print(f"{action} {name}: operation {operation['id']} is {operation['status']}")
+    else:
+        render.out.print(f"{action} {name}: {render.status(operation['status'])}")
+
+
+@workspaces_app.command("start")
+def ws_start(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "10m", json: JsonOpt = False) -> None:
+    """Start a stopped workspace."""
+    _lifecycle(name, "start", no_wait, timeout, json)
+
+
+@workspaces_app.command("stop")
+def ws_stop(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "10m", json: JsonOpt = False) -> None:
+    """Stop a workspace (its files stay)."""
+    _lifecycle(name, "stop", no_wait, timeout, json)
+
+
+@workspaces_app.command("restart")
+def ws_restart(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "10m", json: JsonOpt = False) -> None:
+    """Restart a workspace."""
+    _lifecycle(name, "restart", no_wait, timeout, json)
+
+
+@workspaces_app.command("rm")
+def ws_rm(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "10m", json: JsonOpt = False) -> None:
+    """Delete a workspace with its volume and snapshots."""
+    _lifecycle(name, "delete", no_wait, timeout, json)
