@@ -7,7 +7,14 @@ CLI and shell completion start fast. Each command module registers its commands 
 
 from vmhost.cli import local, operations, templates, tokens, workspaces  # noqa: F401  (registration)
 from vmhost.cli.base import app
+from vmhost.errors import VmhostError
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except VmhostError as exc:  # raised outside a client call, e.g. while parsing an option
+        from vmhost.cli import render
+
+        render.error_line(exc.detail)
+        raise SystemExit(exc.exit_code) from None

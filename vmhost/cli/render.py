@@ -23,7 +23,9 @@ def print_json(data: Any) -> None:
 
 
 def error_line(message: str) -> None:
-    err.print(f"[red]Error:[/red] {message}", soft_wrap=True, markup=True)
+    from rich.markup import escape
+
+    err.print(f"[red]Error:[/red] {escape(message)}", soft_wrap=True, markup=True)
 
 
 def status(text: str) -> str:

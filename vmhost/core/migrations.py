@@ -107,10 +107,13 @@ def latest_version() -> int:
 
 
 def backup(conn: sqlite3.Connection, target: Path) -> None:
-    """A consistent copy of a live database (SQLite's online backup)."""
-    with sqlite3.connect(target) as dest:
+    """A consistent copy of a live database (SQLite's online backup), as one self-contained file."""
+    dest = sqlite3.connect(target)
+    try:
         conn.backup(dest)
-    dest.close()
+        dest.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        dest.close()
 
 
 def migrate(db: Database, path: Path | None) -> Path | None:

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from vmhost.errors import InvalidInput
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+NAME_RULE = "use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 PLUGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$"
@@ -31,9 +32,7 @@ _branch = re.compile(BRANCH_PATTERN)
 
 def check_name(name: Any, what: str = "name") -> str:
     if not isinstance(name, str) or not _name.match(name):
-        raise InvalidInput(
-            f"invalid {what} {name!r}: use 1-63 lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit")
+        raise InvalidInput(f"invalid {what} {name!r}: {NAME_RULE}")
     return name
 
 

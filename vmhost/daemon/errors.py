@@ -12,9 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vmhost.core import validation
 from vmhost.errors import VmhostError
 
 log = logging.getLogger(__name__)
+
+PATTERN_HINTS = {validation.NAME_PATTERN: validation.NAME_RULE}
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -22,8 +25,11 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     parts = []
     for error in errors:
         where = ".".join(str(p) for p in error.get("loc", ()))
+        pattern = (error.get("ctx") or {}).get("pattern")
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON body: {error.get('ctx', {}).get('error', error.get('msg'))}")
+        elif pattern in PATTERN_HINTS:
+            parts.append(f"{where}: invalid value {error.get('input')!r}: {PATTERN_HINTS[pattern]}")
         else:
             parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     return "; ".join(parts) or "invalid request"
