@@ -75,3 +75,19 @@ def test_the_janitor_expires_workspaces_and_records_an_expire_operation(make_dae
         assert history[0]["type"] == "expire" and history[0]["status"] == "succeeded"
         assert history[0]["requested_by"] == "janitor"
     assert not docker_client.containers.list(all=True, filters={"label": f"vmhost.workspace={workspace['id']}"})
+
+
+def test_each_create_is_provisioned_exactly_once_even_with_a_tiny_provisioner_interval(make_daemon,
+                                                                                       name: str) -> None:
+    process = make_daemon({"VMHOST_PROVISIONER_INTERVAL": "0.01", "VMHOST_WORKERS": "4"})
+    with process.client() as client:
+        accepted = [client.post("/api/v1/workspaces", json={"name": f"{name}-{i}", "template": "web"}).json()
+                    for i in range(6)]
+        for item in accepted:
+            operation = wait_op(client, item["operation"]["id"])
+            assert operation["status"] == "succeeded", operation["error"]
+            assert operation["attempts"] == 1
+            assert operation["output"].count("$ echo hello from provisioning\nhello from provisioning\n") == 1
+        events = sqlite3.connect(process.db_path).execute(
+            "SELECT count(*) FROM events WHERE type = 'operation.status' AND payload LIKE '%\"running\"%'").fetchone()
+        assert events[0] == 6
