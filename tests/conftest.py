@@ -6,13 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,28 +15,17 @@ import docker
 import httpx
 import pytest
 
-from vmhost.testing import build_image
+from vmhost.testing import (  # free_port: imported from here by tests
+    DaemonProcess,
+    build_image,
+    free_port,  # noqa: F401
+    remove_instance_objects,
+)
 
 RUN_ID = uuid.uuid4().hex[:8]
 REPO = Path(__file__).resolve().parent.parent
 _instances: list[str] = []
 _counter = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def remove_instance_objects(client: docker.DockerClient, instance: str) -> None:
-    filters = {"label": [f"vmhost.instance={instance}"]}
-    for container in client.containers.list(all=True, filters=filters):
-        container.remove(force=True)
-    for image in client.images.list(filters=filters):
-        client.images.remove(image.id, force=True)
-    for volume in client.volumes.list(filters=filters):
-        volume.remove(force=True)
 
 
 @pytest.fixture(scope="session")
@@ -81,93 +63,15 @@ def templates_dir(test_image: str, tmp_path_factory: pytest.TempPathFactory) -> 
     return directory
 
 
-class Daemon:
-    """A `vmhost daemon` process of its own, with helpers to reach it the ways users do."""
+class Daemon(DaemonProcess):
+    """A `vmhost daemon` process of its own, labelled for this test run and removed at its end; its
+    provisioner and janitor run every second so tests see their effect quickly."""
 
     def __init__(self, templates_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="vmh-", dir="/tmp"))
-        self.socket = self.dir / "s.sock"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db_path = self.dir / "vmhost.db"
-        self.instance = f"test-{RUN_ID}-{next(_counter)}"
-        _instances.append(self.instance)
-        self.env = {
-            **os.environ,
-            "VMHOST_DB_PATH": str(self.db_path),
-            "VMHOST_SOCKET": str(self.socket),
-            "VMHOST_BIND": f"127.0.0.1:{self.port}",
-            "VMHOST_TEMPLATES_DIR": str(templates_dir),
-            "VMHOST_INSTANCE": self.instance,
-            "VMHOST_CONFIG": str(self.dir / "config.toml"),
-            "VMHOST_PROVISIONER_INTERVAL": "1",
-            "VMHOST_JANITOR_INTERVAL": "1",
-            **(env or {}),
-        }
-        self.log_path = self.dir / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20) -> Daemon:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "vmhost", "daemon"], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with self.client() as client:
-                    client.get("/health")
-                return self
-            except (httpx.TransportError, FileNotFoundError):
-                time.sleep(0.05)
-        raise RuntimeError(f"daemon did not answer within {timeout} s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        """HTTP over the Unix socket: the caller is this test process's user (root: an admin)."""
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://vmhost",
-                            timeout=60, **kwargs)
-
-    def tcp(self, token: str | None = None, headers: dict[str, str] | None = None) -> httpx.Client:
-        all_headers = dict(headers or {})
-        if token:
-            all_headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.url, headers=all_headers, timeout=60)
-
-    def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "VMHOST_SOCKET": str(self.socket), "COLUMNS": "200", "NO_COLOR": "1",
-                    **(env or {})}
-        full_env.pop("VMHOST_URL", None)
-        return subprocess.run([sys.executable, "-m", "vmhost", *args], env=full_env, capture_output=True,
-                              text=True, timeout=timeout, input=input)
-
-    def token(self, user: str, **body: Any) -> str:
-        with self.client() as client:
-            response = client.post("/api/v1/tokens", json={"user": user, **body})
-            response.raise_for_status()
-            return response.json()["secret"]
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        instance = f"test-{RUN_ID}-{next(_counter)}"
+        _instances.append(instance)
+        super().__init__(templates_dir, instance,
+                         {"VMHOST_PROVISIONER_INTERVAL": "1", "VMHOST_JANITOR_INTERVAL": "1", **(env or {})})
 
 
 @pytest.fixture(scope="session")
@@ -225,3 +129,13 @@ def create_ws(client: httpx.Client, name: str, wait: bool = True, **body: Any) -
         assert operation["status"] == "succeeded", operation
         accepted["workspace"] = client.get(f"/api/v1/workspaces/{accepted['workspace']['id']}").json()
     return accepted
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.slow` tests run only with VMHOST_SLOW=1; CI runs their shorter versions."""
+    if os.environ.get("VMHOST_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set VMHOST_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -35,9 +35,32 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return text
+
+
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
+
+
+def _optional_path(value: Any) -> Path | None:
+    text = str(value).strip()
+    return Path(text).expanduser() if text else None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,8 @@ OPTIONS: tuple[Option, ...] = (
            "host address that workspace ports are published on"),
     Option("max_body_bytes", ("VMHOST_MAX_BODY_BYTES",), lambda: 1024 * 1024, _positive_int,
            "largest request body accepted"),
+    Option("max_upload_bytes", ("VMHOST_MAX_UPLOAD_BYTES",), lambda: 1024 * 1024 * 1024, _positive_int,
+           "largest file or archive uploaded into a workspace"),
     Option("workers", ("VMHOST_WORKERS",), lambda: 8, _positive_int,
            "operations run at once"),
     Option("admin_group", ("VMHOST_ADMIN_GROUP",), lambda: None, _optional_str,
@@ -79,6 +104,36 @@ OPTIONS: tuple[Option, ...] = (
     Option("socket_group", ("VMHOST_SOCKET_GROUP",), lambda: None, _optional_str,
            "group that owns the Unix socket (only it and root may connect)"),
     Option("log_level", ("VMHOST_LOG_LEVEL",), lambda: "info", str, "daemon log level"),
+    Option("log_format", ("VMHOST_LOG_FORMAT",), lambda: "text", _log_format,
+           "daemon log lines: text, or json (one JSON object a line)"),
+    Option("reconcile_interval", ("VMHOST_RECONCILE_INTERVAL",), lambda: 60.0, _positive_float,
+           "seconds between sweeps that match workspaces to what Docker shows"),
+    Option("event_retention", ("VMHOST_EVENT_RETENTION",), lambda: 7 * 86400.0, _positive_float,
+           "seconds events are kept for replay before they are pruned"),
+    Option("event_heartbeat", ("VMHOST_EVENT_HEARTBEAT",), lambda: 15.0, _positive_float,
+           "seconds between heartbeats on an idle event stream"),
+    Option("expiry_warning", ("VMHOST_EXPIRY_WARNING",), lambda: 300.0, _positive_float,
+           "seconds before a workspace's expiry that a workspace.expiring warning goes out"),
+    Option("quota_max_workspaces", ("VMHOST_QUOTA_MAX_WORKSPACES",), lambda: 5, _positive_int,
+           "workspaces a user may have (admins: no quota)"),
+    Option("quota_max_cpus", ("VMHOST_QUOTA_MAX_CPUS",), lambda: 8.0, _positive_float,
+           "CPUs a user's workspaces may ask for in total"),
+    Option("quota_max_memory_mb", ("VMHOST_QUOTA_MAX_MEMORY_MB",), lambda: 16384, _positive_int,
+           "MB of memory a user's workspaces may ask for in total"),
+    Option("quota_max_ttl_seconds", ("VMHOST_QUOTA_MAX_TTL_SECONDS",), lambda: 30 * 86400, _positive_int,
+           "longest TTL of a user's workspace (also the TTL of one created without)"),
+    Option("quota_max_snapshots", ("VMHOST_QUOTA_MAX_SNAPSHOTS",), lambda: 10, _positive_int,
+           "snapshots a user may keep per workspace"),
+    Option("quota_default_cpus", ("VMHOST_QUOTA_DEFAULT_CPUS",), lambda: 1.0, _positive_float,
+           "CPUs a workspace counts for when neither it nor its template sets cpus"),
+    Option("quota_default_memory_mb", ("VMHOST_QUOTA_DEFAULT_MEMORY_MB",), lambda: 2048, _positive_int,
+           "MB a workspace counts for when neither it nor its template sets memory_mb"),
+    Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
+           "PEM certificate (chain) for TLS on TCP"),
+    Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
+           "PEM private key for tls_cert"),
+    Option("allow_insecure_tcp", ("VMHOST_ALLOW_INSECURE_TCP",), lambda: False, _flag,
+           "serve plain HTTP on a non-loopback address without a trusted proxy (not recommended)"),
 )
 
 
@@ -95,10 +150,26 @@ class Settings:
     instance: str
     publish_address: str
     max_body_bytes: int
+    max_upload_bytes: int
     workers: int
     admin_group: str | None
     socket_group: str | None
     log_level: str
+    log_format: str
+    reconcile_interval: float
+    event_retention: float
+    event_heartbeat: float
+    expiry_warning: float
+    quota_max_workspaces: int
+    quota_max_cpus: float
+    quota_max_memory_mb: int
+    quota_max_ttl_seconds: int
+    quota_max_snapshots: int
+    quota_default_cpus: float
+    quota_default_memory_mb: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    allow_insecure_tcp: bool
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -57,6 +57,10 @@ class TokenNotFound(NotFound):
     code = "token_not_found"
 
 
+class SnapshotNotFound(NotFound):
+    code = "snapshot_not_found"
+
+
 class Conflict(VmhostError):
     code = "conflict"
     http_status = 409
@@ -137,3 +141,8 @@ def error_class_for(code: str) -> type[VmhostError]:
         if cls.code == code:
             return cls
     return VmhostError
+
+
+def error_class_for_status(status: int) -> type[VmhostError]:
+    """The most general class answered with HTTP `status` (for WebSocket close codes 4000 + status)."""
+    return next((cls for cls in _all_subclasses(VmhostError) if cls.http_status == status), VmhostError)

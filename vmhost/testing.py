@@ -1,13 +1,23 @@
 """Helpers for the test suite and the benchmarks (not used by the product): a tiny local image,
-since no image registry is reachable, built from Debian's busybox-static with `docker import`."""
+since no image registry is reachable, built from Debian's busybox-static with `docker import`, and a
+real `vmhost daemon` process on a temporary database, socket and loopback port."""
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tarfile
-from typing import Any
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
 
 BUSYBOX = "/bin/busybox"
 
@@ -51,3 +61,119 @@ def build_image(client: Any, tag: str, labels: dict[str, str]) -> str:
     client.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=version or "latest",
                                       changes=changes)
     return client.images.get(tag).id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def remove_instance_objects(client: Any, instance: str) -> None:
+    """Remove every container, image and volume labelled `vmhost.instance=<instance>`."""
+    filters = {"label": [f"vmhost.instance={instance}"]}
+    for container in client.containers.list(all=True, filters=filters):
+        container.remove(force=True)
+    for image in client.images.list(filters=filters):
+        client.images.remove(image.id, force=True)
+    for volume in client.volumes.list(filters=filters):
+        volume.remove(force=True)
+
+
+class DaemonProcess:
+    """A `vmhost daemon` process of its own (temporary directory, database and socket, a free loopback
+    port), with helpers to reach it the ways users do. `env` adds to or overrides its environment."""
+
+    def __init__(self, templates_dir: Path, instance: str, env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vmh-", dir="/tmp"))
+        self.socket = self.dir / "s.sock"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_path = self.dir / "vmhost.db"
+        self.instance = instance
+        self.env = {
+            **os.environ,
+            "VMHOST_DB_PATH": str(self.db_path),
+            "VMHOST_SOCKET": str(self.socket),
+            "VMHOST_BIND": f"127.0.0.1:{self.port}",
+            "VMHOST_TEMPLATES_DIR": str(templates_dir),
+            "VMHOST_INSTANCE": self.instance,
+            "VMHOST_CONFIG": str(self.dir / "config.toml"),
+            **(env or {}),
+        }
+        self.log_path = self.dir / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20) -> Self:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "vmhost", "daemon"], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with self.client() as client:
+                    client.get("/health")
+                return self
+            except (httpx.TransportError, FileNotFoundError):
+                time.sleep(0.05)
+        raise RuntimeError(f"daemon did not answer within {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """HTTP over the Unix socket: the caller is this process's user (root: an admin)."""
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://vmhost",
+                            **{"timeout": 60, **kwargs})
+
+    def tcp(self, token: str | None = None, headers: dict[str, str] | None = None) -> httpx.Client:
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=all_headers, timeout=60)
+
+    def cli_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a `vmhost` CLI process that talks to this daemon over its socket."""
+        full_env = {**os.environ, "VMHOST_SOCKET": str(self.socket), "COLUMNS": "200", "NO_COLOR": "1",
+                    **(env or {})}
+        full_env.pop("VMHOST_URL", None)
+        return full_env
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vmhost", *args], env=self.cli_env(env), capture_output=True,
+                              text=True, timeout=timeout, input=input)
+
+    def token(self, user: str, **body: Any) -> str:
+        with self.client() as client:
+            response = client.post("/api/v1/tokens", json={"user": user, **body})
+            response.raise_for_status()
+            return response.json()["secret"]
+
+    def rss_kib(self) -> int:
+        """The daemon's resident memory (VmRSS) in KiB."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS line in /proc status")
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

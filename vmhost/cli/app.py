@@ -5,7 +5,9 @@ CLI and shell completion start fast. Each command module registers its commands 
 `vmhost.cli.base` when imported here.
 """
 
-from vmhost.cli import local, operations, templates, tokens, workspaces  # noqa: F401  (registration)
+from vmhost.cli import (  # noqa: F401  (registration)
+    access, admin, edits, events, files, local, openapi, operations, shell, snapshots, templates, tokens,
+    workspaces)
 from vmhost.cli.base import app
 from vmhost.errors import VmhostError
 

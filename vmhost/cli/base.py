@@ -34,7 +34,27 @@ _connection: dict[str, Any] = {}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return at once; do not wait for the operation.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="How long to wait, e.g. 90s, 10m.")]
-NameArg = Annotated[str, typer.Argument(help="Workspace name or id.")]
+
+
+def complete_workspace_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion: the caller's workspace names, asked of the daemon with a short timeout;
+    nothing at all when it does not answer (completion must never print an error or hang)."""
+    from vmhost.cli.client import VmhostClient
+
+    options = ctx.find_root().params
+    try:
+        client = VmhostClient(url=options.get("url"), socket=options.get("socket"), token=options.get("token"),
+                              timeout=1.0)
+        try:
+            items = client.get("/workspaces")
+        finally:
+            client.close()
+        return sorted({w["name"] for w in items if w["name"].startswith(incomplete)})
+    except (VmhostError, ValueError, KeyError, TypeError):
+        return []
+
+
+NameArg = Annotated[str, typer.Argument(help="Workspace name or id.", autocompletion=complete_workspace_names)]
 
 
 @app.callback()

@@ -50,9 +50,12 @@ def daemon(
     bind: Annotated[str | None, typer.Option(help="TCP host:port to listen on ('' for none).")] = None,
     db: Annotated[Path | None, typer.Option(help="SQLite database file.")] = None,
     templates_dir: Annotated[Path | None, typer.Option(help="Directory of template files.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve plain HTTP beyond loopback without TLS or "
+                                                              "a trusted proxy (not recommended).")] = False,
 ) -> None:
     """Run the vmhost daemon in the foreground (systemd runs this)."""
-    settings = _settings(socket=socket, bind=bind, db_path=db, templates_dir=templates_dir)
+    settings = _settings(socket=socket, bind=bind, db_path=db, templates_dir=templates_dir,
+                         allow_insecure_tcp=insecure or None)
     from vmhost.daemon.serve import run as serve
 
     serve(settings)

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from rich.console import Console
@@ -15,7 +16,8 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 STATUS_STYLE = {"running": "green", "succeeded": "green", "stopped": "yellow", "pending": "cyan",
-                "provisioning": "cyan", "deleting": "magenta", "error": "red", "failed": "red"}
+                "provisioning": "cyan", "deleting": "magenta", "error": "red", "failed": "red", "ready": "green",
+                "creating": "cyan"}
 
 
 def print_json(data: Any) -> None:
@@ -48,13 +50,46 @@ def relative(when: str | None) -> str:
     return f"in {amount}" if future else f"{amount} ago"
 
 
+@lru_cache(maxsize=1024)
+def _parse_cell(cell: str) -> tuple[str, tuple[Any, ...]]:
+    """A cell's plain text and style spans. Most cells carry no markup and skip the parser; the rest
+    (statuses mostly) repeat, hence the cache."""
+    if "[" not in cell:
+        return cell, ()
+    from rich.text import Text
+
+    text = Text.from_markup(cell)
+    return text.plain, tuple(text.spans)
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
-    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    """Each column as wide as its widest cell, two spaces apart, lines never wrapped (like `docker ps`).
+    Built as one Text from plain strings and style spans: rich's Table measures and wraps every cell,
+    which takes seconds for a thousand rows."""
+    from rich.cells import cell_len
+    from rich.text import Span, Text
+
+    lines = [[(column, (Span(0, len(column), "bold"),)) for column in columns],
+             *([_parse_cell(cell) for cell in row] for row in rows)]
+    widths = [max(cell_len(plain) for plain, _ in column) + 2 for column in zip(*lines, strict=True)]
+    widths[-1] = 0  # no padding after the last column
+    parts, spans, offset = [], [], 0
+    if title:
+        parts.append(f"{title}\n")
+        spans.append(Span(0, len(title), "italic"))
+        offset = len(title) + 1
+    for line in lines:
+        for (plain, cell_spans), width in zip(line, widths, strict=True):
+            spans.extend(Span(offset + span.start, offset + span.end, span.style) for span in cell_spans)
+            padded = plain + " " * max(width - cell_len(plain), 0)
+            parts.append(padded)
+            offset += len(padded)
+        parts.append("\n")
+        offset += 1
+    if out.color_system is None:  # no styles would be shown (a pipe, NO_COLOR): skip rich's rendering
+        out.file.write("".join(parts))
+    else:
+        out.print(Text("".join(parts), spans=spans), end="", soft_wrap=True)
 
 
 def workspaces(items: list[dict[str, Any]], show_owner: bool) -> None:
@@ -86,6 +121,11 @@ def workspace(w: dict[str, Any]) -> None:
         ("Operation", w["current_operation_id"] or "-"),
         ("Created", w["created_at"]),
     ]
+    _details(rows)
+
+
+def _details(rows: Sequence[tuple[str, Any]]) -> None:
+    """One thing as a two-column table of field and value."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -124,6 +164,37 @@ def templates(data: dict[str, Any]) -> None:
     for broken in data.get("broken", []):
         err.print(f"[yellow]Warning:[/yellow] template file {broken['source']} is broken: {broken['error']}",
                   markup=True)
+
+
+def template(t: dict[str, Any]) -> None:
+    provision = [p if isinstance(p, str) else " ".join(p) for p in t["provision"]]
+    _details([
+        ("Name", t["name"]), ("Description", t["description"] or "-"), ("Image", t["image"]),
+        ("Command", " ".join(t["command"])), ("Environment", ", ".join(f"{k}={v}" for k, v in t["env"].items()) or "-"),
+        ("Ports", ", ".join(t["ports"]) or "-"), ("Provision", "\n".join(provision) or "-"),
+        ("Resources", f"cpus={t['cpus'] or 'host'} memory={str(t['memory_mb']) + 'MB' if t['memory_mb'] else 'host'}"),
+        ("Shell", t["shell"] or "-"), ("Source", "built-in" if t["source"] == "builtin" else t["source"]),
+    ])
+
+
+def size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    amount = count / 1024
+    for unit in ("KiB", "MiB"):
+        if amount < 1024:
+            return f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"
+
+
+def snapshots(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out.print("No snapshots. Take one with: vmhost ws snapshot create WORKSPACE NAME")
+        return
+    rows = [[s["name"], status(s["status"]), size(s["size_bytes"]), relative(s["created_at"]), s["id"]]
+            for s in items]
+    _table(["NAME", "STATUS", "SIZE", "CREATED", "ID"], rows)
 
 
 def tokens(items: list[dict[str, Any]]) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Annotated
+
+import typer
 
 from vmhost.cli.base import JsonOpt, run, templates_app
-
-if TYPE_CHECKING:
-    pass
 
 
 @templates_app.command("ls")
@@ -17,3 +16,12 @@ def templates_ls(json: JsonOpt = False) -> None:
     from vmhost.cli import render
 
     render.print_json(data) if json else render.templates(data)
+
+
+@templates_app.command("show")
+def templates_show(name: Annotated[str, typer.Argument(help="Template name.")], json: JsonOpt = False) -> None:
+    """Show one template in full; a broken template file is reported with its error."""
+    template = run(lambda c: c.get(f"/templates/{name}"))
+    from vmhost.cli import render
+
+    render.print_json(template) if json else render.template(template)

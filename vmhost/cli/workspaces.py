@@ -87,10 +87,10 @@ def ws_show(name: NameArg, json: JsonOpt = False) -> None:
     render.print_json(workspace) if json else render.workspace(workspace)
 
 
-def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool) -> None:
+def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool, force: bool = False) -> None:
     def act(client: VmhostClient) -> dict[str, Any]:
         if action == "delete":
-            operation = client.delete(f"/workspaces/{name}")
+            operation = client.delete(f"/workspaces/{name}", force=force or None)
         else:
             operation = client.post(f"/workspaces/{name}/actions/{action}")
         return operation if no_wait else follow(client, operation, f"{action} {name}", timeout)
@@ -125,6 +125,19 @@ def ws_restart(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = 
 
 
 @workspaces_app.command("rm")
-def ws_rm(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "10m", json: JsonOpt = False) -> None:
+def ws_rm(
+    name: NameArg,
+    force: Annotated[bool, typer.Option("--force", help="Cancel whatever is in flight on it first; works in "
+                                                        "any state.")] = False,
+    no_wait: NoWaitOpt = False,
+    timeout: TimeoutOpt = "10m",
+    json: JsonOpt = False,
+) -> None:
     """Delete a workspace with its volume and snapshots."""
-    _lifecycle(name, "delete", no_wait, timeout, json)
+    _lifecycle(name, "delete", no_wait, timeout, json, force=force)
+
+
+@workspaces_app.command("rebuild")
+def ws_rebuild(name: NameArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "30m", json: JsonOpt = False) -> None:
+    """Recreate the container from the template's current image, keeping /workspace; provision again."""
+    _lifecycle(name, "rebuild", no_wait, timeout, json)

@@ -98,6 +98,62 @@ def m002_events(db: Database) -> None:
     db.execute("CREATE INDEX events_workspace ON events (workspace_id, id)")
 
 
+@migrations()
+def m004_quotas_audit(db: Database) -> None:
+    # per-user overrides of the configured quota defaults; NULL means "the default"
+    db.execute("""
+        CREATE TABLE quotas (
+            user TEXT PRIMARY KEY,
+            max_workspaces INTEGER,
+            max_cpus REAL,
+            max_memory_mb INTEGER,
+            max_ttl_seconds INTEGER,
+            max_snapshots INTEGER,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL
+        )""")
+    # no foreign keys: the audit log outlives workspaces and tokens
+    db.execute("""
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time TEXT NOT NULL,
+            user TEXT,
+            door TEXT NOT NULL,
+            address TEXT,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            action TEXT,
+            workspace_id TEXT,
+            workspace_name TEXT,
+            status INTEGER NOT NULL,
+            code TEXT
+        )""")
+    db.execute("CREATE INDEX audit_time ON audit (time)")
+    db.execute("CREATE INDEX audit_user_time ON audit (user, time)")
+    db.execute("CREATE INDEX audit_workspace ON audit (workspace_id)")
+    db.execute("ALTER TABLE workspaces ADD COLUMN capabilities TEXT NOT NULL DEFAULT '[]'")
+
+
+@migrations()
+def m003_snapshots(db: Database) -> None:
+    # No foreign key: deleting a workspace purges its snapshots' images and archives first.
+    db.execute("""
+        CREATE TABLE snapshots (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            image TEXT NOT NULL,
+            archive TEXT NOT NULL,
+            image_bytes INTEGER NOT NULL DEFAULT 0,
+            volume_bytes INTEGER NOT NULL DEFAULT 0,
+            operation_id TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (workspace_id, name)
+        )""")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

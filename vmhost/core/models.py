@@ -39,6 +39,10 @@ class OperationType(enum.StrEnum):
     RESTART = "restart"
     DELETE = "delete"
     EXPIRE = "expire"
+    SNAPSHOT = "snapshot"
+    RESTORE = "restore"
+    REBUILD = "rebuild"
+    EXEC = "exec"
 
 
 class Door(enum.StrEnum):
@@ -99,6 +103,7 @@ class Workspace:
     ports: dict[str, str] = field(default_factory=dict)
     shell: str | None = None
     current_operation_id: str | None = None
+    capabilities: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +138,7 @@ class Template:
     memory_mb: int | None = None
     shell: str | None = None
     source: str = "builtin"
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass
@@ -156,6 +162,32 @@ class Event:
     workspace_id: str | None
     owner: str | None
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+class SnapshotStatus(enum.StrEnum):
+    CREATING = "creating"
+    READY = "ready"
+
+
+@dataclass
+class Snapshot:
+    """A workspace's container filesystem (a committed image) and its /workspace volume (a tar file)."""
+
+    id: str
+    workspace_id: str
+    name: str
+    owner: str
+    status: SnapshotStatus
+    image: str
+    archive: str
+    created_at: datetime
+    image_bytes: int = 0
+    volume_bytes: int = 0
+    operation_id: str | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self.image_bytes + self.volume_bytes
 
 
 @dataclass(frozen=True)

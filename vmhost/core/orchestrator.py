@@ -18,14 +18,19 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.commands import CommandRunner
+from vmhost.core.events import OutputLines, announce_expiry
+from vmhost.core.files import WorkspaceFiles
 from vmhost.core.models import (
     Caller,
+    ContainerState,
     Door,
     Operation,
     OperationStatus,
@@ -37,11 +42,14 @@ from vmhost.core.models import (
     utcnow,
 )
 from vmhost.core.provider import ContainerSpec, Provider
+from vmhost.core.quotas import Quotas
+from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 from vmhost.errors import (
     Forbidden,
     InvalidInput,
+    InvalidState,
     OperationNotFound,
     ProviderError,
     TemplateNotFound,
@@ -54,8 +62,11 @@ from vmhost.errors import (
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10
+SHUTDOWN_GRACE = 10  # seconds running operations get to end when the daemon stops
 CLONE_TIMEOUT = 600
 MANAGED_LABEL = "vmhost.managed"
+FORCED_DELETE = "cancelled by forced delete"
+CANCEL_WAIT = 15
 
 
 @dataclass
@@ -83,8 +94,9 @@ def hash_token(secret: str) -> str:
 
 class Orchestrator:
     def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, *, instance: str = "default",
-                 publish_address: str = "127.0.0.1", workers: int = 8) -> None:
+                 publish_address: str = "127.0.0.1", workers: int = 8, quotas: Quotas | None = None) -> None:
         self.store = store
+        self.quotas = quotas or Quotas(store)
         self.provider = provider
         self.templates = templates
         self.instance = instance
@@ -92,6 +104,10 @@ class Orchestrator:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmhost-op")
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
+        self._futures: set[Future[None]] = set()
+        self.commands = CommandRunner(self)
+        self.snapshots = Snapshots(self)
+        self.files = WorkspaceFiles(self)
         self._handlers: dict[str, Callable[[Operation], dict[str, Any]]] = {
             OperationType.CREATE: self._do_create,
             OperationType.START: self._do_start,
@@ -99,10 +115,21 @@ class Orchestrator:
             OperationType.RESTART: self._do_restart,
             OperationType.DELETE: self._do_delete,
             OperationType.EXPIRE: self._do_expire,
+            OperationType.REBUILD: self._do_rebuild,
+            OperationType.EXEC: self.commands.run_operation,
+            OperationType.SNAPSHOT: self.snapshots.run_snapshot,
+            OperationType.RESTORE: self.snapshots.run_restore,
         }
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Take no more work and give running operations `grace` seconds to end. One still running then
+        stays `running` in the database: the next start's recover() repeats or settles it."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._queued_lock:
+            running = list(self._futures)
+        if wait_futures(running, timeout=grace).not_done:
+            log.warning("leaving %d operation(s) running at shutdown; the next start recovers them",
+                        len(running))
 
     # -- labels ---------------------------------------------------------------------------------
 
@@ -190,8 +217,9 @@ class Orchestrator:
             template = self.templates.get(request.template)
         except TemplateNotFound as exc:  # in a create request, bad input rather than a missing resource
             raise InvalidInput(exc.detail) from exc
-        repo_url, branch = validation.check_repo(request.repo_url, request.branch)
-        ttl = validation.check_ttl(request.ttl_seconds)
+        # the clone runs on the host: only admins may name a repository on the host's disk
+        repo_url, branch = validation.check_repo(request.repo_url, request.branch, allow_local=caller.admin)
+        ttl = self.quotas.ttl_for(caller, validation.check_ttl(request.ttl_seconds))
         now = utcnow()
         provision = list(template.provision) + validation.check_provision(request.provision)
         workspace = Workspace(
@@ -218,17 +246,19 @@ class Orchestrator:
             plugins=validation.check_plugins(request.plugins),
             ports={validation.check_port(p): "" for p in template.ports},
             shell=template.shell,
+            capabilities=list(template.capabilities),
         )
         workspace.volume = f"vmhost-{workspace.id}-workspace"
         operation = self._new_operation(caller, workspace, OperationType.CREATE)
-        self.store.insert_workspace(workspace, operation)
+        self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self._submit(operation.id)
         return workspace, operation
 
     def _cpu_limit(self) -> int | None:
+        self.provider.ping()  # with Docker away, refuse the create at once rather than fail it later
         try:
-            return self.provider.cpu_count()
-        except VmhostError:
+            return self.provider.cpu_count()  # read once, so it no longer tells whether Docker answers
+        except ProviderError:
             return None
 
     def start(self, caller: Caller, ref: str) -> Operation:
@@ -240,8 +270,55 @@ class Orchestrator:
     def restart(self, caller: Caller, ref: str) -> Operation:
         return self._act(caller, ref, OperationType.RESTART)
 
-    def delete(self, caller: Caller, ref: str) -> Operation:
+    def rebuild(self, caller: Caller, ref: str) -> Operation:
+        """A fresh container from the template's current image, keeping the /workspace volume."""
+        return self._act(caller, ref, OperationType.REBUILD)
+
+    def delete(self, caller: Caller, ref: str, force: bool = False) -> Operation:
+        """With `force`, first cancel whatever is in flight on the workspace, so that a workspace stuck
+        behind an operation that will not finish can still go."""
+        if force:
+            self.require_write(caller)
+            workspace = self.get(caller, ref)
+            in_flight = [o for status in (OperationStatus.RUNNING, OperationStatus.PENDING)
+                         for o in self.store.list_operations(workspace_id=workspace.id, status=status)]
+            for operation in in_flight:
+                self._cancel(operation, FORCED_DELETE)
+            if any(o.status == OperationStatus.RUNNING for o in in_flight):
+                # frees a thread stuck on the container (a provision command that never ends)
+                self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         return self._act(caller, ref, OperationType.DELETE)
+
+    def cancel_operation(self, caller: Caller, operation_id: str) -> Operation:
+        """Cancel a pending operation, or kill the command of a running "exec" operation. Other running
+        operations cannot be stopped half-way (InvalidState says what to do instead)."""
+        self.require_write(caller)
+        operation = self.get_operation(caller, operation_id)
+        reason = f"cancelled by {caller.user}"
+        if operation.status == OperationStatus.PENDING:
+            cancelled = self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason,
+                                                    only_from=(OperationStatus.PENDING,))
+            if cancelled is not None:
+                if operation.type == OperationType.CREATE:
+                    self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.ERROR,
+                                                status_reason=f"create {reason} before it started")
+                return cancelled
+            operation = self.store.get_operation(operation.id)  # it started meanwhile
+        if operation.status.finished:
+            raise InvalidState(f"operation {operation.id} has already {operation.status}; there is nothing to cancel")
+        if operation.type != OperationType.EXEC:
+            raise InvalidState(
+                f"operation {operation.id} ({operation.type}) is already running and cannot be stopped half-way; "
+                f"wait for it, or delete the workspace anyway with 'vmhost ws rm {operation.workspace_name} "
+                "--force' (DELETE /api/v1/workspaces/{id}?force=true)")
+        self.commands.cancel(operation.id, reason)
+        return self.store.wait_operation(operation.id, CANCEL_WAIT)
+
+    def _cancel(self, operation: Operation, reason: str) -> None:
+        """Mark an operation failed at once; its thread, if any, finds out when it ends (see `_run`)."""
+        if operation.type == OperationType.EXEC and operation.status == OperationStatus.RUNNING:
+            self.commands.cancel(operation.id, reason)
+        self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason)
 
     def expire(self, workspace: Workspace) -> Operation:
         """The janitor's way in: stop and delete a workspace whose time is up."""
@@ -253,6 +330,7 @@ class Orchestrator:
     def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
         self.require_write(caller)
         workspace = self.get(caller, ref)
+        self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = self._new_operation(caller, workspace, type, params)
         self.store.add_operation(operation)
         self._submit(operation.id)
@@ -273,10 +351,18 @@ class Orchestrator:
                 return
             self._queued.add(operation_id)
         try:
-            self._pool.submit(self._run, operation_id)
+            future = self._pool.submit(self._run, operation_id)
         except RuntimeError:  # shutting down; the next start picks it up
             with self._queued_lock:
                 self._queued.discard(operation_id)
+            return
+        with self._queued_lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._queued_lock:
+            self._futures.discard(future)
 
     def run_pending(self) -> int:
         """Hand every queued operation to the pool (the provisioner's sweep). Returns how many."""
@@ -296,31 +382,78 @@ class Orchestrator:
                     raise InvalidInput(f"unknown operation type {operation.type!r}")
                 result = handler(operation)
             except VmhostError as exc:
-                self._fail(operation, exc.detail)
+                self._fail(operation, exc.detail, result=exc.extra.get("result"))
             except Exception as exc:
                 log.exception("operation %s (%s) crashed", operation.id, operation.type)
                 self._fail(operation, f"internal error: {type(exc).__name__}: {exc}")
             else:
-                self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED, result=result)
+                if self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED, result=result) is None:
+                    self._settle_cancelled(operation)
         except VmhostError:
             log.exception("could not record the end of operation %s", operation_id)
         finally:
             with self._queued_lock:
                 self._queued.discard(operation_id)
 
-    def _fail(self, operation: Operation, reason: str) -> None:
-        self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason)
-        if operation.workspace_id is None:
+    def _fail(self, operation: Operation, reason: str, result: dict[str, Any] | None = None) -> None:
+        """Settle the workspace, then record the failure: whoever waits on the operation then sees the
+        workspace as it will stay."""
+        if self.store.get_operation(operation.id).status.finished:  # cancelled while its thread worked
+            self._settle_cancelled(operation)
             return
+        if operation.workspace_id is not None and operation.type != OperationType.EXEC:
+            try:
+                self._settle_failed(operation, reason)
+            except VmhostError as exc:
+                log.warning("could not settle workspace %s after %s failed: %s", operation.workspace_id,
+                            operation.type, exc.detail)
+        if self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason, result=result) is None:
+            self._settle_cancelled(operation)
+
+    def _settle_failed(self, operation: Operation, reason: str) -> None:
         try:
             workspace = self.store.get_workspace(operation.workspace_id)
         except WorkspaceNotFound:
             return
-        if operation.type in (OperationType.CREATE, OperationType.DELETE, OperationType.EXPIRE):
+        if operation.type == OperationType.CREATE:
+            self._discard_failed_create(workspace, f"create failed: {reason}")
+        elif operation.type in (OperationType.DELETE, OperationType.EXPIRE):
             self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
                                         status_reason=f"{operation.type} failed: {reason}")
         else:
             self._sync_status(workspace, reason=f"{operation.type} failed: {reason}")
+
+    def _settle_cancelled(self, operation: Operation) -> None:
+        """The operation was cancelled while its thread still worked. After a forced delete, remove what
+        the thread may have made in Docker since; otherwise leave the workspace to whoever acts on it now."""
+        if operation.workspace_id is None:
+            return
+        try:
+            gone = self.store.get_workspace(operation.workspace_id).status == WorkspaceStatus.DELETING
+        except WorkspaceNotFound:
+            gone = True
+        if gone:
+            try:
+                self._purge(operation.workspace_id)
+            except VmhostError as exc:
+                log.warning("could not clean up after cancelled %s operation %s: %s", operation.type, operation.id,
+                            exc.detail)
+
+    def _purge(self, workspace_id: str) -> None:
+        """Remove every Docker object labelled as this workspace's."""
+        labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
+        removers = {"container": self.provider.remove_container, "volume": self.provider.remove_volume,
+                    "image": self.provider.remove_image}  # remove_image leaves one a restored copy runs from
+        for found in sorted(self.provider.list_managed(labels), key=lambda o: o.kind != "container"):
+            removers[found.kind](found.id)
+
+    def _discard_failed_create(self, workspace: Workspace, reason: str) -> None:
+        """A failed create leaves its row in error (the operation keeps the output) and nothing in Docker."""
+        try:
+            self.remove_resources(workspace)
+        except VmhostError as exc:
+            reason += f"; its container and volume are still in Docker ({exc.detail}): delete the workspace"
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR, status_reason=reason)
 
     def _sync_status(self, workspace: Workspace, reason: str | None = None) -> Workspace:
         """Make the stored status say what Docker shows."""
@@ -332,41 +465,50 @@ class Orchestrator:
         return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
                                            ports=state.ports or workspace.ports)
 
-    def _output(self, operation: Operation) -> Callable[[str, bytes], None]:
-        def write(stream: str, chunk: bytes) -> None:
-            self.store.append_output(operation.id, chunk.decode("utf-8", errors="replace"))
-
-        return write
+    def _output(self, operation: Operation) -> OutputLines:
+        return OutputLines(self.store, operation.id)
 
     def _do_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
         self.provider.ensure_image(workspace.image)
-        labels = self.labels_for(workspace)
-        self.provider.create_volume(workspace.volume, labels)
-        container_id = self.provider.create_container(ContainerSpec(
-            name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command, labels=labels,
-            volume=workspace.volume, env=workspace.env, cpus=workspace.cpus, memory_mb=workspace.memory_mb,
-            ports=tuple(workspace.ports), publish_address=self.publish_address, hostname=workspace.name))
+        self.provider.create_volume(workspace.volume, self.labels_for(workspace))
+        container_id = self._create_container(workspace)
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
         if workspace.repo_url:
             self._clone_into(workspace, operation)
         self.provider.start(container_id)
+        self._provision(workspace, operation)
+        state = self._confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        return {"container_id": container_id}
+
+    def _create_container(self, workspace: Workspace) -> str:
+        return self.provider.create_container(ContainerSpec(
+            name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command,
+            labels=self.labels_for(workspace), volume=workspace.volume, env=workspace.env, cpus=workspace.cpus,
+            memory_mb=workspace.memory_mb, ports=tuple(workspace.ports), publish_address=self.publish_address,
+            hostname=workspace.name, capabilities=tuple(workspace.capabilities)))
+
+    def _provision(self, workspace: Workspace, operation: Operation) -> None:
+        container_id = workspace.container_id
         write = self._output(operation)
         for number, command in enumerate(workspace.provision, start=1):
             argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
             shown = command if isinstance(command, str) else " ".join(command)
             write("stdout", f"$ {shown}\n".encode())
             exit_code = self.provider.exec(container_id, argv, workdir="/workspace", on_output=write)
+            write.flush()
             if exit_code != 0:
                 raise ProviderError(f"provision command {number} ({shown}) exited with {exit_code}; "
                                     "see the operation's output")
-        state = self.provider.inspect(container_id)
+
+    def _confirm_running(self, workspace: Workspace) -> ContainerState:
+        state = self.provider.inspect(workspace.container_id)
         if not state.running:
             raise ProviderError(f"the container stopped right after starting (Docker says {state.status}); "
                                 f"check the template's command {workspace.command}")
-        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
-        return {"container_id": container_id}
+        return state
 
     def _clone_into(self, workspace: Workspace, operation: Operation) -> None:
         write = self._output(operation)
@@ -378,7 +520,9 @@ class Orchestrator:
             if workspace.branch:
                 argv += ["--branch", workspace.branch]
             argv += ["--", workspace.repo_url, checkout]
-            env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+            env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true",
+                   # only the protocol of the URL: no redirect to file:// or ext:: behind our back
+                   "GIT_ALLOW_PROTOCOL": validation.repo_protocol(workspace.repo_url)}
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=CLONE_TIMEOUT, env=env,
                                       stdin=subprocess.DEVNULL)
@@ -416,6 +560,23 @@ class Orchestrator:
         self._sync_status(workspace)
         return {}
 
+    def _do_rebuild(self, operation: Operation) -> dict[str, Any]:
+        workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.PROVISIONING,
+                                                status_reason=None)
+        try:
+            image = self.templates.get(workspace.template).image
+        except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
+            image = workspace.image
+        self.provider.ensure_image(image)
+        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
+        workspace = self.store.update_workspace(workspace.id, container_id=self._create_container(workspace))
+        self.provider.start(workspace.container_id)
+        self._provision(workspace, operation)
+        state = self._confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        return {"container_id": workspace.container_id, "image": image}
+
     def _with_container(self, operation: Operation) -> Workspace:
         workspace = self.store.get_workspace(operation.workspace_id)
         if not workspace.container_id:
@@ -439,9 +600,9 @@ class Orchestrator:
         return self._do_delete(operation)
 
     def remove_resources(self, workspace: Workspace) -> None:
-        """Remove a workspace's container, volume and snapshot images from Docker."""
+        """Remove a workspace's container, volume and snapshots (images and volume archives)."""
         self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
-        self.provider.remove_images({"vmhost.workspace": workspace.id})
+        self.snapshots.purge(workspace)
         if workspace.volume:
             self.provider.remove_volume(workspace.volume)
 
@@ -454,7 +615,12 @@ class Orchestrator:
         self.run_pending()
 
     def _recover(self, operation: Operation) -> None:
-        redo = (OperationType.CREATE, OperationType.DELETE, OperationType.EXPIRE)
+        if operation.type == OperationType.EXEC:  # its command died with the connection to Docker
+            self.store.finish_operation(operation.id, OperationStatus.FAILED,
+                                        error="interrupted by a restart of the vmhost daemon")
+            return
+        redo = (OperationType.CREATE, OperationType.DELETE, OperationType.EXPIRE, OperationType.REBUILD,
+                OperationType.SNAPSHOT, OperationType.RESTORE)
         if operation.type in redo and operation.attempts < 3:
             # these steps are safe to repeat from the start
             log.warning("re-queueing interrupted %s operation %s", operation.type, operation.id)
@@ -465,8 +631,11 @@ class Orchestrator:
             workspace = self.store.get_workspace(operation.workspace_id) if operation.workspace_id else None
             if workspace is not None and operation.type in redo:
                 self.store.finish_operation(operation.id, OperationStatus.FAILED, error=f"{reason} (3 attempts)")
-                self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
-                                            status_reason=f"{operation.type} {reason}")
+                if operation.type == OperationType.CREATE:
+                    self._discard_failed_create(workspace, f"create {reason} (3 attempts)")
+                else:
+                    self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                                status_reason=f"{operation.type} {reason}")
                 return
             if workspace is not None:
                 workspace = self._sync_status(workspace)
@@ -487,6 +656,7 @@ class Orchestrator:
             if workspace.current_operation_id is not None:
                 continue
             try:
+                announce_expiry(self.store, workspace, "expired")
                 started.append(self.expire(workspace))
             except VmhostError as exc:
                 log.info("janitor skipped %s: %s", workspace.id, exc.detail)
@@ -500,8 +670,7 @@ class Orchestrator:
         user = user or caller.user
         if (user != caller.user or admin) and not caller.admin:
             raise Forbidden("only admins create tokens for other users or admin tokens")
-        if not user.strip() or len(user) > 128 or any(c.isspace() or ord(c) < 32 for c in user):
-            raise InvalidInput(f"invalid user name {user!r}")
+        validation.check_user(user)
         if ttl_seconds is not None:
             validation.check_ttl(ttl_seconds)
         now = utcnow()

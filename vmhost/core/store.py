@@ -27,6 +27,8 @@ from vmhost.core.models import (
     Operation,
     OperationStatus,
     Scope,
+    Snapshot,
+    SnapshotStatus,
     Token,
     Workspace,
     WorkspaceStatus,
@@ -36,9 +38,10 @@ from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, Store
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = 30  # seconds a write waits for another process's lock on the database
 IN_FLIGHT = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
 
-_WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports"}
+_WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports", "capabilities"}
 _OP_JSON = {"params", "result"}
 _WS_TIMES = {"created_at", "updated_at", "expires_at"}
 _OP_TIMES = {"created_at", "started_at", "finished_at"}
@@ -103,14 +106,20 @@ def _event(row: sqlite3.Row) -> Event:
     return Event(**data)
 
 
+def _snapshot(row: sqlite3.Row) -> Snapshot:
+    data = _decode(row, set(), {"created_at"})
+    data["status"] = SnapshotStatus(data["status"])
+    return Snapshot(**data)
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")
         self.db = Database(conn)
         if str(path) != ":memory:":
             self.db.enable_wal()
@@ -141,16 +150,40 @@ class Store:
         with self._lock:
             events_before = len(self._pending_events)
             try:
-                with self.db.atomic():
+                with self.db.atomic() if self.db.conn.in_transaction else self._immediate():
                     yield self.db.conn
             except sqlite3.OperationalError as exc:
                 del self._pending_events[events_before:]
-                raise StoreUnavailable(f"database write failed: {exc}") from exc
+                raise self._unavailable("write", exc) from exc
             except BaseException:
                 del self._pending_events[events_before:]
                 raise
             if not self.db.conn.in_transaction:
                 self._publish()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """A write transaction that takes SQLite's write lock up front, so it waits out another writer
+        (busy_timeout) instead of failing at once when its read snapshot has gone stale (BUSY_SNAPSHOT)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _unavailable(self, doing: str, exc: sqlite3.OperationalError) -> StoreUnavailable:
+        text = str(exc)
+        if "full" in text:
+            return StoreUnavailable(f"database {doing} failed: the disk is full ({text}); free space in "
+                                    f"{self.path.parent} and try again")
+        if "locked" in text or "busy" in text:
+            return StoreUnavailable(f"database {doing} failed: another process has held the database locked for "
+                                    f"{BUSY_TIMEOUT} s ({text}); try again")
+        return StoreUnavailable(f"database {doing} failed: {text}")
 
     def _publish(self) -> None:
         events, self._pending_events = self._pending_events, []
@@ -167,7 +200,7 @@ class Store:
             try:
                 return self.db.conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"database read failed: {exc}") from exc
+                raise self._unavailable("read", exc) from exc
 
     def ping(self) -> bool:
         try:
@@ -175,6 +208,16 @@ class Store:
             return True
         except StoreUnavailable:
             return False
+
+    def version(self) -> tuple[int, int]:
+        """Changes as far as this store can tell: it differs after every write through this store and
+        after every commit by another process (SQLite's data_version), so reads can be cached on it."""
+        with self._lock:
+            return self.db.conn.total_changes, self._query("PRAGMA data_version")[0][0]
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own check of the whole file: ['ok'], or the problems it found."""
+        return [row[0] for row in self._query("PRAGMA integrity_check")]
 
     def add_event(self, conn: sqlite3.Connection, type: str, workspace_id: str | None, owner: str | None,
                   payload: dict[str, Any]) -> Event:
@@ -190,18 +233,22 @@ class Store:
 
     # -- workspaces -----------------------------------------------------------------------------
 
-    def insert_workspace(self, workspace: Workspace, operation: Operation) -> None:
-        """A new workspace and the operation that will build it, atomically."""
+    def insert_workspace(self, workspace: Workspace, operation: Operation,
+                         check: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """A new workspace and the operation that will build it, atomically. `check(conn)` runs first in
+        the same transaction (writers are serialised), e.g. a quota check that raises to refuse."""
         row = _encode({f.name: getattr(workspace, f.name) for f in fields(Workspace)}, _WS_JSON, _WS_TIMES)
         row["current_operation_id"] = operation.id
         workspace.current_operation_id = operation.id
         try:
             with self.transaction() as conn:
+                if check is not None:
+                    check(conn)
                 self._insert(conn, "workspaces", row)
-                self._insert_operation(conn, operation)
                 self.add_event(conn, "workspace.created", workspace.id, workspace.owner,
                                {"name": workspace.name, "status": workspace.status.value,
                                 "template": workspace.template})
+                self._insert_operation(conn, operation)
         except sqlite3.IntegrityError as exc:
             raise NameTaken(f"a workspace named {workspace.name!r} already exists for {workspace.owner}") from exc
 
@@ -245,6 +292,9 @@ class Store:
         if owner is None:
             return self._query("SELECT count(*) FROM workspaces")[0][0]
         return self._query("SELECT count(*) FROM workspaces WHERE owner = ?", (owner,))[0][0]
+
+    def count_by_status(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self._query("SELECT status, count(*) FROM workspaces GROUP BY status")}
 
     def update_workspace(self, workspace_id: str, **changes: Any) -> Workspace:
         """Change fields of a workspace; a status change is recorded as an event."""
@@ -300,9 +350,11 @@ class Store:
                 if ws is None:
                     raise WorkspaceNotFound(f"no workspace {operation.workspace_name or operation.workspace_id!r}")
                 if exclusive:
+                    # only exclusive operations hold a workspace: they are its current operation
                     busy = conn.execute(
-                        "SELECT id, type, status FROM operations WHERE workspace_id = ? AND status IN (?, ?) "
-                        "ORDER BY created_at LIMIT 1", (operation.workspace_id, *IN_FLIGHT)).fetchone()
+                        "SELECT o.id, o.type, o.status FROM workspaces w JOIN operations o "
+                        "ON o.id = w.current_operation_id WHERE w.id = ? AND o.status IN (?, ?)",
+                        (operation.workspace_id, *IN_FLIGHT)).fetchone()
                     if busy is not None:
                         raise OperationInFlight(
                             f"workspace {operation.workspace_name!r} is busy with {busy['type']} operation "
@@ -356,14 +408,22 @@ class Store:
                          (OperationStatus.PENDING.value, operation_id))
 
     def finish_operation(self, operation_id: str, status: OperationStatus, error: str | None = None,
-                         result: dict[str, Any] | None = None) -> Operation:
+                         result: dict[str, Any] | None = None,
+                         only_from: Sequence[OperationStatus] = (OperationStatus.PENDING, OperationStatus.RUNNING),
+                         ) -> Operation | None:
+        """Record the end of an operation that is still in one of `only_from`; None (and no change) when
+        it is not, e.g. because it was cancelled while its thread worked."""
         with self.transaction() as conn:
             assignments = "status = ?, error = ?, finished_at = ?"
             params: list[Any] = [status.value, error, to_text(utcnow())]
             if result is not None:
                 assignments += ", result = ?"
                 params.append(json.dumps(result))
-            conn.execute(f"UPDATE operations SET {assignments} WHERE id = ?", (*params, operation_id))
+            marks = ", ".join("?" for _ in only_from)
+            cursor = conn.execute(f"UPDATE operations SET {assignments} WHERE id = ? AND status IN ({marks})",
+                                  (*params, operation_id, *(s.value for s in only_from)))
+            if cursor.rowcount != 1:
+                return None
             operation = _operation(conn.execute("SELECT * FROM operations WHERE id = ?", (operation_id,)).fetchone())
             if operation.workspace_id is not None:
                 conn.execute("UPDATE workspaces SET current_operation_id = NULL "
@@ -371,12 +431,12 @@ class Store:
             self.add_event(conn, "operation.status", operation.workspace_id, operation.owner, _op_payload(operation))
         return operation
 
-    def append_output(self, operation_id: str, text: str) -> None:
+    def append_output(self, operation_id: str, text: str, stream: str = "stdout") -> None:
         with self.transaction() as conn:
             row = conn.execute("SELECT workspace_id, owner FROM operations WHERE id = ?", (operation_id,)).fetchone()
             conn.execute("UPDATE operations SET output = output || ? WHERE id = ?", (text, operation_id))
             self.add_event(conn, "operation.output", row["workspace_id"], row["owner"],
-                           {"operation_id": operation_id, "data": text})
+                           {"operation_id": operation_id, "stream": stream, "data": text})
 
     def wait_operation(self, operation_id: str, timeout: float) -> Operation:
         """Block until the operation has finished or `timeout` seconds pass; return it either way."""
@@ -388,6 +448,58 @@ class Store:
                 if operation.status.finished or remaining <= 0:
                     return operation
                 self.changed.wait(min(remaining, 1.0))
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def insert_snapshot(self, snapshot: Snapshot, operation: Operation,
+                        check: Callable[[sqlite3.Connection, int], None] | None = None) -> None:
+        """A new snapshot and the operation that takes it, atomically (refused while the workspace is busy).
+        `check(conn, existing)` runs first with the number of snapshots the workspace has, e.g. a quota."""
+        try:
+            with self.transaction() as conn:
+                if check is not None:
+                    existing = conn.execute("SELECT count(*) FROM snapshots WHERE workspace_id = ?",
+                                            (snapshot.workspace_id,)).fetchone()[0]
+                    check(conn, existing)
+                self._insert(conn, "snapshots",
+                             _encode({f.name: getattr(snapshot, f.name) for f in fields(Snapshot)}, set(),
+                                     {"created_at"}))
+                self.add_operation(operation)
+        except sqlite3.IntegrityError as exc:
+            raise NameTaken(f"workspace {operation.workspace_name!r} already has a snapshot named "
+                            f"{snapshot.name!r}") from exc
+
+    def list_snapshots(self, workspace_id: str | None = None) -> list[Snapshot]:
+        if workspace_id is None:
+            return [_snapshot(r) for r in self._query("SELECT * FROM snapshots ORDER BY created_at, id")]
+        rows = self._query("SELECT * FROM snapshots WHERE workspace_id = ? ORDER BY created_at, id", (workspace_id,))
+        return [_snapshot(r) for r in rows]
+
+    def find_snapshot(self, workspace_id: str, ref: str) -> Snapshot | None:
+        """A workspace's snapshot by id or by name."""
+        rows = self._query("SELECT * FROM snapshots WHERE workspace_id = ? AND (id = ? OR name = ?)",
+                           (workspace_id, ref, ref))
+        return _snapshot(rows[0]) if rows else None
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        rows = self._query("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,))
+        return _snapshot(rows[0]) if rows else None
+
+    def update_snapshot(self, snapshot_id: str, **changes: Any) -> None:
+        row = _encode(changes, set(), {"created_at"})
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE snapshots SET {', '.join(f'{key} = ?' for key in row)} WHERE id = ?",
+                         (*row.values(), snapshot_id))
+            if changes.get("status") == SnapshotStatus.READY:
+                snapshot = _snapshot(conn.execute("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone())
+                self.add_event(conn, "snapshot.created", snapshot.workspace_id, snapshot.owner,
+                               {"snapshot_id": snapshot.id, "name": snapshot.name, "size_bytes": snapshot.size_bytes})
+
+    def delete_snapshot(self, snapshot: Snapshot) -> None:
+        with self.transaction() as conn:
+            if conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot.id,)).rowcount:
+                self.add_event(conn, "snapshot.deleted", snapshot.workspace_id, snapshot.owner,
+                               {"snapshot_id": snapshot.id, "name": snapshot.name})
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -433,11 +545,39 @@ class Store:
         if workspace_id is not None:
             where.append("workspace_id = ?")
             params.append(workspace_id)
-        if types:
-            where.append(f"type IN ({', '.join('?' for _ in types)})")
-            params.extend(types)
+        if types:  # exact types, or a family as 'workspace.*'
+            where.append("(" + " OR ".join("type LIKE ? ESCAPE '\\'" if t.endswith(".*") else "type = ?"
+                                           for t in types) + ")")
+            params.extend(_like_prefix(t[:-1]) if t.endswith(".*") else t for t in types)
         rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))
         return [_event(r) for r in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event ever recorded (0 before the first), pruned or not."""
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return rows[0][0] if rows else 0
+
+    def pruned_through(self) -> int:
+        """Every event with an id up to this one has been pruned (ids have no other holes)."""
+        oldest = self._query("SELECT min(id) FROM events")[0][0]
+        return self.last_event_id() if oldest is None else oldest - 1
+
+    def prune_events(self, before: datetime) -> int:
+        """Delete events older than `before`; returns how many."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM events WHERE time < ?", (to_text(before),)).rowcount
+
+    def add_event_once(self, type: str, workspace_id: str, owner: str, payload: dict[str, Any]) -> Event | None:
+        """Record an event unless the workspace already has one of this type with this exact payload."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM events WHERE workspace_id = ? AND type = ? AND payload = ? LIMIT 1",
+                            (workspace_id, type, json.dumps(payload))).fetchone():
+                return None
+            return self.add_event(conn, type, workspace_id, owner, payload)
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _op_payload(operation: Operation) -> dict[str, Any]:

@@ -23,7 +23,8 @@ BUILTIN: tuple[Template, ...] = (
              ports=("3000",), provision=("node --version",)),
 )
 
-_FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell"}
+_FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell",
+           "capabilities"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         memory_mb=validation.check_memory(data.get("memory_mb")),
         shell=data.get("shell"),
         source=source,
+        capabilities=validation.check_capabilities(data.get("capabilities", [])),
     )
 
 

@@ -15,6 +15,9 @@ LABEL_KEY_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 PLUGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$"
 BRANCH_PATTERN = r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+-]{1,200}$"
+USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$"
+USER_RULE = "1-128 letters, digits, '.', '_', '@', '+' or '-', not starting with '.', '-', '@' or '+'"
+CAPABILITY_PATTERN = r"^[A-Z][A-Z0-9_]{1,31}$"
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
 MAX_ENV_VALUE = 32 * 1024
@@ -28,12 +31,34 @@ _label_key = re.compile(LABEL_KEY_PATTERN)
 _env_key = re.compile(ENV_KEY_PATTERN)
 _plugin = re.compile(PLUGIN_PATTERN)
 _branch = re.compile(BRANCH_PATTERN)
+_user = re.compile(USER_PATTERN)
+_capability = re.compile(CAPABILITY_PATTERN)
 
 
 def check_name(name: Any, what: str = "name") -> str:
     if not isinstance(name, str) or not _name.match(name):
         raise InvalidInput(f"invalid {what} {name!r}: {NAME_RULE}")
     return name
+
+
+def check_user(user: Any) -> str:
+    """A user name as the doors report it: printable, no spaces, at most 128 characters."""
+    if not isinstance(user, str) or not _user.match(user):
+        raise InvalidInput(f"invalid user name {user!r}: {USER_RULE}")
+    return user
+
+
+def check_capabilities(capabilities: Any) -> tuple[str, ...]:
+    """Linux capability names (CAP_ prefix optional), for a template that needs more than the defaults."""
+    if not isinstance(capabilities, (list, tuple)):
+        raise InvalidInput("'capabilities' must be a list of capability names, e.g. [\"SYS_PTRACE\"]")
+    clean = []
+    for capability in capabilities:
+        name = capability.upper().removeprefix("CAP_") if isinstance(capability, str) else capability
+        if not isinstance(name, str) or not _capability.match(name) or name == "ALL":
+            raise InvalidInput(f"invalid capability {capability!r}: a Linux capability name like SYS_PTRACE")
+        clean.append(name)
+    return tuple(dict.fromkeys(clean))
 
 
 def check_labels(labels: Any) -> dict[str, str]:
@@ -110,16 +135,23 @@ def check_provision(commands: Any) -> list[str | list[str]]:
     return clean
 
 
-def check_repo(repo_url: Any, branch: Any) -> tuple[str | None, str | None]:
+def repo_protocol(repo_url: str) -> str:
+    """The git transport a checked repo_url uses (user@host:path is ssh)."""
+    return urlparse(repo_url).scheme if "://" in repo_url else "ssh"
+
+
+def check_repo(repo_url: Any, branch: Any, allow_local: bool = True) -> tuple[str | None, str | None]:
     if repo_url is None:
         if branch is not None:
             raise InvalidInput("branch needs a repo_url")
         return None, None
-    if not isinstance(repo_url, str) or repo_url.startswith("-"):
+    if not isinstance(repo_url, str) or repo_url.startswith("-") or any(ord(c) < 33 for c in repo_url):
         raise InvalidInput(f"invalid repo_url {repo_url!r}")
     scheme = urlparse(repo_url).scheme
     if scheme not in REPO_SCHEMES and not re.match(r"^[\w.-]+@[\w.-]+:", repo_url):
         raise InvalidInput(f"invalid repo_url {repo_url!r}: use one of {', '.join(REPO_SCHEMES)} or user@host:path")
+    if scheme == "file" and not allow_local:
+        raise InvalidInput(f"invalid repo_url {repo_url!r}: only admins may clone from the server's own disk")
     if branch is not None and (not isinstance(branch, str) or not _branch.match(branch)):
         raise InvalidInput(f"invalid branch {branch!r}")
     return repo_url, branch

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,19 @@ class PeriodicWorker:
             self.runs += 1
 
 
-def standard_workers(orchestrator: Orchestrator, janitor_interval: float,
-                     provisioner_interval: float) -> list[PeriodicWorker]:
-    """The provisioner (picks up queued operations) and the janitor (expires workspaces past their TTL)."""
-    return [
+def standard_workers(orchestrator: Orchestrator, janitor_interval: float, provisioner_interval: float,
+                     expiry_warning: float = 300.0, event_retention: float | None = None) -> list[PeriodicWorker]:
+    """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
+    expiry, then expires those past it) and, with a retention, the event pruner."""
+    def janitor() -> None:
+        warn_expiring(orchestrator.store, expiry_warning)
+        orchestrator.expire_due()
+
+    workers = [
         PeriodicWorker("provisioner", provisioner_interval, orchestrator.run_pending),
-        PeriodicWorker("janitor", janitor_interval, orchestrator.expire_due),
+        PeriodicWorker("janitor", janitor_interval, janitor),
     ]
+    if event_retention is not None:
+        workers.append(PeriodicWorker("event-pruner", janitor_interval,
+                                      lambda: prune_events(orchestrator.store, event_retention)))
+    return workers

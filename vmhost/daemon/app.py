@@ -13,12 +13,18 @@ from fastapi import FastAPI
 
 import vmhost
 from vmhost.config import Settings
+from vmhost.core.audit import AuditLog
+from vmhost.core.events import EventBus
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.workers import PeriodicWorker
 from vmhost.daemon import errors
+from vmhost.daemon.audit import AuditTrail
 from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
-from vmhost.daemon.routes import health, operations, templates, tokens, workspaces
+from vmhost.daemon.metrics import Metrics, RequestMetrics
+from vmhost.daemon.readcache import ReadCache
+from vmhost.daemon.routes import (admin, audit, commands, edits, events, files, health, me, operations, quotas,
+                                   shell, snapshots, templates, tokens, ui, workspaces)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +58,17 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.orchestrator = orchestrator
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings, orchestrator)
+    app.state.events = EventBus(orchestrator.store)
+    app.state.read_cache = ReadCache(orchestrator.store)
     errors.install(app)
-    for module in (health, workspaces, operations, templates, tokens):
+    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
+    for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
+                   events, shell, quotas, me, audit):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       larger={files.UPLOAD_PATH: settings.max_upload_bytes})
+    app.state.metrics = Metrics(orchestrator.store, workers)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.state.audit = AuditLog(orchestrator.store)
+    app.add_middleware(AuditTrail, audit=app.state.audit)  # outermost: sees every answer, 413s included
     return app

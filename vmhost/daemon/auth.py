@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from vmhost.config import Settings
 from vmhost.core.models import Caller, Door
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.daemon.audit import remember_caller
 from vmhost.daemon.peercred import PEER_KEY
 from vmhost.errors import Unauthenticated
 
@@ -56,6 +57,12 @@ class Authenticator:
         return any(address in network for network in self.trusted)
 
     def caller(self, conn: HTTPConnection) -> Caller:
+        """Who is calling (raises Unauthenticated); remembered for the request's audit entry."""
+        caller = self.identify(conn)
+        remember_caller(conn.scope, caller)
+        return caller
+
+    def identify(self, conn: HTTPConnection) -> Caller:
         peer = conn.scope.get(PEER_KEY)
         if peer is not None:
             _, uid, _ = peer

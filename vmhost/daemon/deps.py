@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from vmhost.core.models import Caller
+from vmhost.core.models import Caller, Scope
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.daemon.audit import READS
+from vmhost.errors import Forbidden
 
 
 def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
@@ -16,7 +18,12 @@ def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
 
 
 def get_caller(conn: HTTPConnection) -> Caller:
-    return conn.app.state.authenticator.caller(conn)
+    """Who is calling. Read-only callers are refused every HTTP method but reads here, in one place for
+    every route (the core checks again for callers that do not come through HTTP)."""
+    caller = conn.app.state.authenticator.caller(conn)
+    if conn.scope["type"] == "http" and conn.scope["method"] not in READS and caller.scope != Scope.WRITE:
+        raise Forbidden(f"this token is read-only: it may not {conn.scope['method']} {conn.url.path}")
+    return caller
 
 
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]

@@ -17,6 +17,7 @@ from vmhost.errors import VmhostError
 
 log = logging.getLogger(__name__)
 
+BODY_NOT_PARSED = "There was an error parsing the body"  # FastAPI's words for a body it cannot decode
 PATTERN_HINTS = {validation.NAME_PATTERN: validation.NAME_RULE}
 
 
@@ -50,6 +51,9 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
+        if exc.status_code == 400 and detail == BODY_NOT_PARSED:  # e.g. a JSON body that is not UTF-8
+            return JSONResponse({"detail": "malformed request body: send JSON (UTF-8)", "code": "invalid_input"},
+                                status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"detail": detail, "code": code}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

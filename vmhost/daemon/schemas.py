@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vmhost.core import validation
-from vmhost.core.models import OperationStatus, Scope, Workspace, WorkspaceStatus
+from vmhost.core import commands, validation
+from vmhost.core.models import Door, OperationStatus, Scope, SnapshotStatus, Workspace, WorkspaceStatus
 
 Name = Field(pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
              description="a DNS label: lower-case letters, digits and '-'")
@@ -176,3 +176,216 @@ class Health(BaseModel):
     docker: ComponentHealth
     database: ComponentHealth
     version: str
+
+
+class DoctorCheck(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str = Field(description="what was checked, e.g. docker, database, template base")
+    ok: bool
+    detail: str
+    hint: str = Field("", description="what to do about a failure")
+
+
+class Orphan(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str = Field(description="container, volume or image")
+    id: str
+    name: str
+    workspace_id: str = Field(description="the workspace (no longer in the database) its labels name")
+
+
+class EventOut(BaseModel):
+    id: int = Field(description="strictly increasing; pass the last one seen as `since` to resume")
+    type: str = Field(description="workspace.created, workspace.status, workspace.updated, workspace.deleted, "
+                                  "workspace.expiring, operation.status, operation.output")
+    time: str = Field(description="ISO 8601 in UTC, as in the WebSocket frames")
+    workspace_id: str | None
+    owner: str | None
+    payload: dict[str, Any]
+
+
+class EventGap(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str = "gap"
+    first: int = Field(alias="from", description="first pruned id the caller asked for")
+    to: int = Field(description="last pruned id")
+    detail: str
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    last_id: int = Field(description="pass as `since` on the next poll")
+    gap: EventGap | None = Field(None, description="set when events after `since` were pruned before this poll")
+
+
+class QuotaLimits(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    max_workspaces: int = Field(description="workspaces the user may have")
+    max_cpus: float = Field(description="CPUs the user's workspaces may ask for in total")
+    max_memory_mb: int = Field(description="MB of memory the user's workspaces may ask for in total")
+    max_ttl_seconds: int = Field(description="longest TTL; a workspace created without a TTL gets this one")
+    max_snapshots: int = Field(description="snapshots the user may keep per workspace")
+
+
+class QuotaOverrides(BaseModel):
+    """A user's own limits; a limit left out or null is the configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_workspaces: int | None = Field(None, ge=0, le=1_000_000)
+    max_cpus: float | None = Field(None, ge=0, le=1_000_000)
+    max_memory_mb: int | None = Field(None, ge=0, le=1_000_000_000)
+    max_ttl_seconds: int | None = Field(None, gt=0, le=validation.MAX_TTL_SECONDS)
+    max_snapshots: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class QuotaUsage(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    workspaces: int
+    cpus: float = Field(description="workspaces without cpus count as the template's, else the configured default")
+    memory_mb: int = Field(description="likewise for memory_mb")
+
+
+class QuotaOut(BaseModel):
+    user: str
+    exempt: bool = Field(description="true when the caller is an admin: no quota applies to admins")
+    limits: QuotaLimits = Field(description="what applies: the user's overrides over the defaults")
+    overrides: QuotaOverrides
+    usage: QuotaUsage
+
+
+class Me(BaseModel):
+    user: str
+    role: Literal["admin", "user"]
+    door: Door = Field(description="socket, token or proxy")
+    scope: Scope = Field(description="read: only GET requests; write: everything the role allows")
+    address: str | None = Field(description="'unix' on the socket, else the peer's address")
+    email: str | None = Field(description="from the auth proxy, when it sends one")
+    token_id: str | None = Field(description="the API token used, if any")
+    quota: QuotaOut
+
+
+class AuditEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    time: datetime
+    user: str | None = Field(description="null when the caller could not be identified (a 401)")
+    door: str = Field(description="socket, token, proxy, or how an unidentified caller tried (anonymous)")
+    address: str | None = Field(description="unix:uid=..,pid=.. on the socket, else the peer's IP address")
+    method: str = Field(description="HTTP method, or WS for a WebSocket handshake")
+    path: str
+    action: str | None = Field(description="the endpoint (and lifecycle action) that handled it")
+    workspace_id: str | None
+    workspace_name: str | None
+    status: int = Field(description="HTTP status of the answer (101 for an accepted WebSocket)")
+    code: str | None = Field(description="the error code of a refused or failed request")
+
+
+class WorkspaceEdit(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
+                             description="a new name, unique among the owner's workspaces")
+    ttl_seconds: int | None = Field(None, gt=0, le=validation.MAX_TTL_SECONDS,
+                                    description="expire this many seconds from now; null removes the expiry")
+    labels: dict[str, str] | None = Field(None, max_length=validation.MAX_LABELS,
+                                          description="labels to add or overwrite")
+    remove_labels: list[str] | None = Field(None, max_length=validation.MAX_LABELS,
+                                            description="keys of labels to remove (absent ones are ignored)")
+    plugins: list[str] | None = Field(None, max_length=100, description="the new list of plugin ids")
+
+
+class WorkspaceExtend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(gt=0, le=validation.MAX_TTL_SECONDS, description="push the expiry this much further out")
+
+
+class CommandRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1, max_length=commands.MAX_ARGS,
+                            description="the program and its arguments; never run through a shell")
+    env: dict[str, str] = Field(default_factory=dict, max_length=256, description="added to the container's")
+    workdir: str = Field("/workspace", max_length=4096)
+    timeout_seconds: float = Field(commands.DEFAULT_TIMEOUT, gt=0, le=commands.MAX_TIMEOUT,
+                                   description="then the command is killed with every process it started")
+    stdin: str | None = Field(None, description="written to the command's standard input, which is then closed")
+    stream: bool = Field(False, description="answer the output as newline-delimited JSON while the command runs, "
+                                            "instead of a 202 with an exec operation")
+
+
+class CommandOutput(BaseModel):
+    """A line of a streamed command: a chunk of output as the command wrote it."""
+
+    stream: Literal["stdout", "stderr"]
+    data: str
+
+
+class CommandEnd(BaseModel):
+    """The last line of a streamed command (also in an exec operation's result, with `stdout`,
+    `stderr` and `truncated`)."""
+
+    exit_code: int = Field(description="137 when killed, 127 when the program does not exist, 126 when it cannot "
+                                       "start, 125 when Docker could not run it")
+    timed_out: bool
+    cancelled: bool
+    error: str | None = Field(None, description="why the command could not run, when it could not")
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
+                      description="unique among the workspace's snapshots; a DNS label")
+
+
+class SnapshotOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    workspace_id: str
+    name: str
+    owner: str
+    status: SnapshotStatus = Field(description="creating until its operation succeeds, then ready")
+    image: str = Field(description="the Docker image holding the container's filesystem")
+    size_bytes: int = Field(description="image_bytes + volume_bytes")
+    image_bytes: int = Field(description="what the committed image adds on top of the workspace's image")
+    volume_bytes: int = Field(description="size of the /workspace archive")
+    operation_id: str | None = Field(description="the operation that took it")
+    created_at: datetime
+
+
+class SnapshotAccepted(BaseModel):
+    snapshot: SnapshotOut
+    operation: OperationOut
+
+
+class SnapshotRestore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    as_new: str | None = Field(None, pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
+                               description="restore into a new workspace of the caller's with this name, leaving "
+                                           "the original alone; without it the workspace is restored in place")
+
+
+class FileStat(BaseModel):
+    path: str = Field(description="the normalised absolute path in the container")
+    kind: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: int = Field(description="permission bits, e.g. 420 for 0644")
+    modified: str = Field(description="modification time as Docker reports it (RFC 3339)")
+    link_target: str = Field(description="the path a symlink leads to, made absolute; empty otherwise")
+
+
+class FilesUploaded(BaseModel):
+    path: str = Field(description="the file written, or the directory the archive was extracted into")
+    entries: int = Field(description="how many files, directories and links were written")

@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 from vmhost.config import Settings
 
@@ -23,21 +24,53 @@ MAX_UNIX_PATH = 107
 
 
 def systemd_sockets(env: dict[str, str] | None = None) -> list[socket.socket]:
-    """Sockets passed by systemd socket activation, if they are meant for this process."""
+    """Sockets passed by systemd socket activation (fds 3.., `LISTEN_FDS`), as sd_listen_fds(3) takes
+    them: only when `LISTEN_PID` names this very process, so a child that inherited the variables
+    does not grab descriptors that are not its own. They are made non-blocking and close-on-exec."""
     env = dict(os.environ) if env is None else env
-    if env.get("LISTEN_PID") not in (None, str(os.getpid())):
-        return []
-    count = int(env.get("LISTEN_FDS", "0") or 0)
-    sockets = [socket.socket(fileno=SD_LISTEN_FDS_START + i) for i in range(count)]
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(env.get("LISTEN_FDS", "0") or 0)
+    except ValueError:
+        raise SystemExit(f"LISTEN_FDS={env['LISTEN_FDS']!r} is not a number") from None
+    sockets = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise SystemExit(f"descriptor {fd} passed by systemd is not a socket: {exc.strerror}") from exc
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        sockets.append(sock)
     return sockets
+
+
+def make_socket_dir(directory: Path, group: str | None) -> None:
+    """A directory vmhost creates for its socket is 0750, owned by the socket group: others cannot even
+    reach the socket. An existing directory is left as its owner set it."""
+    if directory.is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    directory.mkdir(mode=0o750)
+    os.chmod(directory, 0o750)  # mkdir's mode is filtered by the umask
+    if group:
+        os.chown(directory, -1, _group_id(group))
+
+
+def _group_id(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise SystemExit(f"socket group {group!r} does not exist; create it or change VMHOST_SOCKET_GROUP") from None
 
 
 def bind_unix(path: Path, group: str | None = None) -> socket.socket:
     if len(str(path).encode()) > MAX_UNIX_PATH:
         raise SystemExit(f"socket path {path} is longer than {MAX_UNIX_PATH} bytes; choose a shorter VMHOST_SOCKET")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    make_socket_dir(path.parent, group)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise SystemExit(f"{path} exists and is not a socket; refusing to replace it")
@@ -57,7 +90,7 @@ def bind_unix(path: Path, group: str | None = None) -> socket.socket:
     finally:
         os.umask(old_umask)
     if group:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        os.chown(path, -1, _group_id(group))
     os.chmod(path, 0o660)
     sock.listen(512)
     sock.setblocking(False)
@@ -89,12 +122,23 @@ def listening_sockets(settings: Settings) -> list[socket.socket]:
     return sockets
 
 
+def quotas_from(settings: Settings, store: Any) -> Any:  # -> Quotas, imported lazily
+    from vmhost.core.quotas import Limits, Quotas
+
+    return Quotas(store, Limits(max_workspaces=settings.quota_max_workspaces, max_cpus=settings.quota_max_cpus,
+                                max_memory_mb=settings.quota_max_memory_mb,
+                                max_ttl_seconds=settings.quota_max_ttl_seconds,
+                                max_snapshots=settings.quota_max_snapshots),
+                  default_cpus=settings.quota_default_cpus, default_memory_mb=settings.quota_default_memory_mb)
+
+
 def build_app(settings: Settings):  # -> FastAPI, imported lazily
     from vmhost.core.orchestrator import Orchestrator
     from vmhost.core.provider import DockerProvider
+    from vmhost.core.reconcile import EventFollower, Reconciler
     from vmhost.core.store import Store
     from vmhost.core.templates import TemplateCatalog
-    from vmhost.core.workers import standard_workers
+    from vmhost.core.workers import PeriodicWorker, standard_workers
     from vmhost.daemon.app import create_app
 
     store = Store(settings.db_path)
@@ -102,25 +146,34 @@ def build_app(settings: Settings):  # -> FastAPI, imported lazily
         log.info("database backed up to %s before migrating", store.backup_written)
     orchestrator = Orchestrator(store, DockerProvider(settings.docker_host), TemplateCatalog(settings.templates_dir),
                                 instance=settings.instance, publish_address=settings.publish_address,
-                                workers=settings.workers)
-    workers = standard_workers(orchestrator, settings.janitor_interval, settings.provisioner_interval)
+                                workers=settings.workers, quotas=quotas_from(settings, store))
+    workers = standard_workers(orchestrator, settings.janitor_interval, settings.provisioner_interval,
+                               expiry_warning=settings.expiry_warning, event_retention=settings.event_retention)
+    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
+    workers += [EventFollower(reconciler), PeriodicWorker("reconciler", settings.reconcile_interval, reconciler.sweep)]
     return create_app(orchestrator, settings, workers)
 
 
 def run(settings: Settings) -> None:
     import uvicorn
 
+    from vmhost.daemon import logs
+    from vmhost.daemon.exposure import Server, check_exposure, tls_context
     from vmhost.daemon.peercred import PeerH11Protocol, PeerWebSocketProtocol
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
+    tls = tls_context(settings)
+    if settings.tcp_address is not None:
+        check_exposure(settings, [settings.tcp_address[0]])  # before anything listens
     sockets = listening_sockets(settings)
+    check_exposure(settings, [s.getsockname()[0] for s in sockets if s.family != socket.AF_UNIX])  # systemd's
     app = build_app(settings)
     config = uvicorn.Config(app, http=PeerH11Protocol, ws=PeerWebSocketProtocol, log_level=settings.log_level,
-                            lifespan="on", timeout_graceful_shutdown=20, access_log=False)
-    server = uvicorn.Server(config)
+                            lifespan="on", timeout_graceful_shutdown=20, access_log=False, log_config=None)
+    server = Server(config, tls)
     for sock in sockets:
         if sock.family == socket.AF_UNIX:
             log.info("listening on unix:%s", sock.getsockname())
         else:
-            log.info("listening on http://%s:%s", *sock.getsockname()[:2])
+            log.info("listening on %s://%s:%s", "https" if tls else "http", *sock.getsockname()[:2])
     server.run(sockets=sockets)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import TypeAdapter
 
 from vmhost.core.orchestrator import WorkspaceRequest
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
@@ -12,7 +13,9 @@ from vmhost.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["workspaces"])
 
-Action = Literal["start", "stop", "restart"]
+WORKSPACE_LIST = TypeAdapter(list[WorkspaceOut])
+
+Action = Literal["start", "stop", "restart", "rebuild"]
 
 
 def parse_label_filters(values: list[str]) -> dict[str, str]:
@@ -37,12 +40,19 @@ def create_workspace(body: WorkspaceCreate, response: Response, caller: CallerDe
 
 
 @router.get("", response_model=list[WorkspaceOut], summary="List workspaces", responses=errors())
-def list_workspaces(caller: CallerDep, orchestrator: OrchestratorDep,
+def list_workspaces(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
                     status: Annotated[str | None, Query(description="only this status")] = None,
                     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],
-                    ) -> list[WorkspaceOut]:
+                    ) -> Response:
     """The caller's workspaces (every workspace for admins)."""
-    return [WorkspaceOut.of(w) for w in orchestrator.list(caller, status=status, labels=parse_label_filters(label))]
+    labels = parse_label_filters(label)
+
+    def build() -> bytes:
+        return WORKSPACE_LIST.dump_json([WorkspaceOut.of(w) for w in orchestrator.list(caller, status, labels)])
+
+    # the answer is served pre-serialised, reused until the database changes (see daemon/readcache.py)
+    key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())))
+    return Response(request.app.state.read_cache.get(key, build), media_type="application/json")
 
 
 @router.get("/{ref}", response_model=WorkspaceOut, summary="Get a workspace", responses=errors(404))
@@ -58,15 +68,18 @@ def _act(ref: str, action: str, response: Response, caller: CallerDep, orchestra
 
 
 @router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationOut,
-             summary="Start, stop or restart a workspace", responses=errors(403, 404, 409))
+             summary="Start, stop, restart or rebuild a workspace", responses=errors(403, 404, 409))
 def act(ref: str, action: Action, response: Response, caller: CallerDep,
         orchestrator: OrchestratorDep) -> OperationOut:
-    """Queue a lifecycle action; answers with its operation and a `Location` header pointing at it."""
+    """Queue a lifecycle action; answers with its operation and a `Location` header pointing at it.
+    `rebuild` replaces the container with a fresh one from the template's current image (the workspace's
+    own image when the template is gone) with the same settings, keeps the `/workspace` volume, and runs
+    the provision commands again: files outside `/workspace` are gone afterwards."""
     return _act(ref, action, response, caller, orchestrator)
 
 
 @router.post("/{ref}/{action}", status_code=202, response_model=OperationOut,
-             summary="Start, stop or restart a workspace (short form)", responses=errors(403, 404, 409))
+             summary="Start, stop, restart or rebuild a workspace (short form)", responses=errors(403, 404, 409))
 def act_short(ref: str, action: Action, response: Response, caller: CallerDep,
               orchestrator: OrchestratorDep) -> OperationOut:
     """The same as `/actions/{action}`."""
@@ -75,6 +88,12 @@ def act_short(ref: str, action: Action, response: Response, caller: CallerDep,
 
 @router.delete("/{ref}", status_code=202, response_model=OperationOut, summary="Delete a workspace",
                responses=errors(403, 404, 409))
-def delete_workspace(ref: str, response: Response, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
-    """Queue the removal of the workspace's container, its volumes and its snapshots."""
-    return _act(ref, "delete", response, caller, orchestrator)
+def delete_workspace(ref: str, response: Response, caller: CallerDep, orchestrator: OrchestratorDep,
+                     force: Annotated[bool, Query(description="first cancel every operation in flight on the "
+                                                              "workspace (they fail 'cancelled by forced delete')")]
+                     = False) -> OperationOut:
+    """Queue the removal of the workspace's container, its volumes and its snapshots. Without `force`,
+    an operation in flight makes this a 409; with it, the workspace goes whatever state it is in."""
+    operation = orchestrator.delete(caller, ref, force=force)
+    locate_operation(response, operation.id)
+    return OperationOut.model_validate(operation)

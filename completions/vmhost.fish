@@ -1,0 +1,1 @@
+complete --command vmhost --no-files --arguments "(env _VMHOST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) vmhost)" --condition "env _VMHOST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) vmhost"

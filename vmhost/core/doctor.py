@@ -1,0 +1,114 @@
+"""`vmhost doctor` as the daemon sees it: Docker, the database, the templates' images, free disk and
+orphaned Docker objects. Each check passes or fails with a detail and, on failure, a hint."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmhost.core import migrations
+from vmhost.core.reconcile import Reconciler
+from vmhost.core.store import Store
+from vmhost.core.templates import TemplateCatalog
+from vmhost.errors import VmhostError
+
+MIN_FREE_BYTES = 1024**3
+MIN_FREE_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, True, detail)
+
+
+def failed(name: str, detail: str, hint: str) -> Check:
+    return Check(name, False, detail, hint)
+
+
+def check_docker(reconciler: Reconciler) -> list[Check]:
+    reconciler.provider.ping()
+    return [passed("docker", "the Docker engine answers")]
+
+
+def check_database(store: Store) -> list[Check]:
+    problems = store.integrity_check()
+    checks = [passed("database", f"{store.path}: integrity_check ok") if problems == ["ok"] else
+              failed("database", f"{store.path}: integrity_check reports {'; '.join(problems[:3])}",
+                     "stop the daemon and restore a backup with 'vmhost db restore PATH'")]
+    version, latest = store.schema_version, migrations.latest_version()
+    if version == latest:
+        checks.append(passed("schema", f"schema version {version} (latest)"))
+    else:
+        checks.append(failed("schema", f"schema version {version}, this vmhost expects {latest}",
+                             "restart the daemon to migrate" if version < latest else
+                             "this database was written by a newer vmhost; upgrade vmhost"))
+    return checks
+
+
+def check_templates(templates: TemplateCatalog, reconciler: Reconciler) -> list[Check]:
+    found, broken = templates.load()
+    checks = [failed(f"template {Path(b.source).stem}", f"{b.source}: {b.error}", "fix or remove the file")
+              for b in broken]
+    for template in sorted(found.values(), key=lambda t: t.name):
+        name = f"template {template.name}"
+        if reconciler.provider.image_present(template.image):
+            checks.append(passed(name, f"image {template.image} is on this host"))
+        else:
+            checks.append(failed(name, f"image {template.image} is not on this host",
+                                 f"docker pull {template.image}"))
+    return checks
+
+
+def check_disk(name: str, path: Path) -> Check:
+    usage = shutil.disk_usage(path)
+    free_gib = usage.free / 1024**3
+    detail = f"{path}: {free_gib:.1f} GiB free ({usage.free / usage.total:.0%})"
+    if usage.free < MIN_FREE_BYTES or usage.free < usage.total * MIN_FREE_FRACTION:
+        return failed(name, detail, f"free space on the filesystem that holds {path}")
+    return passed(name, detail)
+
+
+def check_disks(store: Store, reconciler: Reconciler) -> list[Check]:
+    checks = [check_disk("disk (database)", store.path.parent)]
+    root = reconciler.provider.data_root()
+    if root and Path(root).exists():
+        checks.append(check_disk("disk (docker)", Path(root)))
+    return checks
+
+
+def check_orphans(reconciler: Reconciler) -> list[Check]:
+    orphans = reconciler.orphans()
+    if not orphans:
+        return [passed("orphans", "no Docker object of this daemon lacks its workspace")]
+    listed = ", ".join(f"{o.kind} {o.name}" for o in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+    return [failed("orphans", f"{len(orphans)} Docker object(s) belong to no workspace: {listed}",
+                   "'vmhost doctor --fix' removes them")]
+
+
+def run_checks(store: Store, templates: TemplateCatalog, reconciler: Reconciler) -> list[Check]:
+    """Every check; one that cannot run (e.g. Docker is down) fails with the reason."""
+    steps: list[tuple[str, Callable[[], list[Check]], str]] = [
+        ("docker", lambda: check_docker(reconciler), "start Docker ('systemctl start docker') or fix docker_host"),
+        ("database", lambda: check_database(store), "check the database file and its permissions"),
+        ("templates", lambda: check_templates(templates, reconciler), "start Docker, then check again"),
+        ("disk", lambda: check_disks(store, reconciler), "check the paths exist"),
+        ("orphans", lambda: check_orphans(reconciler), "start Docker, then check again"),
+    ]
+    checks: list[Check] = []
+    for name, step, hint in steps:
+        try:
+            checks.extend(step())
+        except VmhostError as exc:
+            checks.append(failed(name, exc.detail, hint))
+        except OSError as exc:
+            checks.append(failed(name, str(exc), hint))
+    return checks

@@ -1,0 +1,210 @@
+"""Copying files into and out of a workspace's container, like `docker cp`.
+
+Paths are container paths: absolute, or relative to /workspace; they may not climb above `/`.
+Uploaded archives are checked member by member and written again with every member under the
+target directory, so nothing in them can land outside it: no absolute names, no `..`, no links
+that point outside, no device files.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import posixpath
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
+
+from vmhost.core.models import Caller, Workspace
+from vmhost.core.provider import PathStat
+from vmhost.errors import InvalidInput, InvalidState, NotFound
+
+if TYPE_CHECKING:
+    from vmhost.core.orchestrator import Orchestrator
+
+WORKSPACE_DIR = "/workspace"
+MAX_PATH = 4096
+MAX_NAME = 255
+CHUNK = 1024 * 1024
+
+
+def container_path(path: str) -> str:
+    """`path` made absolute (relative paths start in /workspace) and normalised; never above `/`."""
+    if not path:
+        raise InvalidInput("path is required")
+    if "\x00" in path:
+        raise InvalidInput("path must not contain NUL bytes")
+    if len(path) > MAX_PATH:
+        raise InvalidInput(f"path is longer than {MAX_PATH} characters")
+    full = path if path.startswith("/") else f"{WORKSPACE_DIR}/{path}"
+    depth = 0
+    for part in full.split("/"):
+        if part in ("", "."):
+            continue
+        if len(part.encode()) > MAX_NAME:
+            raise InvalidInput(f"a name in path {path[:60]!r} is longer than {MAX_NAME} bytes")
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            raise InvalidInput(f"path {path!r} leads outside the container's filesystem")
+    return "/" + posixpath.normpath(full).lstrip("/")
+
+
+def _member_name(name: str) -> str:
+    """A member's name relative to the extraction directory ('' for the directory itself)."""
+    if "\x00" in name or name.startswith("/"):
+        raise InvalidInput(f"archive member {name!r} has an absolute name; use names relative to the target")
+    if ".." in name.split("/"):
+        raise InvalidInput(f"archive member {name!r} climbs out of the target with '..'")
+    normal = posixpath.normpath(name)
+    return "" if normal == "." else normal
+
+
+def _check_link(member: tarfile.TarInfo, name: str) -> None:
+    target = member.linkname
+    if member.issym():
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise InvalidInput(f"archive member {member.name!r} links outside the target ({target!r})")
+    elif member.islnk():
+        _member_name(target)
+
+
+def repack(source: IO[bytes], target: IO[bytes], directory: str) -> int:
+    """Check the tar (plain or compressed) in `source` and write it to `target` as a plain tar whose
+    members all sit under `directory` (a normalised absolute path). Returns how many members."""
+    prefix = directory.lstrip("/")
+    count = 0
+    try:
+        with tarfile.open(fileobj=source, mode="r:*") as archive, \
+                tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as out:
+            for member in archive:
+                name = _member_name(member.name)
+                if member.ischr() or member.isblk():
+                    raise InvalidInput(f"archive member {member.name!r} is a device file; those are not copied")
+                if not name:
+                    continue  # the target directory itself
+                if member.issym() or member.islnk():
+                    _check_link(member, name)
+                placed = copy.copy(member)
+                placed.name = posixpath.join(prefix, name)
+                if member.islnk():
+                    placed.linkname = posixpath.join(prefix, _member_name(member.linkname))
+                out.addfile(placed, archive.extractfile(member) if member.isfile() else None)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"the body is not a readable tar archive: {exc}") from exc
+    target.seek(0)
+    return count
+
+
+def single_file(source: IO[bytes], size: int, path: str, target: IO[bytes]) -> None:
+    """A tar holding just `source` at `path` (absolute), mode 0644."""
+    info = tarfile.TarInfo(path.lstrip("/"))
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    with tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as out:
+        out.addfile(info, source)
+    target.seek(0)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._buffer))
+        buffer[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def file_content(archive_chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The content of the one regular file in a streamed tar."""
+    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(archive_chunks), CHUNK), mode="r|") as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member is not None else None
+        if handle is None:
+            return
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+@dataclass(frozen=True)
+class Download:
+    path: str
+    stat: PathStat
+    chunks: Iterator[bytes]
+
+    @property
+    def is_file(self) -> bool:
+        """A regular file comes as its content; anything else (a directory, a link) as a tar."""
+        return self.stat.kind == "file"
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: str
+    entries: int
+
+
+class WorkspaceFiles:
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.provider = orchestrator.provider
+
+    def _container(self, caller: Caller, ref: str) -> tuple[Workspace, str]:
+        workspace = self.orchestrator.get(caller, ref)
+        if not workspace.container_id:
+            raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
+        return workspace, workspace.container_id
+
+    def _stat(self, workspace: Workspace, container_id: str, path: str) -> PathStat:
+        stat = self.provider.stat_path(container_id, path)
+        if stat is None:
+            raise NotFound(f"no file or directory {path} in workspace {workspace.name!r}")
+        return stat
+
+    def stat(self, caller: Caller, ref: str, path: str) -> tuple[str, PathStat]:
+        workspace, container_id = self._container(caller, ref)
+        path = container_path(path)
+        return path, self._stat(workspace, container_id, path)
+
+    def download(self, caller: Caller, ref: str, path: str) -> Download:
+        workspace, container_id = self._container(caller, ref)
+        path = container_path(path)
+        self._stat(workspace, container_id, path)
+        chunks, stat = self.provider.get_archive(container_id, path)
+        return Download(path, stat, file_content(chunks) if stat.kind == "file" else chunks)
+
+    def upload(self, caller: Caller, ref: str, path: str, body: IO[bytes], size: int, is_tar: bool,
+               spool: IO[bytes]) -> Upload:
+        """Write a file at `path`, or (`is_tar`) extract an archive into the directory `path` (made when
+        missing). `spool` is a scratch file for the checked archive."""
+        self.orchestrator.require_write(caller)
+        workspace, container_id = self._container(caller, ref)
+        path = container_path(path)
+        existing = self.provider.stat_path(container_id, path)
+        if is_tar:
+            if existing is not None and existing.kind != "directory":
+                raise InvalidState(f"{path} in workspace {workspace.name!r} is not a directory; "
+                                   "an archive is extracted into a directory")
+            entries = repack(body, spool, path)
+        else:
+            if path == "/" or (existing is not None and existing.kind == "directory"):
+                raise InvalidState(f"{path} in workspace {workspace.name!r} is a directory; name the file to write")
+            single_file(body, size, path, spool)
+            entries = 1
+        self.provider.put_archive(container_id, "/", spool)
+        return Upload(path, entries)

@@ -1,0 +1,226 @@
+"""Snapshots of a workspace: its container's filesystem, committed to a labelled image, and its
+/workspace volume, kept as a tar file in a `snapshots` directory next to the database. Restoring
+brings both back, in place or as a new workspace.
+
+A snapshot image can outlive its snapshot while a container still runs from it (a workspace made
+from it, or restored in place from it): Docker refuses to remove an image in use, so it stays and a
+later sweep removes it once no workspace runs from it any more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmhost.core import validation
+from vmhost.core.models import (
+    Caller,
+    Operation,
+    OperationStatus,
+    OperationType,
+    Snapshot,
+    SnapshotStatus,
+    Workspace,
+    WorkspaceStatus,
+    utcnow,
+)
+from vmhost.errors import InvalidState, OperationInFlight, ProviderError, SnapshotNotFound
+
+if TYPE_CHECKING:
+    from vmhost.core.orchestrator import Orchestrator
+
+SNAPSHOT_REPOSITORY = "vmhost-snapshot"
+SNAPSHOT_LABEL = "vmhost.snapshot"
+VOLUME_PATH = "/workspace"
+
+
+def _new_id(prefix: str) -> str:
+    from vmhost.core.orchestrator import new_id  # the orchestrator imports this module
+
+    return new_id(prefix)
+
+
+class Snapshots:
+    def __init__(self, orchestrator: Orchestrator, directory: Path | None = None) -> None:
+        self.orchestrator = orchestrator
+        self.store = orchestrator.store
+        self.provider = orchestrator.provider
+        self._directory = directory
+
+    @property
+    def directory(self) -> Path:
+        """Where volume archives are kept: beside the database (a temporary one for an in-memory store)."""
+        if self._directory is None:
+            if str(self.store.path) == ":memory:":
+                self._directory = Path(tempfile.mkdtemp(prefix="vmhost-snapshots-"))
+            else:
+                self._directory = self.store.path.parent / "snapshots"
+        return self._directory
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def list(self, caller: Caller, ref: str) -> list[Snapshot]:
+        return self.store.list_snapshots(self.orchestrator.get(caller, ref).id)
+
+    def get(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
+        return self._find(self.orchestrator.get(caller, ref), snapshot_ref)
+
+    def _find(self, workspace: Workspace, snapshot_ref: str) -> Snapshot:
+        snapshot = self.store.find_snapshot(workspace.id, snapshot_ref)
+        if snapshot is None:
+            raise SnapshotNotFound(f"workspace {workspace.name!r} has no snapshot {snapshot_ref!r}")
+        return snapshot
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def create(self, caller: Caller, ref: str, name: str) -> tuple[Snapshot, Operation]:
+        """Queue a snapshot of the workspace's filesystem and /workspace volume."""
+        orchestrator = self.orchestrator
+        orchestrator.require_write(caller)
+        validation.check_name(name, "snapshot name")
+        workspace = orchestrator.get(caller, ref)
+        if not workspace.container_id:
+            raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
+        self.provider.ping()
+        snapshot_id = _new_id("snap")
+        operation = orchestrator._new_operation(caller, workspace, OperationType.SNAPSHOT,
+                                                {"snapshot_id": snapshot_id, "snapshot": name})
+        snapshot = Snapshot(id=snapshot_id, workspace_id=workspace.id, name=name, owner=workspace.owner,
+                            status=SnapshotStatus.CREATING, image=f"{SNAPSHOT_REPOSITORY}:{snapshot_id}",
+                            archive=str(self.directory / workspace.id / f"{snapshot_id}.tar"),
+                            created_at=utcnow(), operation_id=operation.id)
+        self.store.insert_snapshot(snapshot, operation, check=lambda conn, existing:
+                                   orchestrator.quotas.check_snapshot(caller, workspace, existing, conn))
+        orchestrator._submit(operation.id)
+        return snapshot, operation
+
+    def restore(self, caller: Caller, ref: str, snapshot_ref: str,
+                as_new: str | None = None) -> tuple[Workspace, Operation]:
+        """Queue a restore: in place, or (`as_new`) into a new workspace of the caller's with the same settings."""
+        orchestrator = self.orchestrator
+        orchestrator.require_write(caller)
+        workspace = orchestrator.get(caller, ref)
+        snapshot = self._find(workspace, snapshot_ref)
+        if snapshot.status != SnapshotStatus.READY:
+            raise InvalidState(f"snapshot {snapshot.name!r} is not ready yet; wait for operation {snapshot.operation_id}")
+        params: dict[str, Any] = {"snapshot_id": snapshot.id, "snapshot": snapshot.name}
+        if as_new is None:
+            self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
+            operation = orchestrator._new_operation(caller, workspace, OperationType.RESTORE, params)
+            self.store.add_operation(operation)
+            orchestrator._submit(operation.id)
+            return workspace, operation
+        validation.check_name(as_new)
+        self.provider.ping()
+        now = utcnow()
+        ttl = orchestrator.quotas.ttl_for(caller, workspace.ttl_seconds)
+        copy = dataclasses.replace(
+            workspace, id=_new_id("ws"), name=as_new, owner=caller.user, image=snapshot.image,
+            status=WorkspaceStatus.PENDING, status_reason=None, container_id=None, created_at=now, updated_at=now,
+            ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl) if ttl else None,
+            ports={port: "" for port in workspace.ports}, current_operation_id=None)
+        copy.volume = f"vmhost-{copy.id}-workspace"
+        operation = orchestrator._new_operation(caller, copy, OperationType.RESTORE,
+                                                {**params, "source_workspace_id": workspace.id})
+        self.store.insert_workspace(copy, operation, check=orchestrator.quotas.create_check(caller, copy))
+        orchestrator._submit(operation.id)
+        return copy, operation
+
+    def delete(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
+        self.orchestrator.require_write(caller)
+        snapshot = self._find(self.orchestrator.get(caller, ref), snapshot_ref)
+        for operation in self.store.operations_with_status(OperationStatus.PENDING, OperationStatus.RUNNING):
+            if operation.params.get("snapshot_id") == snapshot.id:
+                raise OperationInFlight(f"snapshot {snapshot.name!r} is in use by {operation.type} operation "
+                                        f"{operation.id}; wait for it first", operation_id=operation.id)
+        self._discard(snapshot)
+        self._sweep()
+        return snapshot
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def run_snapshot(self, operation: Operation) -> dict[str, Any]:
+        snapshot = self.store.get_snapshot(operation.params["snapshot_id"])
+        if snapshot is None:
+            raise InvalidState("the snapshot was deleted before it was taken")
+        workspace = self.orchestrator._with_container(operation)
+        archive = Path(snapshot.archive)
+        try:
+            image = self.provider.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
+                                         {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
+            archive.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            chunks, _ = self.provider.get_archive(workspace.container_id, VOLUME_PATH)
+            partial = archive.with_suffix(".partial")
+            with open(partial, "wb") as handle:
+                handle.writelines(chunks)
+            os.replace(partial, archive)
+        except BaseException:
+            self._discard(snapshot)
+            raise
+        self.store.update_snapshot(snapshot.id, status=SnapshotStatus.READY, image_bytes=image.added_bytes,
+                                   volume_bytes=archive.stat().st_size)
+        return {"snapshot_id": snapshot.id, "snapshot": snapshot.name,
+                "size_bytes": image.added_bytes + archive.stat().st_size}
+
+    def run_restore(self, operation: Operation) -> dict[str, Any]:
+        """A new container from the snapshot's image on a fresh volume filled from its archive."""
+        orchestrator = self.orchestrator
+        snapshot = self.store.get_snapshot(operation.params["snapshot_id"])
+        if snapshot is None or not Path(snapshot.archive).is_file():
+            raise InvalidState(f"snapshot {operation.params.get('snapshot')!r} was deleted")
+        workspace = self.store.get_workspace(operation.workspace_id)
+        in_place = workspace.id == snapshot.workspace_id
+        start = not in_place or bool(workspace.container_id and self.provider.inspect(workspace.container_id).running)
+        workspace = self.store.update_workspace(workspace.id, status=WorkspaceStatus.PROVISIONING,
+                                                status_reason=f"restoring snapshot {snapshot.name}")
+        self.provider.ensure_image(snapshot.image)
+        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.provider.remove_volume(workspace.volume)
+        self.provider.create_volume(workspace.volume, orchestrator.labels_for(workspace))
+        container_id = orchestrator._create_container(dataclasses.replace(workspace, image=snapshot.image))
+        workspace = self.store.update_workspace(workspace.id, image=snapshot.image, container_id=container_id)
+        with open(snapshot.archive, "rb") as archive:
+            self.provider.put_archive(workspace.container_id, "/", archive)
+        if start:
+            self.provider.start(workspace.container_id)
+            orchestrator._confirm_running(workspace)
+        orchestrator._sync_status(workspace)
+        return {"snapshot_id": snapshot.id, "snapshot": snapshot.name, "container_id": workspace.container_id}
+
+    # -- removal --------------------------------------------------------------------------------
+
+    def purge(self, workspace: Workspace) -> None:
+        """Remove a workspace's snapshots (records, archives, images) once its container is gone."""
+        for snapshot in self.store.list_snapshots(workspace.id):
+            self.store.delete_snapshot(snapshot)
+        shutil.rmtree(self.directory / workspace.id, ignore_errors=True)
+        self._remove_images({**self.orchestrator.instance_labels, "vmhost.workspace": workspace.id})
+        self._sweep(leaving=workspace.id)
+
+    def _discard(self, snapshot: Snapshot) -> None:
+        try:
+            self._remove_images({**self.orchestrator.instance_labels, SNAPSHOT_LABEL: snapshot.id})
+        except ProviderError:
+            pass  # left for the sweep
+        Path(snapshot.archive).unlink(missing_ok=True)
+        Path(snapshot.archive).with_suffix(".partial").unlink(missing_ok=True)
+        self.store.delete_snapshot(snapshot)
+
+    def _remove_images(self, labels: dict[str, str]) -> None:
+        for found in self.provider.list_managed(labels):
+            if found.kind == "image":
+                self.provider.remove_image(found.id)
+
+    def _sweep(self, leaving: str | None = None) -> None:
+        """Remove snapshot images whose snapshot is gone and that no workspace (but `leaving`) runs from."""
+        in_use = {w.image for w in self.store.list_workspaces() if w.id != leaving}
+        for found in self.provider.list_managed(self.orchestrator.instance_labels):
+            snapshot_id = found.labels.get(SNAPSHOT_LABEL)
+            if (found.kind == "image" and snapshot_id and found.name not in in_use
+                    and self.store.get_snapshot(snapshot_id) is None):
+                self.provider.remove_image(found.id)

@@ -1,0 +1,52 @@
+"""Interactive access to a workspace: a shell on a terminal, and the container's output.
+
+The same rules as every other request: the caller must see the workspace (another user's is not
+found), a shell needs a write scope, and the workspace must be running.
+"""
+
+from __future__ import annotations
+
+from vmhost.core.models import Caller, Workspace, WorkspaceStatus
+from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.provider import LogStream, Terminal
+from vmhost.errors import InvalidInput, InvalidState
+
+DEFAULT_SHELL = "/bin/sh"
+TERM = "xterm-256color"
+MAX_TERMINAL_SIZE = 10_000
+
+
+def _running(orchestrator: Orchestrator, caller: Caller, ref: str) -> Workspace:
+    workspace = orchestrator.get(caller, ref)
+    if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
+        raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; start it with "
+                           f"'vmhost ws start {workspace.name}'")
+    return workspace
+
+
+def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[str] | None = None,
+               workdir: str | None = None) -> Terminal:
+    """A terminal running `argv` (default: the workspace's shell from its template) in the workspace."""
+    orchestrator.require_write(caller)
+    workspace = _running(orchestrator, caller, ref)
+    if argv is not None and (not argv or not argv[0] or any("\0" in a for a in argv)):
+        raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")
+    if workdir is not None and not workdir.startswith("/"):
+        raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
+    return orchestrator.provider.open_terminal(workspace.container_id, argv or [workspace.shell or DEFAULT_SHELL],
+                                               env={"TERM": TERM}, workdir=workdir or "/workspace")
+
+
+def check_terminal_size(cols: object, rows: object) -> tuple[int, int]:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_TERMINAL_SIZE for v in (cols, rows)):
+        raise InvalidInput(f"a resize needs integer cols and rows between 1 and {MAX_TERMINAL_SIZE}")
+    return cols, rows  # type: ignore[return-value]
+
+
+def workspace_logs(orchestrator: Orchestrator, caller: Caller, ref: str, follow: bool = False,
+                   tail: int | None = None) -> LogStream:
+    """The workspace container's output (stdout and stderr), optionally following it."""
+    workspace = orchestrator.get(caller, ref)
+    if not workspace.container_id:
+        raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
+    return orchestrator.provider.logs(workspace.container_id, follow=follow, tail=tail)

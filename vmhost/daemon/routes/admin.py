@@ -1,0 +1,93 @@
+"""Operators' endpoints: doctor, orphaned Docker objects, online database backup, Prometheus metrics."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from prometheus_client.exposition import choose_encoder
+from starlette.background import BackgroundTask
+
+from vmhost.core import doctor
+from vmhost.core.backup import online_backup
+from vmhost.core.models import Caller, Scope
+from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.reconcile import Reconciler
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.schemas import DoctorCheck, Orphan
+from vmhost.errors import Forbidden
+
+router = APIRouter(tags=["admin"])
+
+
+def require_admin(caller: Caller, doing: str, write: bool = False) -> None:
+    if not caller.admin:
+        raise Forbidden(f"only admins may {doing}")
+    if write and caller.scope != Scope.WRITE:
+        raise Forbidden("this token is read-only")
+
+
+def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
+    return Reconciler(orchestrator.store, orchestrator.provider, orchestrator.instance_labels)
+
+
+@router.get(f"{API}/doctor", response_model=list[DoctorCheck], summary="Check the daemon's health in depth",
+            responses=errors(403))
+def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep) -> list[DoctorCheck]:
+    """Admins only. Docker, the database (integrity and schema version), each template's image, free
+    disk and orphaned Docker objects, each passed or failed with a hint. Always 200: read `ok`."""
+    require_admin(caller, "run the doctor")
+    checks = doctor.run_checks(orchestrator.store, orchestrator.templates, reconciler_of(orchestrator))
+    return [DoctorCheck.model_validate(c) for c in checks]
+
+
+@router.get(f"{API}/orphans", response_model=list[Orphan], summary="List orphaned Docker objects",
+            responses=errors(403, 503))
+def list_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orphan]:
+    """Admins only. Containers, volumes and images with this daemon's labels whose workspace is not in
+    the database (left behind by a crash, or by a database restored from an older backup)."""
+    require_admin(caller, "list orphaned Docker objects")
+    return [Orphan.model_validate(o) for o in reconciler_of(orchestrator).orphans()]
+
+
+@router.delete(f"{API}/orphans", response_model=list[Orphan], summary="Remove orphaned Docker objects",
+               responses=errors(403, 502, 503))
+def remove_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orphan]:
+    """Admins only. Removes the orphans found at the time of the call and lists what was removed."""
+    require_admin(caller, "remove orphaned Docker objects", write=True)
+    return [Orphan.model_validate(o) for o in reconciler_of(orchestrator).remove_orphans()]
+
+
+@router.get(f"{API}/admin/backup", summary="Download a consistent copy of the database",
+            response_class=FileResponse,
+            responses={200: {"content": {"application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}},
+                       **errors(403)})
+def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
+    """Admins only. An online backup (SQLite's backup API) taken while the daemon keeps serving,
+    streamed to the caller, who writes it wherever they may: the daemon writes nothing but a
+    temporary copy next to its database."""
+    require_admin(caller, "back up the database")
+    db_path: Path = orchestrator.store.path
+    handle, name = tempfile.mkstemp(prefix=".vmhost-backup-", suffix=".db", dir=db_path.parent)
+    os.close(handle)
+    try:
+        online_backup(db_path, Path(name))
+    except BaseException:
+        os.unlink(name)
+        raise
+    return FileResponse(name, media_type="application/vnd.sqlite3", filename="vmhost.db",
+                        background=BackgroundTask(os.unlink, name))
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(403)})
+def metrics(request: Request, caller: CallerDep) -> Response:
+    """Admins only (give Prometheus an admin token with read scope). Workspaces by status, operations
+    by type and result with durations, HTTP requests by route and status, background worker runs."""
+    require_admin(caller, "read the metrics")
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(request.app.state.metrics.registry), headers={"Content-Type": content_type})

@@ -1,0 +1,58 @@
+"""Running a command in a workspace: streamed as newline-delimited JSON, or as an exec operation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from vmhost.core.commands import CommandRequest, CommandStream
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors, locate_operation
+from vmhost.daemon.schemas import CommandEnd, CommandOutput, CommandRun, OperationOut
+
+router = APIRouter(prefix=f"{API}/workspaces", tags=["commands"])
+
+NDJSON = "application/x-ndjson"
+
+
+async def _lines(stream: CommandStream) -> AsyncIterator[bytes]:
+    """Each item as a line. Each wait runs in a thread; when the client goes away, Starlette cancels
+    the wait and the command is killed."""
+    items = iter(stream)
+    try:
+        while (item := await anyio.to_thread.run_sync(next, items, None, abandon_on_cancel=True)) is not None:
+            yield json.dumps(item).encode() + b"\n"
+    finally:
+        stream.close()
+
+
+@router.post("/{ref}/commands", status_code=202, response_model=OperationOut, summary="Run a command in a workspace",
+             responses={**errors(403, 404, 409),
+                        200: {"description": "with `stream: true`: one JSON object per line, as the command "
+                                             "writes, then its end",
+                              "content": {NDJSON: {"schema": {"oneOf": [CommandOutput.model_json_schema(),
+                                                                        CommandEnd.model_json_schema()]}}}}})
+def run_command(ref: str, body: CommandRun, response: Response, caller: CallerDep,
+                orchestrator: OrchestratorDep) -> Any:
+    """Runs `argv` (no shell) in the running workspace, as root, in `workdir`, with `env` added to the
+    container's. Past `timeout_seconds` the command and every process it started are killed.
+
+    With `stream: true` the answer (200, `application/x-ndjson`) is one line per chunk of output as the
+    command writes it (`{"stream": "stdout", "data": "..."}`), then `{"exit_code": N, "timed_out": ...,
+    "cancelled": ...}`; closing the connection kills the command. Otherwise the answer is 202 with an
+    `exec` operation (it does not block lifecycle actions) whose result holds `exit_code`, `stdout` and
+    `stderr` (each at most 1 MiB; `truncated` says whether one was cut), `timed_out` and `cancelled`.
+    It succeeds when the command ran to its end, whatever its exit code; it fails when the command was
+    killed (timeout, cancel) or could not run."""
+    request = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
+                             timeout_seconds=body.timeout_seconds, stdin=body.stdin)
+    if body.stream:
+        return StreamingResponse(_lines(orchestrator.commands.stream(caller, ref, request)), media_type=NDJSON)
+    operation = orchestrator.commands.submit(caller, ref, request)
+    locate_operation(response, operation.id)
+    return OperationOut.model_validate(operation)

@@ -1,0 +1,87 @@
+"""Events: polling over REST, and WebSocket streams that replay what a client missed, then go live.
+
+Frames (JSON text): an event `{"id", "type", "time", "workspace_id", "owner", "payload"}`; a heartbeat
+`{"type": "heartbeat", "time", "last_id"}` once the replay is done and after every idle interval; a gap
+`{"type": "gap", "from", "to", "detail"}` when events the client asked for were pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket
+
+from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
+from vmhost.core.models import Caller
+from vmhost.core.orchestrator import Orchestrator
+from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.schemas import EventPage
+from vmhost.daemon.websockets import accept_as, int_param, send_until_disconnect
+from vmhost.errors import WorkspaceNotFound
+
+router = APIRouter(tags=["events"])
+
+TypesQuery = Annotated[str | None, Query(description="comma-separated types; 'workspace.*' for a family")]
+
+
+def _workspace_id(orchestrator: Orchestrator, caller: Caller, ref: str) -> str:
+    """An existing workspace of the caller's (by id or name), or the id of a deleted one whose events the
+    caller owned; anything else is not found."""
+    try:
+        return orchestrator.get(caller, ref).id
+    except WorkspaceNotFound:
+        owned = orchestrator.store.list_events(owner=None if caller.admin else caller.user, workspace_id=ref, limit=1)
+        if owned:
+            return ref
+        raise
+
+
+@router.get(f"{API}/events", response_model=EventPage, summary="Poll events", responses=errors(404))
+def list_events(caller: CallerDep, orchestrator: OrchestratorDep,
+                since: Annotated[int, Query(ge=0, le=2**63 - 1, description="answer events after this id; 0: the oldest kept")] = 0,
+                types: TypesQuery = None,
+                workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:
+    """The caller's events after `since` (everyone's for admins), oldest first. Pass the answer's
+    `last_id` as the next `since`; `gap` says which events were pruned before you asked for them."""
+    store = orchestrator.store
+    newest = store.last_event_id()  # read before the page: nothing committed later is skipped
+    pruned = store.pruned_through()
+    event_filter = EventFilter.for_caller(
+        caller, workspace_id and _workspace_id(orchestrator, caller, workspace_id), parse_types(types))
+    events = store.list_events(max(since, pruned), event_filter.owner, event_filter.workspace_id,
+                               event_filter.types, limit)
+    last_id = events[-1].id if len(events) == limit else max([newest, since, *(e.id for e in events)])
+    return EventPage(events=[event_message(e) for e in events], last_id=last_id,
+                     gap=gap_message(since + 1, pruned) if 0 < since < pruned else None)
+
+
+async def _stream(websocket: WebSocket, ref: str | None) -> None:
+    orchestrator: Orchestrator = websocket.app.state.orchestrator
+
+    def resolve(caller: Caller) -> tuple[EventFilter, int | None]:
+        since = int_param(websocket, "since")
+        types = parse_types(websocket.query_params.get("types"))
+        workspace_id = _workspace_id(orchestrator, caller, ref) if ref is not None else None
+        return EventFilter.for_caller(caller, workspace_id, types), since
+
+    resolved = await accept_as(websocket, resolve)
+    if resolved is None:
+        return
+    event_filter, since = resolved
+    bus: EventBus = websocket.app.state.events
+    heartbeat = websocket.app.state.settings.event_heartbeat
+    await send_until_disconnect(websocket, bus.stream(event_filter, since, heartbeat))
+
+
+@router.websocket("/ws/events")
+async def events_socket(websocket: WebSocket) -> None:
+    """All of the caller's events (everyone's for admins). Query: `since`, `types`, and on TCP `token`."""
+    await _stream(websocket, None)
+
+
+@router.websocket("/ws/workspaces/{ref}/events")
+async def workspace_events_socket(websocket: WebSocket, ref: str) -> None:
+    """One workspace's events. Another user's or an unknown workspace closes with 4404."""
+    await _stream(websocket, ref)
