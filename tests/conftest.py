@@ -139,3 +139,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def orchestrator(tmp_path: Path, templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Any]:
+    """The core alone, no daemon: an Orchestrator over a temporary store and the real Docker engine."""
+    from vmhost.core.orchestrator import Orchestrator
+    from vmhost.core.provider import DockerProvider
+    from vmhost.core.store import Store
+    from vmhost.core.templates import TemplateCatalog
+
+    instance = f"test-{RUN_ID}-core-{next(_counter)}"
+    _instances.append(instance)
+    orch = Orchestrator(Store(tmp_path / "core.db"), DockerProvider(), TemplateCatalog(templates_dir),
+                        instance=instance)
+    yield orch
+    orch.close()
+    remove_instance_objects(docker_client, instance)

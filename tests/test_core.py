@@ -4,32 +4,17 @@ keeps its promises (migrations with a backup, history that outlives workspaces).
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from conftest import remove_instance_objects
 from sqlite_utils import Database
 
 from vmhost.core import migrations
 from vmhost.core.models import SYSTEM, Caller, OperationStatus, WorkspaceStatus
 from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
-from vmhost.core.provider import DockerProvider
 from vmhost.core.store import Store
-from vmhost.core.templates import TemplateCatalog
 from vmhost.errors import InvalidInput, NameTaken, OperationInFlight, WorkspaceNotFound
-
-
-@pytest.fixture
-def orchestrator(tmp_path: Path, templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Orchestrator]:
-    instance = f"test-core-{uuid.uuid4().hex[:8]}"
-    orch = Orchestrator(Store(tmp_path / "core.db"), DockerProvider(), TemplateCatalog(templates_dir),
-                        instance=instance)
-    yield orch
-    orch.close()
-    remove_instance_objects(docker_client, instance)
 
 
 def test_orchestrator_drives_the_lifecycle_without_the_daemon(orchestrator: Orchestrator,

@@ -111,68 +111,44 @@ def test_sweep_catches_up_on_what_happened_while_the_daemon_was_down(
     assert (seen["status"], seen["status_reason"]) == ("error", "container removed outside vmhost")
 
 
-def test_periodic_sweep_alone_finds_a_stopped_container(templates_dir: Any, docker_client: docker.DockerClient,
+def test_periodic_sweep_alone_finds_a_stopped_container(orchestrator: Any, docker_client: docker.DockerClient,
                                                         name: str) -> None:
     """The core drives itself without HTTP: a Reconciler over the store and the provider."""
-    from conftest import RUN_ID, _instances, remove_instance_objects
-
-    from vmhost.core.orchestrator import Caller, Orchestrator, WorkspaceRequest
-    from vmhost.core.provider import DockerProvider
+    from vmhost.core.orchestrator import Caller, WorkspaceRequest
     from vmhost.core.reconcile import Reconciler
-    from vmhost.core.store import Store
-    from vmhost.core.templates import TemplateCatalog
 
-    instance = f"test-{RUN_ID}-sweep"
-    _instances.append(instance)
-    store = Store(":memory:")
-    orchestrator = Orchestrator(store, DockerProvider(), TemplateCatalog(templates_dir), instance=instance)
-    try:
-        workspace, operation = orchestrator.create(Caller(user="alice"), WorkspaceRequest(name=name))
-        assert store.wait_operation(operation.id, 60).status.value == "succeeded"
-        reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
-        assert reconciler.sweep() == []
-        container_id = store.get_workspace(workspace.id).container_id
-        docker_client.containers.get(container_id).stop(timeout=1)
-        changed = reconciler.sweep()
-        assert [(w.id, w.status.value) for w in changed] == [(workspace.id, "stopped")]
-        assert reconciler.sweep() == []  # nothing left to correct
-    finally:
-        orchestrator.close()
-        remove_instance_objects(docker_client, instance)
+    store = orchestrator.store
+    workspace, operation = orchestrator.create(Caller(user="alice"), WorkspaceRequest(name=name))
+    assert store.wait_operation(operation.id, 60).status.value == "succeeded"
+    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
+    assert reconciler.sweep() == []
+    container_id = store.get_workspace(workspace.id).container_id
+    docker_client.containers.get(container_id).stop(timeout=1)
+    changed = reconciler.sweep()
+    assert [(w.id, w.status.value) for w in changed] == [(workspace.id, "stopped")]
+    assert reconciler.sweep() == []  # nothing left to correct
 
 
-def test_workspace_with_operation_in_flight_is_left_to_it(templates_dir: Any, docker_client: docker.DockerClient,
+def test_workspace_with_operation_in_flight_is_left_to_it(orchestrator: Any, docker_client: docker.DockerClient,
                                                           name: str) -> None:
-    from conftest import RUN_ID, _instances, remove_instance_objects
-
     from vmhost.core.models import Operation, OperationStatus, utcnow
-    from vmhost.core.orchestrator import Caller, Orchestrator, WorkspaceRequest
-    from vmhost.core.provider import DockerProvider
+    from vmhost.core.orchestrator import Caller, WorkspaceRequest
     from vmhost.core.reconcile import Reconciler
-    from vmhost.core.store import Store
-    from vmhost.core.templates import TemplateCatalog
 
-    instance = f"test-{RUN_ID}-busy"
-    _instances.append(instance)
-    store = Store(":memory:")
-    orchestrator = Orchestrator(store, DockerProvider(), TemplateCatalog(templates_dir), instance=instance)
-    try:
-        workspace, operation = orchestrator.create(Caller(user="alice"), WorkspaceRequest(name=name))
-        assert store.wait_operation(operation.id, 60).status.value == "succeeded"
-        workspace = store.get_workspace(workspace.id)
-        # an operation queued but not run: the workspace is busy
-        store.add_operation(Operation(id="op_busy", type="stop", status=OperationStatus.PENDING,
-                                      workspace_id=workspace.id, workspace_name=name, owner="alice",
-                                      requested_by="alice", created_at=utcnow()))
-        docker_client.containers.get(workspace.container_id).remove(force=True)
-        reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
-        assert reconciler.sweep() == []
-        assert store.get_workspace(workspace.id).status.value == "running"
-        store.finish_operation("op_busy", OperationStatus.FAILED, error="test")
-        assert [w.status_reason for w in reconciler.sweep()] == ["container removed outside vmhost"]
-    finally:
-        orchestrator.close()
-        remove_instance_objects(docker_client, instance)
+    store = orchestrator.store
+    workspace, operation = orchestrator.create(Caller(user="alice"), WorkspaceRequest(name=name))
+    assert store.wait_operation(operation.id, 60).status.value == "succeeded"
+    workspace = store.get_workspace(workspace.id)
+    # an operation queued but not run: the workspace is busy
+    store.add_operation(Operation(id="op_busy", type="stop", status=OperationStatus.PENDING,
+                                  workspace_id=workspace.id, workspace_name=name, owner="alice",
+                                  requested_by="alice", created_at=utcnow()))
+    docker_client.containers.get(workspace.container_id).remove(force=True)
+    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
+    assert reconciler.sweep() == []
+    assert store.get_workspace(workspace.id).status.value == "running"
+    store.finish_operation("op_busy", OperationStatus.FAILED, error="test")
+    assert [w.status_reason for w in reconciler.sweep()] == ["container removed outside vmhost"]
 
 
 def make_orphans(docker_client: docker.DockerClient, daemon: Daemon, test_image: str) -> dict[str, str]:
