@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from vmhost.core.models import Caller, utcnow
-from vmhost.core.store import Store, from_text, to_text
+from vmhost.core.store import Store, equal_to, from_text, to_text, where_clause
 from vmhost.errors import Forbidden
 
 MAX_ENTRIES = 10_000
@@ -60,10 +60,7 @@ class AuditLog:
         """Newest first. `workspace` matches a workspace's id or its name."""
         if not caller.admin:
             raise Forbidden("only admins read the audit log")
-        where, params = [], []
-        if user is not None:
-            where.append("user = ?")
-            params.append(user)
+        where, params = equal_to(user=user)
         if workspace is not None:
             where.append("(workspace_id = ? OR workspace_name = ?)")
             params.extend([workspace, workspace])
@@ -73,8 +70,7 @@ class AuditLog:
         if until is not None:
             where.append("time <= ?")
             params.append(to_text(until))
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT * FROM audit{where_clause(where)} ORDER BY id DESC LIMIT ?"
         with self.store.transaction() as conn:
             rows = conn.execute(sql, (*params, min(limit, MAX_ENTRIES))).fetchall()
         return [_entry(r) for r in rows]

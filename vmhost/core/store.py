@@ -56,6 +56,16 @@ def from_text(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def equal_to(**columns: Any) -> tuple[list[str], list[Any]]:
+    """`column = ?` conditions for each column given a value (None means: any), with their parameters."""
+    given = {column: value for column, value in columns.items() if value is not None}
+    return [f"{column} = ?" for column in given], list(given.values())
+
+
+def where_clause(conditions: Sequence[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
 def _encode(row: dict[str, Any], json_fields: set[str], time_fields: set[str]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
@@ -273,20 +283,12 @@ class Store:
 
     def list_workspaces(self, owner: str | None = None, status: str | None = None,
                         labels: dict[str, str] | None = None) -> list[Workspace]:
-        where, params = [], []
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
+        where, params = equal_to(owner=owner, status=status)
         for key, value in (labels or {}).items():
             where.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])
-        sql = "SELECT * FROM workspaces"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [_workspace(r) for r in self._query(sql + " ORDER BY created_at, id", params)]
+        sql = f"SELECT * FROM workspaces{where_clause(where)} ORDER BY created_at, id"
+        return [_workspace(r) for r in self._query(sql, params)]
 
     def count_workspaces(self, owner: str | None = None) -> int:
         if owner is None:
@@ -372,15 +374,8 @@ class Store:
 
     def list_operations(self, owner: str | None = None, workspace_id: str | None = None, type: str | None = None,
                         status: str | None = None, limit: int = 200) -> list[Operation]:
-        where, params = [], []
-        for column, value in (("owner", owner), ("workspace_id", workspace_id), ("type", type), ("status", status)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = "SELECT * FROM operations"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        where, params = equal_to(owner=owner, workspace_id=workspace_id, type=type, status=status)
+        sql = f"SELECT * FROM operations{where_clause(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
         return [_operation(r) for r in self._query(sql, (*params, limit))]
 
     def operations_with_status(self, *statuses: OperationStatus) -> list[Operation]:
@@ -538,18 +533,14 @@ class Store:
 
     def list_events(self, since: int = 0, owner: str | None = None, workspace_id: str | None = None,
                     types: Sequence[str] = (), limit: int = 1000) -> list[Event]:
-        where, params = ["id > ?"], [since]
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        if workspace_id is not None:
-            where.append("workspace_id = ?")
-            params.append(workspace_id)
+        where, params = equal_to(owner=owner, workspace_id=workspace_id)
+        where.append("id > ?")
+        params.append(since)
         if types:  # exact types, or a family as 'workspace.*'
             where.append("(" + " OR ".join("type LIKE ? ESCAPE '\\'" if t.endswith(".*") else "type = ?"
                                            for t in types) + ")")
             params.extend(_like_prefix(t[:-1]) if t.endswith(".*") else t for t in types)
-        rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))
+        rows = self._query(f"SELECT * FROM events{where_clause(where)} ORDER BY id LIMIT ?", (*params, limit))
         return [_event(r) for r in rows]
 
     def last_event_id(self) -> int:
