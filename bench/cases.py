@@ -3,12 +3,18 @@ are measured in the same run, interleaved round by round."""
 
 from __future__ import annotations
 
+import compileall
+import fcntl
 import itertools
 import json
+import os
+import pty
 import queue
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +28,7 @@ from typing import Any
 import httpx
 from docker.models.containers import Container
 
+import vmhost
 from bench.environment import Bench
 from bench.measure import Plan, Result, Summary, Target, paired
 from vmhost.testing import DaemonProcess
@@ -45,7 +52,7 @@ class Sizes:
     rate_rounds: int
 
 
-FULL = Sizes(plan=Plan(3, 20), list_plan=Plan(20, 200), cli_plan=Plan(2, 15), concurrent_plan=Plan(0, 2),
+FULL = Sizes(plan=Plan(3, 20), list_plan=Plan(20, 200), cli_plan=Plan(2, 25), concurrent_plan=Plan(0, 2),
              rows=1000, docker_containers=100, users=10, per_user=5, clients=16, rate_seconds=4, rate_rounds=3)
 QUICK = Sizes(plan=Plan(1, 1), list_plan=Plan(2, 12), cli_plan=Plan(1, 2), concurrent_plan=Plan(0, 1),
               rows=50, docker_containers=5, users=2, per_user=2, clients=4, rate_seconds=0.5, rate_rounds=1)
@@ -357,29 +364,75 @@ def listing(ctx: Context) -> list[Result]:
     ]
 
 
+def run_on_terminal(argv: list[str], env: dict[str, str]) -> bytes:
+    """Run `argv` with its standard output on a 200-column pseudo-terminal, as a person at a shell would;
+    returns everything it wrote there."""
+    main, sub = pty.openpty()
+    fcntl.ioctl(sub, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    written = bytearray()
+    try:
+        with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=sub, stderr=subprocess.PIPE) as process:
+            os.close(sub)
+            sub = -1
+            while True:
+                try:
+                    chunk = os.read(main, 1 << 16)
+                except OSError:  # EIO: the process closed its side
+                    break
+                if not chunk:
+                    break
+                written += chunk
+            stderr = process.stderr.read() if process.stderr else b""
+        if process.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed ({process.returncode}): {stderr[-300:]!r}")
+    finally:
+        os.close(main)
+        if sub != -1:
+            os.close(sub)
+    return bytes(written)
+
+
 def cli_listing(ctx: Context) -> list[Result]:
+    """`vmhost workspaces ls` as whole processes, writing to a pipe and to a terminal (with colours),
+    each against `docker ps -a` writing to the same."""
     installed = Path(sys.executable).with_name("vmhost")
-    command = [str(installed)] if installed.exists() else [sys.executable, "-m", "vmhost"]
-    env = ctx.daemon.cli_env()
+    ls = [str(installed) if installed.exists() else sys.executable, *([] if installed.exists() else ["-m", "vmhost"]),
+          "workspaces", "ls"]
     docker = shutil.which("docker")
+    ps = [docker or "docker", "ps", "-a", "--filter", f"label=vmhost.bench={ctx.bench.run_id}"]
+    pipe_env = ctx.daemon.cli_env()
+    terminal_env = {**{k: v for k, v in pipe_env.items() if k != "NO_COLOR"}, "TERM": "xterm-256color"}
+    # compiled, as scripts/setup leaves it, also where PYTHONDONTWRITEBYTECODE is set
+    compileall.compile_dir(Path(vmhost.__file__).parent, quiet=1)
 
-    def ls(_: int) -> None:
-        done = subprocess.run([*command, "workspaces", "ls"], env=env, capture_output=True, check=False)
-        if done.returncode != 0 or done.stdout.count(b"\n") < ctx.sizes.rows:
-            raise RuntimeError(f"vmhost workspaces ls failed ({done.returncode}): {done.stderr[-300:]!r}")
+    def to_pipe(argv: list[str], lines: int) -> Callable[[int], None]:
+        def action(_: int) -> None:
+            done = subprocess.run(argv, env=pipe_env, capture_output=True, check=False)
+            if done.returncode != 0 or done.stdout.count(b"\n") < lines:
+                raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr[-300:]!r}")
+        return action
 
-    def docker_ps(_: int) -> None:
-        subprocess.run([docker, "ps", "-a", "--filter", f"label=vmhost.bench={ctx.bench.run_id}"],
-                       capture_output=True, check=True)
+    def to_terminal(argv: list[str], lines: int) -> Callable[[int], None]:
+        def action(_: int) -> None:
+            if run_on_terminal(argv, terminal_env).count(b"\n") < lines:
+                raise RuntimeError(f"{argv[0]} printed fewer than {lines} lines on a terminal")
+        return action
 
+    what = f"vmhost workspaces ls, {ctx.sizes.rows} workspaces"
+    reference = f"docker ps -a, {ctx.sizes.docker_containers} containers"
     if docker is None:
-        (vmhost,) = paired(ctx.sizes.cli_plan, ls)
-        return [Result(f"vmhost workspaces ls, {ctx.sizes.rows} workspaces", "ms", vmhost,
-                       target=Target(max_median=250), note="docker CLI not installed: no reference")]
-    vmhost, reference = paired(ctx.sizes.cli_plan, ls, docker_ps)
-    return [Result(f"vmhost workspaces ls, {ctx.sizes.rows} workspaces", "ms", vmhost, reference,
-                   f"docker ps -a, {ctx.sizes.docker_containers} containers", Target(max_median=250),
-                   note="whole process, wall time, output to a pipe")]
+        by_pipe, by_terminal = paired(ctx.sizes.cli_plan, to_pipe(ls, ctx.sizes.rows), to_terminal(ls, ctx.sizes.rows))
+        return [Result(f"{what}, to a pipe", "ms", by_pipe, target=Target(max_median=250),
+                       note="docker CLI not installed: no reference"),
+                Result(f"{what}, to a terminal", "ms", by_terminal, target=Target(max_median=250),
+                       note="docker CLI not installed: no reference")]
+    by_pipe, ps_pipe, by_terminal, ps_terminal = paired(
+        ctx.sizes.cli_plan, to_pipe(ls, ctx.sizes.rows), to_pipe(ps, ctx.sizes.docker_containers),
+        to_terminal(ls, ctx.sizes.rows), to_terminal(ps, ctx.sizes.docker_containers))
+    return [Result(f"{what}, to a pipe", "ms", by_pipe, ps_pipe, reference, Target(max_median=250),
+                   note="whole process, wall time"),
+            Result(f"{what}, to a terminal", "ms", by_terminal, ps_terminal, reference, Target(max_median=250),
+                   note="whole process, wall time, colours on a pseudo-terminal")]
 
 
 def memory(daemon: DaemonProcess, what: str) -> Result:

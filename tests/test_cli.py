@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import docker
-from conftest import Daemon
+import httpx
+from conftest import Daemon, create_ws
 
 
 def test_create_ls_show_stop_start_rm_through_the_cli(daemon: Daemon, docker_client: docker.DockerClient,
@@ -118,3 +119,28 @@ def test_cli_never_imports_the_server_side_and_starts_lean() -> None:
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     for heavy in ("fastapi", "uvicorn", "docker", "sqlite_utils", "httpx", "starlette"):
         assert heavy not in imported, heavy
+
+
+def imported_modules(daemon: Daemon, *args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmhost", *args], env=daemon.cli_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+
+
+def test_listing_to_a_pipe_loads_neither_pydantic_nor_rich_rendering(daemon: Daemon, api: httpx.Client,
+                                                                     name: str) -> None:
+    """What keeps `vmhost ws ls` fast (bench/): Typer below 0.29, which does not run options through
+    pydantic; rich's console only where styles are shown; the ws alias not built twice."""
+    create_ws(api, name, wait=False)
+    imported = imported_modules(daemon, "ws", "ls")
+    assert "pydantic" not in imported and "rich.console" not in imported, sorted(imported)
+    assert {"httpx", "typer"} <= imported
+
+
+def test_user_text_that_looks_like_markup_is_shown_as_it_is(daemon: Daemon, api: httpx.Client, name: str) -> None:
+    create_ws(api, name, wait=False, labels={"note": "[/x] [bold]not bold"})
+    for args, env in ((("ws", "ls"), {}), (("ws", "ls"), {"FORCE_COLOR": "1"}), (("ws", "show", name), {})):
+        shown = daemon.cli(*args, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert "note=[/x] [bold]not bold" in shown.stdout.replace("\x1b[0m", ""), shown.stdout

@@ -37,11 +37,9 @@ def bash_complete(words: list[str], env: dict[str, str] | None = None) -> list[s
 
 
 def cli_commands(*path: str) -> set[str]:
-    import typer.main
+    from vmhost.cli.app import cli
 
-    from vmhost.cli.app import app
-
-    group = typer.main.get_command(app)
+    group = cli()
     for name in path:
         group = group.commands[name]
     return {name for name, command in group.commands.items() if not command.hidden}

@@ -1,7 +1,5 @@
 """vmhost whoami, vmhost quotas show|set, vmhost audit: who may do what, and who did what."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -15,19 +13,6 @@ quotas_app = typer.Typer(help="Per-user quotas (admins set them).", no_args_is_h
 app.add_typer(quotas_app, name="quotas")
 
 LIMITS = ("max_workspaces", "max_cpus", "max_memory_mb", "max_ttl_seconds", "max_snapshots")
-
-
-def _rows(rows: list[tuple[str, str]]) -> None:
-    from rich.table import Table
-
-    from vmhost.cli import render
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(key, value)
-    render.out.print(table, markup=False)
 
 
 def _quota_rows(quota: dict[str, Any]) -> list[tuple[str, str]]:
@@ -56,7 +41,7 @@ def whoami(json: JsonOpt = False) -> None:
     if json:
         render.print_json(me)
         return
-    _rows([("User", me["user"]), ("Role", me["role"]), ("Door", me["door"]), ("Scope", me["scope"]),
+    render.details([("User", me["user"]), ("Role", me["role"]), ("Door", me["door"]), ("Scope", me["scope"]),
            ("Address", me["address"] or "-"), ("Token", me["token_id"] or "-"), *_quota_rows(me["quota"])])
 
 
@@ -75,7 +60,7 @@ def quotas_show(user: Annotated[str | None, typer.Argument(help="Whose quota. De
     if json:
         render.print_json(quota)
     else:
-        _rows([("User", quota["user"]), *_quota_rows(quota)])
+        render.details([("User", quota["user"]), *_quota_rows(quota)])
 
 
 @quotas_app.command("set")
@@ -106,7 +91,7 @@ def quotas_set(
     if json:
         render.print_json(quota)
     else:
-        _rows([("User", quota["user"]), *_quota_rows(quota)])
+        render.details([("User", quota["user"]), *_quota_rows(quota)])
 
 
 def _moment(text: str | None) -> str | None:
@@ -143,7 +128,7 @@ def audit(
         render.print_json(entries)
         return
     if not entries:
-        render.out.print("No audit entries.")
+        render.out().print("No audit entries.")
         return
     from rich.table import Table
 
@@ -154,4 +139,4 @@ def audit(
         result = str(e["status"]) + (f" {e['code']}" if e["code"] else "")
         table.add_row(e["time"], e["user"] or "-", e["door"], e["address"] or "-", f"{e['method']} {e['path']}",
                       e["action"] or "-", e["workspace_name"] or e["workspace_id"] or "-", result)
-    render.out.print(table, markup=False)
+    render.out().print(table, markup=False)

@@ -1,7 +1,5 @@
 """vmhost doctor, vmhost db backup/restore: operators' commands."""
 
-from __future__ import annotations
-
 import os
 import stat
 from datetime import UTC, datetime
@@ -61,7 +59,7 @@ def doctor(
     checks: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
 
-    def ask(client: VmhostClient) -> None:
+    def ask(client: "VmhostClient") -> None:
         if client.where.startswith("unix:"):
             checks.append(socket_check(Path(client.where.removeprefix("unix:"))))
         try:
@@ -80,12 +78,12 @@ def doctor(
         from rich.markup import escape
 
         for orphan in removed:
-            render.out.print(f"removed {orphan['kind']} {escape(orphan['name'])}")
+            render.out().print(f"removed {orphan['kind']} {escape(orphan['name'])}")
         for check in checks:
             mark = "[green]PASS[/]" if check["ok"] else "[red]FAIL[/]"
-            render.out.print(f"{mark} {escape(check['name'])}: {escape(check['detail'])}", soft_wrap=True)
+            render.out().print(f"{mark} {escape(check['name'])}: {escape(check['detail'])}", soft_wrap=True)
             if not check["ok"] and check["hint"]:
-                render.out.print(f"     hint: {escape(check['hint'])}", soft_wrap=True)
+                render.out().print(f"     hint: {escape(check['hint'])}", soft_wrap=True)
     if not all(check["ok"] for check in checks):
         raise typer.Exit(1)
 
@@ -101,7 +99,7 @@ def db_backup(path: Annotated[Path, typer.Argument(help="File to write (or a dir
         path = path / f"vmhost-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.db"
     partial = path.with_name(f".{path.name}.partial")
 
-    def download(client: VmhostClient) -> int:
+    def download(client: "VmhostClient") -> int:
         with open(partial, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
             size = client.download("/admin/backup", handle)
@@ -121,7 +119,7 @@ def db_backup(path: Annotated[Path, typer.Argument(help="File to write (or a dir
     os.replace(partial, path)
     from vmhost.cli import render
 
-    render.out.print(f"backed up {counts['workspaces']} workspace(s), {counts.get('tokens', 0)} token(s) "
+    render.out().print(f"backed up {counts['workspaces']} workspace(s), {counts.get('tokens', 0)} token(s) "
                      f"to {path} ({size} bytes)")
 
 
@@ -166,5 +164,5 @@ def db_restore(
         fail(InvalidInput(f"cannot restore into {settings.db_path}: {exc}"))
     from vmhost.cli import render
 
-    render.out.print(f"restored {settings.db_path} from {path}"
+    render.out().print(f"restored {settings.db_path} from {path}"
                      + (f"; the previous database is kept as {kept}" if kept else ""))

@@ -1,8 +1,6 @@
 """What every CLI command module shares: the Typer apps, connection options, the client runner,
 error printing and operation following. Command modules register themselves on these apps."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -23,7 +21,6 @@ templates_app = typer.Typer(help="Workspace templates.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for TCP callers.", no_args_is_help=True)
 config_app = typer.Typer(help="This machine's vmhost settings.", no_args_is_help=True)
 app.add_typer(workspaces_app, name="workspaces")
-app.add_typer(workspaces_app, name="ws", help="Alias of 'workspaces'.")
 app.add_typer(ops_app, name="ops")
 app.add_typer(templates_app, name="templates")
 app.add_typer(tokens_app, name="tokens")
@@ -76,7 +73,7 @@ def fail(error: VmhostError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
-def run(action: Callable[[VmhostClient], Any]) -> Any:
+def run(action: Callable[["VmhostClient"], Any]) -> Any:
     """Run `action` with a client; any VmhostError becomes one red line and its exit code."""
     from vmhost.cli.client import VmhostClient
 
@@ -92,7 +89,7 @@ def run(action: Callable[[VmhostClient], Any]) -> Any:
         client.close()
 
 
-def follow(client: VmhostClient, operation: dict[str, Any], what: str, timeout: str = "30m") -> dict[str, Any]:
+def follow(client: "VmhostClient", operation: dict[str, Any], what: str, timeout: str = "30m") -> dict[str, Any]:
     """Wait for an operation with a live status line, printing its output as it arrives."""
     from vmhost.cli.render import err
 
@@ -102,11 +99,11 @@ def follow(client: VmhostClient, operation: dict[str, Any], what: str, timeout: 
         nonlocal printed
         new = update.get("output", "")[printed:]
         if new:
-            err.print(new, markup=False, end="", highlight=False)
+            err().print(new, markup=False, end="", highlight=False)
             printed += len(new)
         spinner.update(f"{what}: {update['status']}")
 
-    with err.status(f"{what}: {operation['status']}") as spinner:
+    with err().status(f"{what}: {operation['status']}") as spinner:
         done = client.wait(operation["id"], timeout=parse_duration(timeout), on_update=show)
     if done["status"] == "failed":
         raise OperationFailed(f"{what} failed: {done['error']}")

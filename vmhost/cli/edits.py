@@ -1,7 +1,5 @@
 """vmhost ws edit / extend / exec, and vmhost ops cancel."""
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Any
 
@@ -70,9 +68,9 @@ def ws_extend(
     if json:
         render.print_json(workspace)
     elif workspace["expires_at"] is None:
-        render.out.print(f"{workspace['name']} has no expiry: it stays until deleted")
+        render.out().print(f"{workspace['name']} has no expiry: it stays until deleted")
     else:
-        render.out.print(f"{workspace['name']} now expires {render.relative(workspace['expires_at'])} "
+        render.out().print(f"{workspace['name']} now expires {render.relative(workspace['expires_at'])} "
                          f"({workspace['expires_at']})")
 
 
@@ -122,5 +120,5 @@ def ops_cancel(operation_id: str, json: JsonOpt = False) -> None:
     if json:
         render.print_json(operation)
     else:
-        render.out.print(f"operation {operation['id']} ({operation['type']}): {render.status(operation['status'])}"
+        render.out().print(f"operation {operation['id']} ({operation['type']}): {render.status(operation['status'])}"
                          f"{' - ' + operation['error'] if operation['error'] else ''}")

@@ -1,7 +1,5 @@
 """vmhost events: list events, or follow them live over a WebSocket (reconnecting from the last id)."""
 
-from __future__ import annotations
-
 import json
 import sys
 import time
@@ -48,7 +46,7 @@ def _show(event: dict[str, Any], as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _follow(client: VmhostClient, path: str, since: int | None, types: str | None, as_json: bool) -> None:
+def _follow(client: "VmhostClient", path: str, since: int | None, types: str | None, as_json: bool) -> None:
     from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
     from vmhost.cli.render import err
@@ -64,7 +62,7 @@ def _follow(client: VmhostClient, path: str, since: int | None, types: str | Non
                     if message["type"] == "heartbeat":
                         last = message["last_id"]
                     elif message["type"] == "gap":
-                        err.print(f"[yellow]Warning:[/yellow] {message['detail']} (older than the retention); "
+                        err().print(f"[yellow]Warning:[/yellow] {message['detail']} (older than the retention); "
                                   "they cannot be shown", markup=True)
                     else:
                         last = message["id"]
@@ -99,7 +97,7 @@ def events(
     warnings. With --follow, streams them live and resumes after a lost connection."""
     types = ",".join(type) or None
 
-    def action(client: VmhostClient) -> None:
+    def action(client: "VmhostClient") -> None:
         if follow:
             path = f"/ws/workspaces/{workspace}/events" if workspace else "/ws/events"
             _follow(client, path, since, types, json_out)
@@ -108,7 +106,7 @@ def events(
         if page["gap"]:
             from vmhost.cli.render import err
 
-            err.print(f"[yellow]Warning:[/yellow] {page['gap']['detail']}", markup=True)
+            err().print(f"[yellow]Warning:[/yellow] {page['gap']['detail']}", markup=True)
         for event in page["events"]:
             _show(event, json_out)
 

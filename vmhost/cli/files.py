@@ -1,7 +1,5 @@
 """vmhost ws cp: copy files between this machine and a workspace, like `docker cp`."""
 
-from __future__ import annotations
-
 import posixpath
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +33,7 @@ def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _remote_stat(client: VmhostClient, name: str, path: str) -> dict[str, Any] | None:
+def _remote_stat(client: "VmhostClient", name: str, path: str) -> dict[str, Any] | None:
     try:
         from vmhost.cli.client import API
 
@@ -46,7 +44,7 @@ def _remote_stat(client: VmhostClient, name: str, path: str) -> dict[str, Any] |
         return None
 
 
-def upload(client: VmhostClient, local: Path, name: str, remote: str) -> str:
+def upload(client: "VmhostClient", local: Path, name: str, remote: str) -> str:
     import tarfile
     import tempfile
 
@@ -76,7 +74,7 @@ def upload(client: VmhostClient, local: Path, name: str, remote: str) -> str:
     return done["path"]
 
 
-def _renamed(archive: tarfile.TarFile, top: str, new: str) -> Iterator[tarfile.TarInfo]:
+def _renamed(archive: "tarfile.TarFile", top: str, new: str) -> "Iterator[tarfile.TarInfo]":
     """The archive's members with their first path component `top` renamed to `new`."""
     def rename(path: str) -> str:
         return new + path[len(top):] if path == top or path.startswith(top + "/") else path
@@ -86,7 +84,7 @@ def _renamed(archive: tarfile.TarFile, top: str, new: str) -> Iterator[tarfile.T
                              linkname=rename(member.linkname) if member.islnk() else member.linkname, deep=False)
 
 
-def download(client: VmhostClient, name: str, remote: str, local: Path) -> str:
+def download(client: "VmhostClient", name: str, remote: str, local: Path) -> str:
     import tarfile
     import tempfile
 
@@ -110,9 +108,9 @@ def download(client: VmhostClient, name: str, remote: str, local: Path) -> str:
     return str(local)
 
 
-def _locally(copy: Callable[[VmhostClient], str]) -> Callable[[VmhostClient], str]:
+def _locally(copy: Callable[["VmhostClient"], str]) -> Callable[["VmhostClient"], str]:
     """`copy` with this machine's file errors as one readable error."""
-    def guarded(client: VmhostClient) -> str:
+    def guarded(client: "VmhostClient") -> str:
         import tarfile
 
         try:
@@ -141,4 +139,4 @@ def ws_cp(
         message = f"copied {source} to {copied}"
     from vmhost.cli import render
 
-    render.out.print(message, markup=False)
+    render.out().print(message, markup=False)

@@ -1,17 +1,12 @@
 """Commands that act on this machine, not through the daemon: config show, daemon."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from vmhost.cli.base import JsonOpt, app, config_app, fail
 from vmhost.errors import VmhostError
-
-if TYPE_CHECKING:
-    pass
 
 
 def _settings(**overrides: Any) -> Any:
@@ -40,8 +35,8 @@ def config_show(json: JsonOpt = False) -> None:
         table.add_column(column, overflow="fold")
     for name, value, source in rows:
         table.add_row(name, value or "-", source)
-    render.out.print(table)
-    render.out.print(f"config file: {settings.config_file or 'none'}")
+    render.out().print(table)
+    render.out().print(f"config file: {settings.config_file or 'none'}")
 
 
 @app.command("daemon")

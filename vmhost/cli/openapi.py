@@ -1,7 +1,5 @@
 """vmhost openapi: print the REST API's OpenAPI document (`vmhost openapi > openapi.yaml`)."""
 
-from __future__ import annotations
-
 import sys
 
 from vmhost.cli.base import app

@@ -1,7 +1,5 @@
 """vmhost ops: follow asynchronous operations."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -39,7 +37,7 @@ def ops_show(operation_id: str, json: JsonOpt = False) -> None:
 @ops_app.command("wait")
 def ops_wait(operation_id: str, timeout: TimeoutOpt = "30m", json: JsonOpt = False) -> None:
     """Wait for an operation to end; exits non-zero if it failed."""
-    def action(client: VmhostClient) -> dict[str, Any]:
+    def action(client: "VmhostClient") -> dict[str, Any]:
         operation = client.get(f"/operations/{operation_id}")
         return follow(client, operation, f"{operation['type']} {operation['workspace_name'] or ''}".strip(), timeout)
 

@@ -1,23 +1,39 @@
 """How the CLI shows things: rich tables for people, JSON for scripts, one red line for errors."""
 
-from __future__ import annotations
-
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# A table cell: plain text, or (text, rich style). Text never goes through rich's markup parser, so
+# a label value like '[/x]' is shown as it is.
+Cell = str | tuple[str, str]
 
 STATUS_STYLE = {"running": "green", "succeeded": "green", "stopped": "yellow", "pending": "cyan",
                 "provisioning": "cyan", "deleting": "magenta", "error": "red", "failed": "red", "ready": "green",
                 "creating": "cyan"}
+
+
+# The consoles are made on first use: importing rich costs a run ~20 ms, and a listing written to a
+# pipe does not need it.
+@cache
+def out() -> "Console":
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@cache
+def err() -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -27,11 +43,16 @@ def print_json(data: Any) -> None:
 def error_line(message: str) -> None:
     from rich.markup import escape
 
-    err.print(f"[red]Error:[/red] {escape(message)}", soft_wrap=True, markup=True)
+    err().print(f"[red]Error:[/red] {escape(message)}", soft_wrap=True, markup=True)
 
 
 def status(text: str) -> str:
+    """A status as markup, for lines printed with rich."""
     return f"[{STATUS_STYLE.get(text, 'white')}]{text}[/]"
+
+
+def status_cell(text: str) -> Cell:
+    return text, STATUS_STYLE.get(text, "white")
 
 
 def relative(when: str | None) -> str:
@@ -50,65 +71,65 @@ def relative(when: str | None) -> str:
     return f"in {amount}" if future else f"{amount} ago"
 
 
-@lru_cache(maxsize=1024)
-def _parse_cell(cell: str) -> tuple[str, tuple[Any, ...]]:
-    """A cell's plain text and style spans. Most cells carry no markup and skip the parser; the rest
-    (statuses mostly) repeat, hence the cache."""
-    if "[" not in cell:
-        return cell, ()
-    from rich.text import Text
-
-    text = Text.from_markup(cell)
-    return text.plain, tuple(text.spans)
+def _plain_stdout() -> bool:
+    """True when rich would show no styles on stdout: a pipe or file, with no FORCE_COLOR or
+    TTY_COMPATIBLE asking for them, or a console without colours. Decided for a pipe without importing rich."""
+    if not sys.stdout.isatty() and not os.environ.get("FORCE_COLOR") and not os.environ.get("TTY_COMPATIBLE"):
+        return True
+    return out().color_system is None
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
     """Each column as wide as its widest cell, two spaces apart, lines never wrapped (like `docker ps`).
-    Built as one Text from plain strings and style spans: rich's Table measures and wraps every cell,
+    Written as runs of text, each plain or with one style: rich's Table measures and wraps every cell,
     which takes seconds for a thousand rows."""
     from rich.cells import cell_len
-    from rich.text import Span, Text
 
-    lines = [[(column, (Span(0, len(column), "bold"),)) for column in columns],
-             *([_parse_cell(cell) for cell in row] for row in rows)]
-    widths = [max(cell_len(plain) for plain, _ in column) + 2 for column in zip(*lines, strict=True)]
+    lines = [[(column, "bold") for column in columns],
+             *([(cell, "") if isinstance(cell, str) else cell for cell in row] for row in rows)]
+    lengths = [[cell_len(text) for text, _ in line] for line in lines]
+    widths = [max(column) + 2 for column in zip(*lengths, strict=True)]
     widths[-1] = 0  # no padding after the last column
-    parts, spans, offset = [], [], 0
-    if title:
-        parts.append(f"{title}\n")
-        spans.append(Span(0, len(title), "italic"))
-        offset = len(title) + 1
-    for line in lines:
-        for (plain, cell_spans), width in zip(line, widths, strict=True):
-            spans.extend(Span(offset + span.start, offset + span.end, span.style) for span in cell_spans)
-            padded = plain + " " * max(width - cell_len(plain), 0)
-            parts.append(padded)
-            offset += len(padded)
-        parts.append("\n")
-        offset += 1
-    if out.color_system is None:  # no styles would be shown (a pipe, NO_COLOR): skip rich's rendering
-        out.file.write("".join(parts))
-    else:
-        out.print(Text("".join(parts), spans=spans), end="", soft_wrap=True)
+    runs: list[tuple[str, str]] = []  # (text, style); the unstyled text between two styled cells is one run
+    for line, line_lengths in zip(lines, lengths, strict=True):
+        plain: list[str] = []
+        for (text, style), length, width in zip(line, line_lengths, widths, strict=True):
+            padding = " " * max(width - length, 0)
+            if style:
+                runs.append(("".join(plain), ""))
+                runs.append((text, style))
+                plain = [padding]
+            else:
+                plain.append(text + padding)
+        plain.append("\n")
+        runs.append(("".join(plain), ""))
+    if _plain_stdout():
+        sys.stdout.write("".join(text for text, _ in runs))
+        return
+    from rich.segment import Segment, Segments
+
+    console = out()
+    styles = {style: console.get_style(style) for _, style in runs if style}
+    console.print(Segments(Segment(text, styles.get(style)) for text, style in runs if text), end="", soft_wrap=True)
 
 
 def workspaces(items: list[dict[str, Any]], show_owner: bool) -> None:
     if not items:
-        out.print("No workspaces. Create one with: vmhost ws create NAME --template base")
+        out().print("No workspaces. Create one with: vmhost ws create NAME --template base")
         return
     columns = ["NAME", *(["OWNER"] if show_owner else []), "STATUS", "TEMPLATE", "EXPIRES", "PORTS", "LABELS", "ID"]
     rows = []
     for w in items:
         ports = ", ".join(f"{v}->{k}" for k, v in w["connection"]["ports"].items())
         labels = ", ".join(f"{k}={v}" for k, v in w["labels"].items())
-        rows.append([w["name"], *([w["owner"]] if show_owner else []), status(w["status"]), w["template"],
+        rows.append([w["name"], *([w["owner"]] if show_owner else []), status_cell(w["status"]), w["template"],
                      relative(w["expires_at"]), ports or "-", labels or "-", w["id"]])
     _table(columns, rows)
 
 
 def workspace(w: dict[str, Any]) -> None:
     rows = [
-        ("Name", w["name"]), ("ID", w["id"]), ("Owner", w["owner"]), ("Status", status(w["status"])),
+        ("Name", w["name"]), ("ID", w["id"]), ("Owner", w["owner"]), ("Status", status_cell(w["status"])),
         ("Reason", w["status_reason"] or "-"), ("Template", f"{w['template']} ({w['image']})"),
         ("Repository", f"{w['repo_url']} {w['branch'] or ''}".strip() if w["repo_url"] else "-"),
         ("Resources", f"cpus={w['cpus'] or 'host'} memory={str(w['memory_mb']) + 'MB' if w['memory_mb'] else 'host'}"),
@@ -121,40 +142,38 @@ def workspace(w: dict[str, Any]) -> None:
         ("Operation", w["current_operation_id"] or "-"),
         ("Created", w["created_at"]),
     ]
-    _details(rows)
+    details(rows)
 
 
-def _details(rows: Sequence[tuple[str, Any]]) -> None:
-    """One thing as a two-column table of field and value."""
+def details(rows: Sequence[tuple[str, Cell]]) -> None:
+    """One thing as a two-column table of field and value, values folded to the terminal's width."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
-        table.add_row(key, str(value))
-    out.print(table)
+        table.add_row(key, Text(value) if isinstance(value, str) else Text(*value))
+    out().print(table)
 
 
 def operations(items: list[dict[str, Any]]) -> None:
     if not items:
-        out.print("No operations.")
+        out().print("No operations.")
         return
-    rows = [[o["id"], o["type"], status(o["status"]), o["workspace_name"] or "-", o["requested_by"],
+    rows = [[o["id"], o["type"], status_cell(o["status"]), o["workspace_name"] or "-", o["requested_by"],
              relative(o["created_at"]), (o["error"] or "")[:80]] for o in items]
     _table(["ID", "TYPE", "STATUS", "WORKSPACE", "BY", "CREATED", "ERROR"], rows)
 
 
 def operation(o: dict[str, Any]) -> None:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key in ("id", "type", "status", "workspace_name", "workspace_id", "requested_by", "created_at",
-                "started_at", "finished_at", "error"):
-        value = o.get(key)
-        table.add_row(key.replace("_", " ").capitalize(), status(value) if key == "status" else str(value or "-"))
-    out.print(table)
+    details([(key.replace("_", " ").capitalize(), status_cell(o[key]) if key == "status" else str(o.get(key) or "-"))
+              for key in ("id", "type", "status", "workspace_name", "workspace_id", "requested_by", "created_at",
+                          "started_at", "finished_at", "error")])
     if o.get("output"):
-        out.print("[bold]Output[/bold]")
-        out.print(o["output"], markup=False, end="" if o["output"].endswith("\n") else "\n")
+        out().print("[bold]Output[/bold]")
+        out().print(o["output"], markup=False, end="" if o["output"].endswith("\n") else "\n")
 
 
 def templates(data: dict[str, Any]) -> None:
@@ -162,13 +181,13 @@ def templates(data: dict[str, Any]) -> None:
              "built-in" if t["source"] == "builtin" else t["source"]] for t in data["templates"]]
     _table(["NAME", "IMAGE", "DESCRIPTION", "PORTS", "SOURCE"], rows)
     for broken in data.get("broken", []):
-        err.print(f"[yellow]Warning:[/yellow] template file {broken['source']} is broken: {broken['error']}",
+        err().print(f"[yellow]Warning:[/yellow] template file {broken['source']} is broken: {broken['error']}",
                   markup=True)
 
 
 def template(t: dict[str, Any]) -> None:
     provision = [p if isinstance(p, str) else " ".join(p) for p in t["provision"]]
-    _details([
+    details([
         ("Name", t["name"]), ("Description", t["description"] or "-"), ("Image", t["image"]),
         ("Command", " ".join(t["command"])), ("Environment", ", ".join(f"{k}={v}" for k, v in t["env"].items()) or "-"),
         ("Ports", ", ".join(t["ports"]) or "-"), ("Provision", "\n".join(provision) or "-"),
@@ -190,18 +209,18 @@ def size(count: int) -> str:
 
 def snapshots(items: list[dict[str, Any]]) -> None:
     if not items:
-        out.print("No snapshots. Take one with: vmhost ws snapshot create WORKSPACE NAME")
+        out().print("No snapshots. Take one with: vmhost ws snapshot create WORKSPACE NAME")
         return
-    rows = [[s["name"], status(s["status"]), size(s["size_bytes"]), relative(s["created_at"]), s["id"]]
+    rows = [[s["name"], status_cell(s["status"]), size(s["size_bytes"]), relative(s["created_at"]), s["id"]]
             for s in items]
     _table(["NAME", "STATUS", "SIZE", "CREATED", "ID"], rows)
 
 
 def tokens(items: list[dict[str, Any]]) -> None:
     if not items:
-        out.print("No tokens.")
+        out().print("No tokens.")
         return
     rows = [[t["id"], t["user"], t["name"] or "-", t["scope"], "yes" if t["admin"] else "no", relative(t["created_at"]),
              relative(t["expires_at"]) if t["expires_at"] else "never",
-             "[red]revoked[/]" if t["revoked_at"] else "[green]active[/]"] for t in items]
+             ("revoked", "red") if t["revoked_at"] else ("active", "green")] for t in items]
     _table(["ID", "USER", "NAME", "SCOPE", "ADMIN", "CREATED", "EXPIRES", "STATE"], rows)

@@ -1,7 +1,5 @@
 """vmhost ws shell / ws logs: a terminal in a workspace, and its container's output."""
 
-from __future__ import annotations
-
 import json
 import os
 import select
@@ -27,7 +25,7 @@ class TerminalBridge:
     """Local terminal <-> the daemon's shell WebSocket. The local terminal is put in raw mode (when it
     is one) and always restored; window size changes are forwarded; the exit code is the shell's."""
 
-    def __init__(self, ws: WebSocketSession, client: VmhostClient) -> None:
+    def __init__(self, ws: "WebSocketSession", client: "VmhostClient") -> None:
         self.ws = ws
         self.client = client
         self.stdin = sys.stdin.fileno()
@@ -126,7 +124,7 @@ def ws_shell(
     workdir: Annotated[str | None, typer.Option(help="Directory to start in (default /workspace).")] = None,
 ) -> None:
     """Open an interactive shell in a workspace; exits with the shell's exit code."""
-    def action(client: VmhostClient) -> int:
+    def action(client: "VmhostClient") -> int:
         with client.websocket(f"/ws/workspaces/{name}/shell", argv=command or None, workdir=workdir) as ws:
             return TerminalBridge(ws, client).run()
 
@@ -140,7 +138,7 @@ def ws_logs(
     lines: Annotated[int | None, typer.Option("--lines", "-n", help="Only the last N lines.")] = None,
 ) -> None:
     """Print the output of a workspace's container (its main process's stdout and stderr)."""
-    def action(client: VmhostClient) -> None:
+    def action(client: "VmhostClient") -> None:
         out = sys.stdout.buffer
         for chunk in client.chunks(f"/workspaces/{name}/logs", follow=str(follow).lower(), tail=lines):
             out.write(chunk)

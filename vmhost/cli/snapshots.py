@@ -1,7 +1,5 @@
 """vmhost ws snapshot: take, list, delete and restore snapshots of a workspace."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -22,7 +20,7 @@ SnapshotArg = Annotated[str, typer.Argument(help="Snapshot name or id.")]
 def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help="A name for the snapshot.")],
                     no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "30m", json: JsonOpt = False) -> None:
     """Snapshot a workspace's filesystem and /workspace volume."""
-    def action(client: VmhostClient) -> dict[str, Any]:
+    def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post(f"/workspaces/{name}/snapshots", {"name": snapshot})
         if no_wait:
             return accepted["snapshot"]
@@ -35,7 +33,7 @@ def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help=
     if json:
         render.print_json(taken)
     else:
-        render.out.print(f"snapshot {taken['name']} of {name}: {render.status(taken['status'])}"
+        render.out().print(f"snapshot {taken['name']} of {name}: {render.status(taken['status'])}"
                          f" ({render.size(taken['size_bytes'])})")
 
 
@@ -54,7 +52,7 @@ def snapshot_rm(name: NameArg, snapshot: SnapshotArg, json: JsonOpt = False) -> 
     deleted = run(lambda c: c.delete(f"/workspaces/{name}/snapshots/{snapshot}"))
     from vmhost.cli import render
 
-    render.print_json(deleted) if json else render.out.print(f"deleted snapshot {deleted['name']} of {name}")
+    render.print_json(deleted) if json else render.out().print(f"deleted snapshot {deleted['name']} of {name}")
 
 
 @snapshot_app.command("restore")
@@ -68,7 +66,7 @@ def snapshot_restore(
     json: JsonOpt = False,
 ) -> None:
     """Bring a workspace back to a snapshot (files added since are gone), or make a new one from it."""
-    def action(client: VmhostClient) -> dict[str, Any]:
+    def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post(f"/workspaces/{name}/snapshots/{snapshot}/restore",
                                {"as_new": as_new} if as_new else None)
         if not no_wait:
@@ -81,4 +79,4 @@ def snapshot_restore(
     if json:
         render.print_json(workspace)
     else:
-        render.out.print(f"restored {snapshot} into {workspace['name']}: {render.status(workspace['status'])}")
+        render.out().print(f"restored {snapshot} into {workspace['name']}: {render.status(workspace['status'])}")

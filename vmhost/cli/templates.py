@@ -1,7 +1,5 @@
 """vmhost templates: what workspaces can be created from."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,17 +1,12 @@
 """vmhost tokens: API tokens for TCP callers."""
 
-from __future__ import annotations
-
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from vmhost.cli.base import JsonOpt, run, tokens_app
 from vmhost.cli.durations import parse_duration
-
-if TYPE_CHECKING:
-    pass
 
 
 @tokens_app.command("create")
@@ -33,7 +28,7 @@ def tokens_create(
         render.print_json(created)
     else:
         sys.stdout.write(created["secret"] + "\n")
-        render.err.print(f"token {created['token']['id']} for {created['token']['user']} "
+        render.err().print(f"token {created['token']['id']} for {created['token']['user']} "
                          f"({created['token']['scope']}); the secret is shown only once")
 
 
@@ -52,4 +47,4 @@ def tokens_revoke(token_id: str, json: JsonOpt = False) -> None:
     token = run(lambda c: c.delete(f"/tokens/{token_id}"))
     from vmhost.cli import render
 
-    render.print_json(token) if json else render.out.print(f"token {token['id']} revoked")
+    render.print_json(token) if json else render.out().print(f"token {token['id']} revoked")

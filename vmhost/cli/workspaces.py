@@ -1,7 +1,5 @@
 """vmhost workspaces (alias ws): create, list, show and act on workspaces."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -62,7 +60,7 @@ def ws_create(
             "branch": branch, "cpus": cpus, "memory_mb": memory,
             "ttl_seconds": int(parse_duration(ttl)) if ttl else None}
 
-    def action(client: VmhostClient) -> dict[str, Any]:
+    def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post("/workspaces", body)
         if not no_wait:
             follow(client, accepted["operation"], f"create {name}", timeout)
@@ -88,7 +86,7 @@ def ws_show(name: NameArg, json: JsonOpt = False) -> None:
 
 
 def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool, force: bool = False) -> None:
-    def act(client: VmhostClient) -> dict[str, Any]:
+    def act(client: "VmhostClient") -> dict[str, Any]:
         if action == "delete":
             operation = client.delete(f"/workspaces/{name}", force=force or None)
         else:
@@ -101,9 +99,9 @@ def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool, 
     if json:
         render.print_json(operation)
     elif no_wait:
-        render.out.print(f"{action} {name}: operation {operation['id']} is {operation['status']}")
+        render.out().print(f"{action} {name}: operation {operation['id']} is {operation['status']}")
     else:
-        render.out.print(f"{action} {name}: {render.status(operation['status'])}")
+        render.out().print(f"{action} {name}: {render.status(operation['status'])}")
 
 
 @workspaces_app.command("start")

@@ -23,8 +23,24 @@ from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.metrics import Metrics, RequestMetrics
 from vmhost.daemon.readcache import ReadCache
-from vmhost.daemon.routes import (admin, audit, commands, edits, events, files, health, me, operations, quotas,
-                                   shell, snapshots, templates, tokens, ui, workspaces)
+from vmhost.daemon.routes import (
+    admin,
+    audit,
+    commands,
+    edits,
+    events,
+    files,
+    health,
+    me,
+    operations,
+    quotas,
+    shell,
+    snapshots,
+    templates,
+    tokens,
+    ui,
+    workspaces,
+)
 
 log = logging.getLogger(__name__)
 
