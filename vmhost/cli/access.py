@@ -42,7 +42,7 @@ def whoami(json: JsonOpt = False) -> None:
         render.print_json(me)
         return
     render.details([("User", me["user"]), ("Role", me["role"]), ("Door", me["door"]), ("Scope", me["scope"]),
-           ("Address", me["address"] or "-"), ("Token", me["token_id"] or "-"), *_quota_rows(me["quota"])])
+                    ("Address", me["address"] or "-"), ("Token", me["token_id"] or "-"), *_quota_rows(me["quota"])])
 
 
 @quotas_app.command("show")

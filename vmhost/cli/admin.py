@@ -120,7 +120,7 @@ def db_backup(path: Annotated[Path, typer.Argument(help="File to write (or a dir
     from vmhost.cli import render
 
     render.out().print(f"backed up {counts['workspaces']} workspace(s), {counts.get('tokens', 0)} token(s) "
-                     f"to {path} ({size} bytes)")
+                       f"to {path} ({size} bytes)")
 
 
 def _daemon_answers(socket: Path | None) -> str | None:
@@ -165,4 +165,4 @@ def db_restore(
     from vmhost.cli import render
 
     render.out().print(f"restored {settings.db_path} from {path}"
-                     + (f"; the previous database is kept as {kept}" if kept else ""))
+                       + (f"; the previous database is kept as {kept}" if kept else ""))

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from vmhost import paths
+from vmhost.errors import DaemonUnreachable, VmhostError, error_class_for, error_class_for_status
+
 # httpx imports its own command-line tool (click, pygments, rich.progress) unless that import fails;
 # the CLI never uses it, and it costs every run tens of milliseconds.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx
-
-from vmhost import paths
-from vmhost.errors import DaemonUnreachable, VmhostError, error_class_for, error_class_for_status
+import httpx  # noqa: E402
 
 if TYPE_CHECKING:
     from httpx_ws import WebSocketSession

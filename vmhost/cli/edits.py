@@ -71,7 +71,7 @@ def ws_extend(
         render.out().print(f"{workspace['name']} has no expiry: it stays until deleted")
     else:
         render.out().print(f"{workspace['name']} now expires {render.relative(workspace['expires_at'])} "
-                         f"({workspace['expires_at']})")
+                           f"({workspace['expires_at']})")
 
 
 @workspaces_app.command("exec")
@@ -121,4 +121,4 @@ def ops_cancel(operation_id: str, json: JsonOpt = False) -> None:
         render.print_json(operation)
     else:
         render.out().print(f"operation {operation['id']} ({operation['type']}): {render.status(operation['status'])}"
-                         f"{' - ' + operation['error'] if operation['error'] else ''}")
+                           f"{' - ' + operation['error'] if operation['error'] else ''}")

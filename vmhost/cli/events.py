@@ -63,7 +63,7 @@ def _follow(client: "VmhostClient", path: str, since: int | None, types: str | N
                         last = message["last_id"]
                     elif message["type"] == "gap":
                         err().print(f"[yellow]Warning:[/yellow] {message['detail']} (older than the retention); "
-                                  "they cannot be shown", markup=True)
+                                    "they cannot be shown", markup=True)
                     else:
                         last = message["id"]
                         _show(message, as_json)

@@ -182,7 +182,7 @@ def templates(data: dict[str, Any]) -> None:
     _table(["NAME", "IMAGE", "DESCRIPTION", "PORTS", "SOURCE"], rows)
     for broken in data.get("broken", []):
         err().print(f"[yellow]Warning:[/yellow] template file {broken['source']} is broken: {broken['error']}",
-                  markup=True)
+                    markup=True)
 
 
 def template(t: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help=
         render.print_json(taken)
     else:
         render.out().print(f"snapshot {taken['name']} of {name}: {render.status(taken['status'])}"
-                         f" ({render.size(taken['size_bytes'])})")
+                           f" ({render.size(taken['size_bytes'])})")
 
 
 @snapshot_app.command("ls")

@@ -29,7 +29,7 @@ def tokens_create(
     else:
         sys.stdout.write(created["secret"] + "\n")
         render.err().print(f"token {created['token']['id']} for {created['token']['user']} "
-                         f"({created['token']['scope']}); the secret is shown only once")
+                           f"({created['token']['scope']}); the secret is shown only once")
 
 
 @tokens_app.command("ls")

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -64,9 +64,12 @@ class CommandOutcome:
     error: str | None = None
 
 
+MANAGED_KINDS = ("container", "volume", "image")
+
+
 @dataclass(frozen=True)
 class ManagedObject:
-    kind: str  # container, volume or image
+    kind: str  # one of MANAGED_KINDS
     id: str
     name: str
     labels: dict[str, str]
@@ -136,7 +139,7 @@ class Provider(Protocol):
     def inspect(self, container_id: str) -> ContainerState: ...
     def exec(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
              workdir: str | None = None, on_output: OutputCallback | None = None) -> int: ...
-    def list_managed(self, labels: dict[str, str]) -> list[ManagedObject]: ...
+    def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]: ...
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage: ...
     def get_archive(self, container_id: str, path: str) -> tuple[Iterator[bytes], PathStat]: ...
     def stat_path(self, container_id: str, path: str) -> PathStat | None: ...
@@ -523,17 +526,20 @@ class DockerProvider:
                                           tail="all" if tail is None else tail)
         return DockerLogStream(self, stream)
 
-    def list_managed(self, labels: dict[str, str]) -> list[ManagedObject]:
+    def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]:
         filters = {"label": _label_filters(labels)}
         found: list[ManagedObject] = []
         with self._errors("list vmhost's Docker objects"):
-            for c in self.client.api.containers(all=True, filters=filters):
-                found.append(ManagedObject("container", c["Id"], c["Names"][0].lstrip("/"), c.get("Labels") or {}))
-            for v in self.client.api.volumes(filters=filters).get("Volumes") or []:
-                found.append(ManagedObject("volume", v["Name"], v["Name"], v.get("Labels") or {}))
-            for i in self.client.api.images(filters=filters):
-                tags = i.get("RepoTags") or [i["Id"]]
-                found.append(ManagedObject("image", i["Id"], tags[0], i.get("Labels") or {}))
+            if "container" in kinds:
+                for c in self.client.api.containers(all=True, filters=filters):
+                    found.append(ManagedObject("container", c["Id"], c["Names"][0].lstrip("/"), c.get("Labels") or {}))
+            if "volume" in kinds:
+                for v in self.client.api.volumes(filters=filters).get("Volumes") or []:
+                    found.append(ManagedObject("volume", v["Name"], v["Name"], v.get("Labels") or {}))
+            if "image" in kinds:
+                for i in self.client.api.images(filters=filters):
+                    tags = i.get("RepoTags") or [i["Id"]]
+                    found.append(ManagedObject("image", i["Id"], tags[0], i.get("Labels") or {}))
         return found
 
     def image_present(self, image: str) -> bool:

@@ -107,7 +107,8 @@ class Snapshots:
         workspace = orchestrator.get(caller, ref)
         snapshot = self._find(workspace, snapshot_ref)
         if snapshot.status != SnapshotStatus.READY:
-            raise InvalidState(f"snapshot {snapshot.name!r} is not ready yet; wait for operation {snapshot.operation_id}")
+            raise InvalidState(f"snapshot {snapshot.name!r} is not ready yet; "
+                               f"wait for operation {snapshot.operation_id}")
         params: dict[str, Any] = {"snapshot_id": snapshot.id, "snapshot": snapshot.name}
         if as_new is None:
             self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
@@ -212,15 +213,13 @@ class Snapshots:
         self.store.delete_snapshot(snapshot)
 
     def _remove_images(self, labels: dict[str, str]) -> None:
-        for found in self.provider.list_managed(labels):
-            if found.kind == "image":
-                self.provider.remove_image(found.id)
+        for found in self.provider.list_managed(labels, kinds=("image",)):
+            self.provider.remove_image(found.id)
 
     def _sweep(self, leaving: str | None = None) -> None:
         """Remove snapshot images whose snapshot is gone and that no workspace (but `leaving`) runs from."""
-        in_use = {w.image for w in self.store.list_workspaces() if w.id != leaving}
-        for found in self.provider.list_managed(self.orchestrator.instance_labels):
+        in_use = self.store.images_in_use(excluding=leaving)
+        for found in self.provider.list_managed(self.orchestrator.instance_labels, kinds=("image",)):
             snapshot_id = found.labels.get(SNAPSHOT_LABEL)
-            if (found.kind == "image" and snapshot_id and found.name not in in_use
-                    and self.store.get_snapshot(snapshot_id) is None):
+            if snapshot_id and found.name not in in_use and self.store.get_snapshot(snapshot_id) is None:
                 self.provider.remove_image(found.id)

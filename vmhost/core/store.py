@@ -476,6 +476,11 @@ class Store:
                            (workspace_id, ref, ref))
         return _snapshot(rows[0]) if rows else None
 
+    def images_in_use(self, excluding: str | None = None) -> set[str]:
+        """The images that workspaces (but the workspace `excluding`) run from."""
+        return {row["image"] for row in self._query("SELECT DISTINCT image FROM workspaces WHERE id IS NOT ?",
+                                                    (excluding,))}
+
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
         rows = self._query("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,))
         return _snapshot(rows[0]) if rows else None
