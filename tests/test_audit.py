@@ -3,6 +3,7 @@ which workspace, how it ended; kept after the workspace is gone; readable by adm
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -56,6 +57,19 @@ def test_refused_requests_are_recorded_even_without_an_identity(make_daemon) -> 
         (None, "proxy", "POST", "/api/v1/tokens", 401, "unauthenticated"),
         (None, "token", "GET", "/api/v1/workspaces", 401, "unauthenticated"),
     ]
+
+
+def test_entries_older_than_the_retention_are_pruned(make_daemon) -> None:
+    process = make_daemon({"VMHOST_AUDIT_RETENTION": "2"})
+    with process.client() as root:
+        root.post("/api/v1/tokens", json={"user": "old"})
+        assert [e["action"] for e in root.get("/api/v1/audit").json()] == ["create_token"]
+        deadline = time.monotonic() + 30
+        while root.get("/api/v1/audit").json():
+            assert time.monotonic() < deadline, "audit entries were never pruned"
+            time.sleep(0.3)
+        root.post("/api/v1/tokens", json={"user": "new"})  # recording goes on after a prune
+        assert [e["path"] for e in root.get("/api/v1/audit").json()] == ["/api/v1/tokens"]
 
 
 def test_audit_filters_by_time_and_is_for_admins_only(make_daemon) -> None:

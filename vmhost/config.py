@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
            "seconds between sweeps that match workspaces to what Docker shows"),
     Option("event_retention", ("VMHOST_EVENT_RETENTION",), lambda: 7 * 86400.0, _positive_float,
            "seconds events are kept for replay before they are pruned"),
+    Option("audit_retention", ("VMHOST_AUDIT_RETENTION",), lambda: 365 * 86400.0, _positive_float,
+           "seconds audit entries are kept before they are pruned"),
     Option("event_heartbeat", ("VMHOST_EVENT_HEARTBEAT",), lambda: 15.0, _positive_float,
            "seconds between heartbeats on an idle event stream"),
     Option("expiry_warning", ("VMHOST_EXPIRY_WARNING",), lambda: 300.0, _positive_float,
@@ -158,6 +160,7 @@ class Settings:
     log_format: str
     reconcile_interval: float
     event_retention: float
+    audit_retention: float
     event_heartbeat: float
     expiry_warning: float
     quota_max_workspaces: int

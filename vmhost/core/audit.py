@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vmhost.core.models import Caller, utcnow
 from vmhost.core.store import Store, equal_to, from_text, to_text, where_clause
@@ -74,3 +74,9 @@ class AuditLog:
         with self.store.transaction() as conn:
             rows = conn.execute(sql, (*params, min(limit, MAX_ENTRIES))).fetchall()
         return [_entry(r) for r in rows]
+
+    def prune(self, retention_seconds: float) -> int:
+        """Drop entries older than the retention (the audit pruner's task); returns how many."""
+        before = to_text(utcnow() - timedelta(seconds=retention_seconds))
+        with self.store.transaction() as conn:
+            return conn.execute("DELETE FROM audit WHERE time < ?", (before,)).rowcount

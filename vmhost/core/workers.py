@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from vmhost.core.audit import AuditLog
 from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
 
@@ -40,9 +41,10 @@ class PeriodicWorker:
 
 
 def standard_workers(orchestrator: Orchestrator, janitor_interval: float, provisioner_interval: float,
-                     expiry_warning: float = 300.0, event_retention: float | None = None) -> list[PeriodicWorker]:
+                     expiry_warning: float = 300.0, event_retention: float | None = None,
+                     audit_retention: float | None = None) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
-    expiry, then expires those past it) and, with a retention, the event pruner."""
+    expiry, then expires those past it) and, with their retentions, the event and audit pruners."""
     def janitor() -> None:
         warn_expiring(orchestrator.store, expiry_warning)
         orchestrator.expire_due()
@@ -54,4 +56,7 @@ def standard_workers(orchestrator: Orchestrator, janitor_interval: float, provis
     if event_retention is not None:
         workers.append(PeriodicWorker("event-pruner", janitor_interval,
                                       lambda: prune_events(orchestrator.store, event_retention)))
+    if audit_retention is not None:
+        workers.append(PeriodicWorker("audit-pruner", janitor_interval,
+                                      lambda: AuditLog(orchestrator.store).prune(audit_retention)))
     return workers

@@ -148,7 +148,8 @@ def build_app(settings: Settings):  # -> FastAPI, imported lazily
                                 instance=settings.instance, publish_address=settings.publish_address,
                                 workers=settings.workers, quotas=quotas_from(settings, store))
     workers = standard_workers(orchestrator, settings.janitor_interval, settings.provisioner_interval,
-                               expiry_warning=settings.expiry_warning, event_retention=settings.event_retention)
+                               expiry_warning=settings.expiry_warning, event_retention=settings.event_retention,
+                               audit_retention=settings.audit_retention)
     reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
     workers += [EventFollower(reconciler), PeriodicWorker("reconciler", settings.reconcile_interval, reconciler.sweep)]
     return create_app(orchestrator, settings, workers)
