@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import create_ws, wait_op
 
@@ -55,6 +56,19 @@ def check_database(db_path: Path, token_ids: list[str], workspace_id: str) -> No
     db.close()
 
 
+def fill_until_refused(client: httpx.Client, directory: Path, token_ids: list[str]) -> tuple[Path, dict[str, Any]]:
+    """Fill the database's filesystem, then write tokens until the database's own free pages run out
+    too; returns the filler file and the refusal. Tokens stored on the way are added to `token_ids`."""
+    filler = fill(directory)
+    for number in range(2000):
+        response = client.post("/api/v1/tokens", json={"user": f"filler{number}", "name": "x" * 100})
+        assert response.status_code < 500 or response.status_code == 503, response.text
+        if response.status_code == 503:
+            return filler, response.json()
+        token_ids.append(response.json()["token"]["id"])
+    raise AssertionError("writes never failed on a full disk")
+
+
 def test_full_disk_writes_answer_503_disk_full_reads_work_nothing_lost_and_writes_resume(
         fault_daemon: Any, engine: PrivateEngine, small_disk: Path) -> None:
     db_path = small_disk / "vmhost.db"
@@ -62,17 +76,7 @@ def test_full_disk_writes_answer_503_disk_full_reads_work_nothing_lost_and_write
     with daemon.client(timeout=20) as client:
         workspace = create_ws(client, unique("disk"))["workspace"]
         token_ids = [client.post("/api/v1/tokens", json={"user": f"u{i}"}).json()["token"]["id"] for i in range(3)]
-        filler = fill(small_disk)
-
-        refused = None
-        for number in range(2000):  # until the database's own free pages run out too
-            response = client.post("/api/v1/tokens", json={"user": f"filler{number}", "name": "x" * 100})
-            assert response.status_code < 500 or response.status_code == 503, response.text
-            if response.status_code == 503:
-                refused = response.json()
-                break
-            token_ids.append(response.json()["token"]["id"])
-        assert refused is not None, "writes never failed on a full disk"
+        filler, refused = fill_until_refused(client, small_disk, token_ids)
         assert refused["code"] == "store_unavailable"
         assert "disk is full" in refused["detail"], refused["detail"]
 
@@ -94,6 +98,26 @@ def test_full_disk_writes_answer_503_disk_full_reads_work_nothing_lost_and_write
                        )["status"] == "succeeded"
         create_ws(client, unique("disk"))
     check_database(db_path, token_ids, workspace["id"])
+    assert daemon.process is not None and daemon.process.poll() is None
+
+
+def test_an_operation_ending_on_a_full_disk_is_recorded_once_there_is_room_without_a_restart(
+        fault_daemon: Any, engine: PrivateEngine, small_disk: Path) -> None:
+    daemon = fault_daemon({"VMHOST_DB_PATH": str(small_disk / "vmhost.db")})
+    with daemon.client(timeout=20) as client:
+        workspace = create_ws(client, unique("disk"))["workspace"]
+        # a command that ends when told to, and prints nothing (output lines are stored as events)
+        operation = client.post(f"/api/v1/workspaces/{workspace['id']}/commands", json={
+            "argv": ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done"]}).json()
+        filler, _ = fill_until_refused(client, small_disk, [])
+        with engine.client() as docker_client:
+            docker_client.containers.get(workspace["connection"]["container_id"]).exec_run(["touch", "/tmp/go"])
+        time.sleep(2)  # the command has ended; its end cannot be written
+        assert client.get(f"/api/v1/operations/{operation['id']}").json()["status"] == "running"
+
+        filler.unlink()
+        ended = wait_op(client, operation["id"], timeout=30)
+        assert ended["status"] == "succeeded" and ended["result"]["exit_code"] == 0, ended
     assert daemon.process is not None and daemon.process.poll() is None
 
 

@@ -7,6 +7,7 @@ same work twice. At most one operation is in flight per workspace.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -52,6 +53,7 @@ from vmhost.errors import (
     InvalidState,
     OperationNotFound,
     ProviderError,
+    StoreUnavailable,
     TemplateNotFound,
     TokenNotFound,
     Unauthenticated,
@@ -105,6 +107,7 @@ class Orchestrator:
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
+        self._closing = threading.Event()
         self.commands = CommandRunner(self)
         self.snapshots = Snapshots(self)
         self.files = WorkspaceFiles(self)
@@ -124,6 +127,7 @@ class Orchestrator:
     def close(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Take no more work and give running operations `grace` seconds to end. One still running then
         stays `running` in the database: the next start's recover() repeats or settles it."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._queued_lock:
             running = list(self._futures)
@@ -377,23 +381,44 @@ class Orchestrator:
             if operation is None:
                 return
             handler = self._handlers.get(operation.type)
+            record_end: Callable[[], None]
             try:
                 if handler is None:
                     raise InvalidInput(f"unknown operation type {operation.type!r}")
                 result = handler(operation)
             except VmhostError as exc:
-                self._fail(operation, exc.detail, result=exc.extra.get("result"))
+                record_end = functools.partial(self._fail, operation, exc.detail, result=exc.extra.get("result"))
             except Exception as exc:
                 log.exception("operation %s (%s) crashed", operation.id, operation.type)
-                self._fail(operation, f"internal error: {type(exc).__name__}: {exc}")
+                record_end = functools.partial(self._fail, operation, f"internal error: {type(exc).__name__}: {exc}")
             else:
-                if self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED, result=result) is None:
-                    self._settle_cancelled(operation)
+                record_end = functools.partial(self._succeed, operation, result)
+            self._until_recorded(operation, record_end)
         except VmhostError:
             log.exception("could not record the end of operation %s", operation_id)
         finally:
             with self._queued_lock:
                 self._queued.discard(operation_id)
+
+    def _until_recorded(self, operation: Operation, record_end: Callable[[], None]) -> None:
+        """Record an operation's end, again and again while the database takes no writes (a full disk),
+        so that whoever waits on it sees it end once writes work again, not at the next restart. At
+        shutdown it gives up: the operation stays `running` and the next start's recover() settles it."""
+        delay = 0.5
+        while True:
+            try:
+                record_end()
+                return
+            except StoreUnavailable as exc:
+                log.warning("cannot record the end of operation %s yet (%s); retrying in %.1f s", operation.id,
+                            exc.detail, delay)
+                if self._closing.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
+
+    def _succeed(self, operation: Operation, result: dict[str, Any]) -> None:
+        if self.store.finish_operation(operation.id, OperationStatus.SUCCEEDED, result=result) is None:
+            self._settle_cancelled(operation)
 
     def _fail(self, operation: Operation, reason: str, result: dict[str, Any] | None = None) -> None:
         """Settle the workspace, then record the failure: whoever waits on the operation then sees the
