@@ -154,6 +154,17 @@ def m003_snapshots(db: Database) -> None:
         )""")
 
 
+
+@migrations()
+def m005_workspaces_version(db: Database) -> None:
+    # A counter that every write to `workspaces` bumps, whichever process makes it: the daemon reuses
+    # its serialised workspace list until it moves, so writes to other tables keep that list.
+    db.execute("CREATE TABLE table_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+    db.execute("INSERT INTO table_versions (name, version) VALUES ('workspaces', 0)")
+    for change in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER workspaces_version_{change.lower()} AFTER {change} ON workspaces BEGIN "
+                   "UPDATE table_versions SET version = version + 1 WHERE name = 'workspaces'; END")
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -219,11 +219,10 @@ class Store:
         except StoreUnavailable:
             return False
 
-    def version(self) -> tuple[int, int]:
-        """Changes as far as this store can tell: it differs after every write through this store and
-        after every commit by another process (SQLite's data_version), so reads can be cached on it."""
-        with self._lock:
-            return self.db.conn.total_changes, self._query("PRAGMA data_version")[0][0]
+    def workspaces_version(self) -> int:
+        """A number that grows with every write to the workspaces table, by this process or another
+        (a trigger bumps it), so answers built from that table alone can be cached on it."""
+        return self._query("SELECT version FROM table_versions WHERE name = 'workspaces'")[0][0]
 
     def integrity_check(self) -> list[str]:
         """SQLite's own check of the whole file: ['ok'], or the problems it found."""

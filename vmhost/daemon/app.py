@@ -21,8 +21,8 @@ from vmhost.daemon import errors
 from vmhost.daemon.audit import AuditTrail
 from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
+from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
-from vmhost.daemon.readcache import ReadCache
 from vmhost.daemon.routes import (
     admin,
     audit,
@@ -75,7 +75,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings, orchestrator)
     app.state.events = EventBus(orchestrator.store)
-    app.state.read_cache = ReadCache(orchestrator.store)
+    app.state.workspace_lists = WorkspaceListCache(orchestrator.store)
     errors.install(app)
     # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
     for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,

@@ -50,9 +50,9 @@ def list_workspaces(request: Request, caller: CallerDep, orchestrator: Orchestra
     def build() -> bytes:
         return WORKSPACE_LIST.dump_json([WorkspaceOut.of(w) for w in orchestrator.list(caller, status, labels)])
 
-    # the answer is served pre-serialised, reused until the database changes (see daemon/readcache.py)
+    # served pre-serialised, reused until a workspace changes (see daemon/listcache.py)
     key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())))
-    return Response(request.app.state.read_cache.get(key, build), media_type="application/json")
+    return Response(request.app.state.workspace_lists.get(key, build), media_type="application/json")
 
 
 @router.get("/{ref}", response_model=WorkspaceOut, summary="Get a workspace", responses=errors(404))

@@ -1,4 +1,4 @@
-"""The workspace list is served pre-serialised and reused while the database stands still: any change,
+"""The workspace list is served pre-serialised and reused while no workspace changes: any change,
 through the daemon or by another process writing the database file, shows in the very next list."""
 
 from __future__ import annotations
@@ -40,3 +40,31 @@ def test_each_caller_gets_only_their_own_list(daemon: Daemon, api: httpx.Client,
         assert other.get("/api/v1/workspaces").json() == []
         assert name in {w["name"] for w in api.get("/api/v1/workspaces").json()}
         assert other.get("/api/v1/workspaces").json() == []
+
+
+def test_writes_to_other_tables_keep_the_list_and_workspace_writes_renew_it(orchestrator) -> None:
+    from vmhost.core.models import Caller
+    from vmhost.core.orchestrator import WorkspaceRequest
+    from vmhost.daemon.listcache import WorkspaceListCache
+
+    cache, builds = WorkspaceListCache(orchestrator.store), []
+
+    def listing() -> bytes:
+        def build() -> bytes:
+            builds.append(1)
+            return str(sorted(w.name for w in orchestrator.list(Caller(user="root", admin=True)))).encode()
+        return cache.get("all", build)
+
+    alice = Caller(user="alice")
+    workspace, _ = orchestrator.create(alice, WorkspaceRequest(name="one"))
+    assert listing() == b"['one']" and len(builds) == 1
+    orchestrator.create_token(alice)  # writes to other tables: a token, pruned events
+    orchestrator.store.prune_events(workspace.created_at)
+    assert listing() == b"['one']" and len(builds) == 1
+
+    other = Store(orchestrator.store.path)  # a second process's connection
+    try:
+        other.update_workspace(workspace.id, name="renamed")
+    finally:
+        other.close()
+    assert listing() == b"['renamed']" and len(builds) == 2
