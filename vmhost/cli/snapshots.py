@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vmhost.cli.base import JsonOpt, NameArg, NoWaitOpt, TimeoutOpt, follow, run, workspaces_app
+from vmhost.cli.base import JsonOpt, NameArg, NoWaitOpt, TimeoutOpt, run, settled, workspaces_app
 
 if TYPE_CHECKING:
     from vmhost.cli.client import VmhostClient
@@ -22,10 +22,8 @@ def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help=
     """Snapshot a workspace's filesystem and /workspace volume."""
     def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post(f"/workspaces/{name}/snapshots", {"name": snapshot})
-        if no_wait:
-            return accepted["snapshot"]
-        follow(client, accepted["operation"], f"snapshot {name}", timeout)
-        return client.get(f"/workspaces/{name}/snapshots/{accepted['snapshot']['id']}")
+        return settled(client, accepted["operation"], f"snapshot {name}", timeout, no_wait,
+                       f"/workspaces/{name}/snapshots/{accepted['snapshot']['id']}")
 
     taken = run(action)
     from vmhost.cli import render
@@ -69,9 +67,8 @@ def snapshot_restore(
     def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post(f"/workspaces/{name}/snapshots/{snapshot}/restore",
                                {"as_new": as_new} if as_new else None)
-        if not no_wait:
-            follow(client, accepted["operation"], f"restore {as_new or name}", timeout)
-        return client.get(f"/workspaces/{accepted['workspace']['id']}")
+        return settled(client, accepted["operation"], f"restore {as_new or name}", timeout, no_wait,
+                       f"/workspaces/{accepted['workspace']['id']}")
 
     workspace = run(action)
     from vmhost.cli import render

@@ -12,6 +12,7 @@ from vmhost.cli.base import (
     follow,
     key_values,
     run,
+    settled,
     workspaces_app,
 )
 from vmhost.cli.durations import parse_duration
@@ -62,10 +63,8 @@ def ws_create(
 
     def action(client: "VmhostClient") -> dict[str, Any]:
         accepted = client.post("/workspaces", body)
-        if not no_wait:
-            follow(client, accepted["operation"], f"create {name}", timeout)
-            return client.get(f"/workspaces/{accepted['workspace']['id']}")
-        return accepted["workspace"]
+        return settled(client, accepted["operation"], f"create {name}", timeout, no_wait,
+                       f"/workspaces/{accepted['workspace']['id']}")
 
     workspace = run(action)
     from vmhost.cli import render
