@@ -56,7 +56,8 @@ def test_writes_to_other_tables_keep_the_list_and_workspace_writes_renew_it(orch
         return cache.get("all", build)
 
     alice = Caller(user="alice")
-    workspace, _ = orchestrator.create(alice, WorkspaceRequest(name="one"))
+    workspace, operation = orchestrator.create(alice, WorkspaceRequest(name="one"))
+    orchestrator.wait_operation(alice, operation.id, timeout=60)  # no more writes to the workspace from it
     assert listing() == b"['one']" and len(builds) == 1
     orchestrator.create_token(alice)  # writes to other tables: a token, pruned events
     orchestrator.store.prune_events(workspace.created_at)
