@@ -60,7 +60,7 @@ def test_refused_requests_are_recorded_even_without_an_identity(make_daemon) -> 
 
 
 def test_entries_older_than_the_retention_are_pruned(make_daemon) -> None:
-    process = make_daemon({"VMHOST_AUDIT_RETENTION": "2"})
+    process = make_daemon({"VMHOST_AUDIT_RETENTION": "5"})
     with process.client() as root:
         root.post("/api/v1/tokens", json={"user": "old"})
         assert [e["action"] for e in root.get("/api/v1/audit").json()] == ["create_token"]
