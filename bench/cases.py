@@ -219,7 +219,7 @@ def concurrent_creates(ctx: Context) -> list[Result]:
 
     def with_sdk(round_number: int) -> None:
         def one_user(number: int) -> None:
-            for index in range(per_user):
+            for _ in range(per_user):
                 container = ctx.bench.sdk_run(ctx.name(f"sdk-conc{round_number}"))
                 with lock:
                     containers.append(container)
@@ -398,43 +398,41 @@ def cli_listing(ctx: Context) -> list[Result]:
     """`vmhost workspaces ls` as whole processes, writing to a pipe and to a terminal (with colours),
     each against `docker ps -a` writing to the same."""
     installed = Path(sys.executable).with_name("vmhost")
-    ls = [str(installed) if installed.exists() else sys.executable, *([] if installed.exists() else ["-m", "vmhost"]),
-          "workspaces", "ls"]
+    ls = [*([str(installed)] if installed.exists() else [sys.executable, "-m", "vmhost"]), "workspaces", "ls"]
     docker = shutil.which("docker")
-    ps = [docker or "docker", "ps", "-a", "--filter", f"label=vmhost.bench={ctx.bench.run_id}"]
     pipe_env = ctx.daemon.cli_env()
     terminal_env = {**{k: v for k, v in pipe_env.items() if k != "NO_COLOR"}, "TERM": "xterm-256color"}
     # compiled, as scripts/setup leaves it, also where PYTHONDONTWRITEBYTECODE is set
     compileall.compile_dir(Path(vmhost.__file__).parent, quiet=1)
 
-    def to_pipe(argv: list[str], lines: int) -> Callable[[int], None]:
+    def printing(argv: list[str], lines: int, on_terminal: bool) -> Callable[[int], None]:
+        """One run of `argv`, which must exit 0 having printed at least `lines` lines."""
         def action(_: int) -> None:
-            done = subprocess.run(argv, env=pipe_env, capture_output=True, check=False)
-            if done.returncode != 0 or done.stdout.count(b"\n") < lines:
-                raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr[-300:]!r}")
+            if on_terminal:
+                output = run_on_terminal(argv, terminal_env)
+            else:
+                done = subprocess.run(argv, env=pipe_env, capture_output=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr[-300:]!r}")
+                output = done.stdout
+            if output.count(b"\n") < lines:
+                raise RuntimeError(f"{argv[0]} printed fewer than {lines} lines")
         return action
 
-    def to_terminal(argv: list[str], lines: int) -> Callable[[int], None]:
-        def action(_: int) -> None:
-            if run_on_terminal(argv, terminal_env).count(b"\n") < lines:
-                raise RuntimeError(f"{argv[0]} printed fewer than {lines} lines on a terminal")
-        return action
+    def measured(where: str, on_terminal: bool, note: str) -> Result:
+        name, target = f"vmhost workspaces ls, {ctx.sizes.rows} workspaces, {where}", Target(max_median=250)
+        listing = printing(ls, ctx.sizes.rows, on_terminal)
+        if docker is None:
+            (vmhost_ls,) = paired(ctx.sizes.cli_plan, listing)
+            return Result(name, "ms", vmhost_ls, target=target, note="docker CLI not installed: no reference")
+        ps = [docker, "ps", "-a", "--filter", f"label=vmhost.bench={ctx.bench.run_id}"]
+        vmhost_ls, docker_ps = paired(ctx.sizes.cli_plan, listing, printing(ps, ctx.sizes.docker_containers,
+                                                                            on_terminal))
+        return Result(name, "ms", vmhost_ls, docker_ps, f"docker ps -a, {ctx.sizes.docker_containers} containers",
+                      target, note=note)
 
-    what = f"vmhost workspaces ls, {ctx.sizes.rows} workspaces"
-    reference = f"docker ps -a, {ctx.sizes.docker_containers} containers"
-    if docker is None:
-        by_pipe, by_terminal = paired(ctx.sizes.cli_plan, to_pipe(ls, ctx.sizes.rows), to_terminal(ls, ctx.sizes.rows))
-        return [Result(f"{what}, to a pipe", "ms", by_pipe, target=Target(max_median=250),
-                       note="docker CLI not installed: no reference"),
-                Result(f"{what}, to a terminal", "ms", by_terminal, target=Target(max_median=250),
-                       note="docker CLI not installed: no reference")]
-    by_pipe, ps_pipe, by_terminal, ps_terminal = paired(
-        ctx.sizes.cli_plan, to_pipe(ls, ctx.sizes.rows), to_pipe(ps, ctx.sizes.docker_containers),
-        to_terminal(ls, ctx.sizes.rows), to_terminal(ps, ctx.sizes.docker_containers))
-    return [Result(f"{what}, to a pipe", "ms", by_pipe, ps_pipe, reference, Target(max_median=250),
-                   note="whole process, wall time"),
-            Result(f"{what}, to a terminal", "ms", by_terminal, ps_terminal, reference, Target(max_median=250),
-                   note="whole process, wall time, colours on a pseudo-terminal")]
+    return [measured("to a pipe", False, "whole process, wall time"),
+            measured("to a terminal", True, "whole process, wall time, colours on a pseudo-terminal")]
 
 
 def memory(daemon: DaemonProcess, what: str) -> Result:

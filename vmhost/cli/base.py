@@ -113,13 +113,13 @@ def follow(client: "VmhostClient", operation: dict[str, Any], what: str, timeout
     return done
 
 
-
 def settled(client: "VmhostClient", operation: dict[str, Any], what: str, timeout: str, no_wait: bool,
             path: str) -> dict[str, Any]:
     """What `path` shows once `operation` has ended, followed live; with --no-wait, what it shows now."""
     if not no_wait:
         follow(client, operation, what, timeout)
     return client.get(path)
+
 
 def key_values(pairs: list[str], what: str) -> dict[str, str]:
     result = {}

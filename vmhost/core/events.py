@@ -222,7 +222,6 @@ def warn_expiring(store: Store, window_seconds: float) -> list[Event]:
     return sent
 
 
-
 class OutputLines:
     """A command's output recorded line by line: each complete line is one `operation.output` event.
     `flush()` records what is left after the command ends (a last line without a newline)."""

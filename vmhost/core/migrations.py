@@ -154,7 +154,6 @@ def m003_snapshots(db: Database) -> None:
         )""")
 
 
-
 @migrations()
 def m005_workspaces_version(db: Database) -> None:
     # A counter that every write to `workspaces` bumps, whichever process makes it: the daemon reuses
@@ -164,6 +163,7 @@ def m005_workspaces_version(db: Database) -> None:
     for change in ("INSERT", "UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER workspaces_version_{change.lower()} AFTER {change} ON workspaces BEGIN "
                    "UPDATE table_versions SET version = version + 1 WHERE name = 'workspaces'; END")
+
 
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
