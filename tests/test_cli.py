@@ -113,19 +113,18 @@ def test_config_show_prints_each_value_with_its_source(tmp_path) -> None:
     assert broken.returncode == 2 and "unknown setting" in broken.stderr
 
 
-def test_cli_never_imports_the_server_side_and_starts_lean() -> None:
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmhost", "--help"], capture_output=True,
-                            text=True)
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
-    for heavy in ("fastapi", "uvicorn", "docker", "sqlite_utils", "httpx", "starlette"):
-        assert heavy not in imported, heavy
-
-
-def imported_modules(daemon: Daemon, *args: str) -> set[str]:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmhost", *args], env=daemon.cli_env(),
+def imported_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    """Every module `vmhost ARGS` imports, by its full dotted name."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vmhost", *args], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+
+
+def test_cli_never_imports_the_server_side_and_starts_lean() -> None:
+    imported = {module.split(".")[0] for module in imported_modules("--help")}
+    for heavy in ("fastapi", "uvicorn", "docker", "sqlite_utils", "httpx", "starlette"):
+        assert heavy not in imported, heavy
 
 
 def test_listing_to_a_pipe_loads_neither_pydantic_nor_rich_rendering(daemon: Daemon, api: httpx.Client,
@@ -133,7 +132,7 @@ def test_listing_to_a_pipe_loads_neither_pydantic_nor_rich_rendering(daemon: Dae
     """What keeps `vmhost ws ls` fast (bench/): Typer below 0.29, which does not run options through
     pydantic; rich's console only where styles are shown; the ws alias not built twice."""
     create_ws(api, name, wait=False)
-    imported = imported_modules(daemon, "ws", "ls")
+    imported = imported_modules("ws", "ls", env=daemon.cli_env())
     assert "pydantic" not in imported and "rich.console" not in imported, sorted(imported)
     assert {"httpx", "typer"} <= imported
 
