@@ -70,10 +70,12 @@ def test_fuzzing_finds_no_server_errors_and_no_answer_off_the_spec(make_daemon) 
     """schemathesis against a daemon of the test's own (it creates and deletes things), as an admin."""
     fuzzed = make_daemon()
     token = fuzzed.token("root", admin=True)
+    # One worker: with two, hypothesis in schemathesis' threads calls ast.parse concurrently, which on
+    # CPython 3.11.7 can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905)
     run = subprocess.run(
         [str(Path(sys.executable).with_name("schemathesis")), "run", f"{fuzzed.url}/openapi.json",
          "-H", f"Authorization: Bearer {token}", "--checks", FUZZ_CHECKS, "--phases", "coverage,fuzzing",
-         "--max-examples", "5", "--max-time", "40", "--workers", "2", "--request-timeout", "10", "--seed", "7",
+         "--max-examples", "5", "--max-time", "40", "--workers", "1", "--request-timeout", "10", "--seed", "7",
          "--no-shrink", "--exclude-path-regex", SKIPPED],
         capture_output=True, text=True, timeout=120)
     report = run.stdout[run.stdout.find("FAILURES"):] if "FAILURES" in run.stdout else run.stdout[-4000:]
