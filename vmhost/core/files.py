@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-from vmhost.core.models import Caller, Workspace
+from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.core.provider import PathStat
 from vmhost.errors import InvalidInput, InvalidState, NotFound
 
@@ -168,6 +168,10 @@ class WorkspaceFiles:
         workspace = self.orchestrator.get(caller, ref)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
+        if workspace.status in (WorkspaceStatus.ERROR, WorkspaceStatus.DELETING):  # its container is gone or going
+            raise InvalidState(f"workspace {workspace.name!r} is in status {workspace.status}"
+                               f"{': ' + workspace.status_reason if workspace.status_reason else ''}; "
+                               "rebuild or delete it")
         return workspace, workspace.container_id
 
     def _stat(self, workspace: Workspace, container_id: str, path: str) -> PathStat:
