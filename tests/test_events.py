@@ -229,6 +229,13 @@ def test_a_refusal_too_long_for_a_close_frame_is_cut_between_words_and_sent_whol
     kept = reason.removesuffix("…")
     assert detail.startswith(kept) and detail[len(kept)] == " ", reason  # whole words only
 
+    fits = "x" * 91
+    whole = f"since must be an integer, not {fits!r}"
+    assert len(whole.encode()) == 123
+    with events_socket(api, since=fits) as ws, pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_text(timeout=10)  # no error frame first: the reason is the whole detail
+    assert closed.value.reason == whole
+
 
 def test_cli_follow_shows_the_whole_of_a_long_refusal(daemon: Daemon) -> None:
     missing = "a workspace whose name is far too long to fit in a close frame " * 2
