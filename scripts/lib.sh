@@ -44,6 +44,23 @@ ensure_venv() {  # $1: pip extras, e.g. "[test]"
     "$VENV/bin/python" -m compileall -q "$ROOT/vmhost" >/dev/null
 }
 
+node_runs_redocly() {  # Redocly CLI 2 wants Node.js 20.19+ or 22.12+
+    command -v npm >/dev/null && node -e '
+        const [major, minor] = process.versions.node.split(".").map(Number);
+        process.exit(major >= 23 || (major === 22 && minor >= 12) || (major === 20 && minor >= 19) ? 0 : 1)' 2>/dev/null
+}
+
+ensure_redocly() {  # the version in tools/package-lock.json, into tools/node_modules, only where Node.js already is
+    local installed="$ROOT/tools/node_modules/.package-lock.json"
+    if [ -f "$installed" ] && [ "$installed" -nt "$ROOT/tools/package-lock.json" ]; then return 0; fi
+    if ! node_runs_redocly; then
+        say "no Node.js 20.19+ with npm: the OpenAPI test runs without Redocly CLI"
+        return 0
+    fi
+    say "installing Redocly CLI into tools/"
+    npm ci --prefix "$ROOT/tools" --no-audit --no-fund --loglevel=error || say "could not install Redocly CLI"
+}
+
 docker_answers() { docker info >/dev/null 2>&1; }
 
 ensure_docker() {

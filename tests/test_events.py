@@ -27,9 +27,10 @@ def events_socket(client: httpx.Client, path: str = "/ws/events", **params: Any)
 
 
 def refusal(client: httpx.Client, path: str = "/ws/events", **params: Any) -> WebSocketDisconnect:
-    """How the daemon closes a WebSocket it refuses."""
+    """How the daemon closes a WebSocket it refuses (after an error frame when the reason is too long)."""
     with events_socket(client, path, **params) as ws, pytest.raises(WebSocketDisconnect) as refused:
-        ws.receive_text(timeout=10)
+        while json.loads(ws.receive_text(timeout=10))["type"] == "error":
+            pass
     return refused.value
 
 
@@ -213,6 +214,33 @@ def test_websockets_authenticate_like_rest_and_hide_other_users_workspaces(daemo
             assert events_only(frames_until(ws, caught_up))[0]["owner"] == f"alice-{name}"
         assert as_bob.get("/api/v1/events", params={"workspace_id": workspace["id"]}).status_code == 404
         assert as_bob.get("/api/v1/events", params={"since": start}).json()["events"] == []
+
+
+def test_a_refusal_too_long_for_a_close_frame_is_cut_between_words_and_sent_whole_before(api: httpx.Client) -> None:
+    since = "zwölf größere Käsestücke, " * 8  # multi-byte characters, so a byte count cannot land well by luck
+    detail = f"since must be an integer, not {since!r}"
+    with events_socket(api, since=since) as ws:
+        frame = json.loads(ws.receive_text(timeout=10))
+        with pytest.raises(WebSocketDisconnect) as refused:
+            ws.receive_text(timeout=10)
+    assert frame == {"type": "error", "detail": detail, "code": "invalid_input"}
+    reason = refused.value.reason
+    assert refused.value.code == 4422 and len(reason.encode()) <= 123 and reason.endswith("…"), reason
+    kept = reason.removesuffix("…")
+    assert detail.startswith(kept) and detail[len(kept)] == " ", reason  # whole words only
+
+    fits = "x" * 91
+    whole = f"since must be an integer, not {fits!r}"
+    assert len(whole.encode()) == 123
+    with events_socket(api, since=fits) as ws, pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_text(timeout=10)  # no error frame first: the reason is the whole detail
+    assert closed.value.reason == whole
+
+
+def test_cli_follow_shows_the_whole_of_a_long_refusal(daemon: Daemon) -> None:
+    missing = "a workspace whose name is far too long to fit in a close frame " * 2
+    refused = daemon.cli("events", "--follow", "--workspace", missing, timeout=60)
+    assert refused.returncode == 3 and f"no workspace {missing!r}" in " ".join(refused.stderr.split()), refused.stderr
 
 
 def test_cli_events_lists_and_follows(daemon: Daemon, api: httpx.Client, name: str) -> None:

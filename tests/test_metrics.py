@@ -49,6 +49,18 @@ def test_metrics_count_workspaces_operations_requests_and_janitor_runs(own_daemo
     assert found[("vmhost_worker_runs_total", (("worker", "janitor"),))] >= 1
 
 
+def test_metrics_label_the_spec_and_the_docs_by_their_route(daemon: Daemon) -> None:
+    with daemon.client() as api:
+        assert api.get("/openapi.json").status_code == 200
+        api.get("/docs")
+        found = samples(api.get("/metrics").text)
+    spec_requests = ("vmhost_http_requests_total", (("method", "GET"), ("route", "/openapi.json"), ("status", "200")))
+    assert found[spec_requests] >= 1
+    unmatched = [labels for name, labels in found
+                 if name == "vmhost_http_requests_total" and dict(labels)["route"] == "unmatched"]
+    assert all(dict(labels)["status"] == "404" for labels in unmatched), unmatched  # only paths nothing serves
+
+
 def test_metrics_need_an_admin(daemon: Daemon) -> None:
     with daemon.tcp() as anonymous:
         assert anonymous.get("/metrics").status_code == 401

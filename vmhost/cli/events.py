@@ -54,6 +54,7 @@ def _follow(client: "VmhostClient", path: str, since: int | None, types: str | N
     last = since
     down_since: float | None = None
     while True:
+        detail = None  # the whole of a refusal too long for the close frame's reason
         try:
             with client.websocket(path, since=last, types=types) as ws:
                 while True:
@@ -64,11 +65,13 @@ def _follow(client: "VmhostClient", path: str, since: int | None, types: str | N
                     elif message["type"] == "gap":
                         err().print(f"[yellow]Warning:[/yellow] {message['detail']} (older than the retention); "
                                     "they cannot be shown", markup=True)
+                    elif message["type"] == "error":
+                        detail = message["detail"]
                     else:
                         last = message["id"]
                         _show(message, as_json)
         except WebSocketDisconnect as exc:
-            error = client.closed_error(exc.code, exc.reason)
+            error = client.closed_error(exc.code, detail or exc.reason)
             if not isinstance(error, DaemonUnreachable):
                 raise error from None
         except (WebSocketNetworkError, DaemonUnreachable):

@@ -17,7 +17,7 @@ from vmhost.core.audit import AuditLog
 from vmhost.core.events import EventBus
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.workers import PeriodicWorker
-from vmhost.daemon import errors
+from vmhost.daemon import apidoc, errors
 from vmhost.daemon.audit import AuditTrail
 from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
@@ -80,7 +80,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
     for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
                    events, shell, quotas, me, audit):
-        app.include_router(module.router)
+        app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
+    apidoc.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        larger={files.UPLOAD_PATH: settings.max_upload_bytes})
     app.state.metrics = Metrics(orchestrator.store, workers)

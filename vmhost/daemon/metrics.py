@@ -69,6 +69,15 @@ class Metrics:
         self.operations.labels(operation.type, operation.status.value).observe(max(seconds, 0.0))
 
 
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered. FastAPI puts its own routes in the scope; the
+    plain Starlette ones it adds itself (/openapi.json, /docs, /redoc) leave only their endpoint."""
+    route = scope.get("route")
+    if route is None and "endpoint" in scope:
+        route = next((r for r in scope["app"].routes if getattr(r, "endpoint", None) is scope["endpoint"]), None)
+    return getattr(route, "path", None) or "unmatched"
+
+
 class RequestMetrics:
     """ASGI middleware counting HTTP requests by method, route template (not the raw path, so ids do
     not explode the series) and status."""
@@ -93,6 +102,6 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - started)

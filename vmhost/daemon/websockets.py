@@ -4,7 +4,9 @@ pumping messages until the client goes away.
 The handshake is always accepted; a refused caller then gets a close frame with code 4000 + the HTTP
 status the same error has on REST (4401 not authenticated, 4403 forbidden, 4404 unknown or another
 user's workspace, 4409 wrong state, 4422 bad parameters) and the error's detail as the reason. Browsers
-cannot read the status of a refused handshake, but they do see close codes.
+cannot read the status of a refused handshake, but they do see close codes. The protocol allows a
+reason of 123 bytes: a longer detail is shortened there on a word boundary, with an ellipsis, and sent
+whole just before the close as a text frame `{"type": "error", "detail": ..., "code": ...}`.
 """
 
 from __future__ import annotations
@@ -24,15 +26,30 @@ from vmhost.errors import InvalidInput, VmhostError
 T = TypeVar("T")
 
 CLOSE_BASE = 4000
-MAX_REASON_BYTES = 120
+MAX_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is 125 bytes, 2 of them the code
+ELLIPSIS = "…"
 
 
 def close_code(error: VmhostError) -> int:
     return CLOSE_BASE + error.http_status
 
 
+def close_reason(detail: str) -> str:
+    """`detail` if it fits in a close frame, else its longest run of whole words that fits with an
+    ellipsis after it (cut inside a word only when the first word alone is too long, never inside a
+    character)."""
+    if len(detail.encode()) <= MAX_REASON_BYTES:
+        return detail
+    head = detail.encode()[:MAX_REASON_BYTES - len(ELLIPSIS.encode())].decode(errors="ignore")
+    if not detail[len(head)].isspace() and any(c.isspace() for c in head):
+        head = head.rsplit(None, 1)[0]
+    return head.rstrip() + ELLIPSIS
+
+
 async def close_with(websocket: WebSocket, error: VmhostError) -> None:
-    reason = error.detail.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+    reason = close_reason(error.detail)
+    if reason != error.detail:
+        await websocket.send_text(json.dumps({"type": "error", "detail": error.detail, "code": error.code}))
     await websocket.close(code=close_code(error), reason=reason)
 
 

@@ -64,8 +64,11 @@ def remove_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orp
 
 @router.get(f"{API}/admin/backup", summary="Download a consistent copy of the database",
             response_class=FileResponse,
-            responses={200: {"content": {"application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}},
-                       **errors(403)})
+            responses={200: {"description": "the database, a SQLite 3 file (named `vmhost.db` in "
+                                            "`Content-Disposition`)",
+                             "content": {"application/vnd.sqlite3": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
+                       **errors(403)}, name="backup_database")
 def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
     """Admins only. An online backup (SQLite's backup API) taken while the daemon keeps serving,
     streamed to the caller, who writes it wherever they may: the daemon writes nothing but a
@@ -84,7 +87,11 @@ def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(403)})
+            responses={200: {"description": "Prometheus' text format, or OpenMetrics when `Accept` asks for it",
+                             "content": {"text/plain": {"schema": {"type": "string"}},
+                                         "application/openmetrics-text": {"schema": {"type": "string"}}}},
+                       **errors(403)},
+            name="read_metrics")
 def metrics(request: Request, caller: CallerDep) -> Response:
     """Admins only (give Prometheus an admin token with read scope). Workspaces by status, operations
     by type and result with durations, HTTP requests by route and status, background worker runs."""

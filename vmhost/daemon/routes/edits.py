@@ -13,7 +13,7 @@ router = APIRouter(prefix=f"{API}/workspaces", tags=["workspaces"])
 
 
 @router.patch("/{ref}", response_model=WorkspaceOut, summary="Edit a workspace's name, expiry, labels or plugins",
-              responses=errors(403, 404, 409))
+              responses=errors(403, 404, 409), name="edit_workspace")
 def edit(ref: str, body: WorkspaceEdit, caller: CallerDep, orchestrator: OrchestratorDep) -> WorkspaceOut:
     """Only the fields given change, at once (no operation): `name` (409 when the owner has one of that
     name), `ttl_seconds` (the expiry becomes now + ttl; `null` removes it), `labels` (added or
@@ -23,7 +23,7 @@ def edit(ref: str, body: WorkspaceEdit, caller: CallerDep, orchestrator: Orchest
 
 
 @router.post("/{ref}/extend", response_model=WorkspaceOut, summary="Push a workspace's expiry further out",
-             responses=errors(403, 404, 409))
+             responses=errors(403, 404, 409), name="extend_workspace")
 def extend(ref: str, body: WorkspaceExtend, caller: CallerDep, orchestrator: OrchestratorDep) -> WorkspaceOut:
     """The expiry moves `seconds` later (counted from now when it has already passed); it never gets
     earlier. A workspace without expiry keeps none and is answered unchanged (`expires_at: null`)."""

@@ -35,7 +35,7 @@ def _binary(description: str) -> dict[int | str, dict[str, Any]]:
 @router.get("", summary="Download a file, or a directory as a tar archive", response_class=StreamingResponse,
             responses={**_binary("a regular file's content (application/octet-stream), or a tar archive of a "
                                  "directory or link (application/x-tar), like `docker cp`"),
-                       **errors(404, 409, 502, 503)})
+                       **errors(404, 409, 502, 503)}, name="download_files")
 def download(ref: str, path: PathQuery, caller: CallerDep, orchestrator: OrchestratorDep) -> StreamingResponse:
     """Works on running and stopped workspaces. A link is archived as the link, not followed."""
     found = orchestrator.files.download(caller, ref, path)
@@ -47,7 +47,7 @@ def download(ref: str, path: PathQuery, caller: CallerDep, orchestrator: Orchest
 
 
 @router.get("/stat", response_model=FileStat, summary="Look at a path without downloading it",
-            responses=errors(404, 409, 502, 503))
+            responses=errors(404, 409, 502, 503), name="stat_file")
 def stat(ref: str, path: PathQuery, caller: CallerDep, orchestrator: OrchestratorDep) -> FileStat:
     where, found = orchestrator.files.stat(caller, ref, path)
     return FileStat(path=where, kind=found.kind, size=found.size, mode=found.mode & 0o7777, modified=found.mtime,
@@ -56,7 +56,8 @@ def stat(ref: str, path: PathQuery, caller: CallerDep, orchestrator: Orchestrato
 
 @router.put("", response_model=FilesUploaded, summary="Upload a file, or a tar archive extracted at a path",
             responses=errors(403, 404, 409, 413, 502, 503),
-            openapi_extra={"requestBody": {"required": True, "content": {RAW: _BINARY, TAR: _BINARY}}})
+            openapi_extra={"requestBody": {"required": True, "content": {RAW: _BINARY, TAR: _BINARY}}},
+            name="upload_files")
 async def upload(ref: str, path: PathQuery, request: Request, caller: CallerDep,
                  orchestrator: OrchestratorDep) -> FilesUploaded:
     """With `Content-Type: application/x-tar` the body is a tar archive (plain or compressed) extracted

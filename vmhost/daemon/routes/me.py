@@ -9,10 +9,10 @@ from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.routes.quotas import quota_out
 from vmhost.daemon.schemas import Me
 
-router = APIRouter(prefix=API, tags=["quotas"])
+router = APIRouter(prefix=API, tags=["identity"])
 
 
-@router.get("/me", response_model=Me, summary="Who am I?", responses=errors())
+@router.get("/me", response_model=Me, summary="Who am I?", responses=errors(), name="get_me")
 def me(caller: CallerDep, orchestrator: OrchestratorDep) -> Me:
     """The caller's identity, role, door, scope, and quota use (admins have no quota: `exempt`)."""
     quota = orchestrator.quotas.quota(caller.user, exempt=caller.admin)

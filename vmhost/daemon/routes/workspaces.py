@@ -68,7 +68,8 @@ def _act(ref: str, action: str, response: Response, caller: CallerDep, orchestra
 
 
 @router.post("/{ref}/actions/{action}", status_code=202, response_model=OperationOut,
-             summary="Start, stop, restart or rebuild a workspace", responses=errors(403, 404, 409))
+             summary="Start, stop, restart or rebuild a workspace", responses=errors(403, 404, 409),
+             name="run_workspace_action")
 def act(ref: str, action: Action, response: Response, caller: CallerDep,
         orchestrator: OrchestratorDep) -> OperationOut:
     """Queue a lifecycle action; answers with its operation and a `Location` header pointing at it.
@@ -78,11 +79,10 @@ def act(ref: str, action: Action, response: Response, caller: CallerDep,
     return _act(ref, action, response, caller, orchestrator)
 
 
-@router.post("/{ref}/{action}", status_code=202, response_model=OperationOut,
-             summary="Start, stop, restart or rebuild a workspace (short form)", responses=errors(403, 404, 409))
+# kept for scripts written against the short form; documented once, as /actions/{action}
+@router.post("/{ref}/{action}", status_code=202, response_model=OperationOut, include_in_schema=False)
 def act_short(ref: str, action: Action, response: Response, caller: CallerDep,
               orchestrator: OrchestratorDep) -> OperationOut:
-    """The same as `/actions/{action}`."""
     return _act(ref, action, response, caller, orchestrator)
 
 
