@@ -215,6 +215,17 @@ def test_websockets_authenticate_like_rest_and_hide_other_users_workspaces(daemo
         assert as_bob.get("/api/v1/events", params={"since": start}).json()["events"] == []
 
 
+def test_out_of_range_or_malformed_since_is_a_clear_refusal(api: httpx.Client) -> None:
+    for since in (str(10**23), str(2**63), "-1", "1e3", "abc", "٣"):
+        refused = refusal(api, since=since)
+        assert refused.code == 4422 and "since must be" in refused.reason, (since, refused)
+        polled = api.get("/api/v1/events", params={"since": since})
+        assert polled.status_code == 422 and "since" in polled.json()["detail"], (since, polled.text)
+    with events_socket(api, since=str(2**63 - 1)) as ws:  # the largest is fine: nothing after it yet
+        assert events_only(frames_until(ws, caught_up)) == []
+    assert api.get("/health").json()["status"] == "ok"
+
+
 def test_cli_events_lists_and_follows(daemon: Daemon, api: httpx.Client, name: str) -> None:
     start = last_id(api)
     env = {"VMHOST_SOCKET": str(daemon.socket), "COLUMNS": "200", "NO_COLOR": "1"}
