@@ -21,13 +21,19 @@ def read(docker_client: docker.DockerClient, workspace: dict, script: str) -> st
     return container.exec_run(["sh", "-c", script]).output.decode()
 
 
+class HardLink(str):
+    """A hard link's target in `make_tar` (a plain str is a symlink's)."""
+
+
 def make_tar(*members: tuple[str, bytes | None, bytes | str]) -> bytes:
     """(name, content or None, kind or link target): kind b"file"/b"dir", or a str link target (symlink)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, content, kind in members:
             info = tarfile.TarInfo(name)
-            if isinstance(kind, str):
+            if isinstance(kind, HardLink):
+                info.type, info.linkname = tarfile.LNKTYPE, kind
+            elif isinstance(kind, str):
                 info.type, info.linkname = tarfile.SYMTYPE, kind
             elif kind == b"dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -99,6 +105,8 @@ def test_tar_upload_is_extracted_at_the_path_and_a_directory_downloads_as_tar(
     ((("t", None, "."), ("u", None, "t/.."), ("u/evil", b"x", b"file")), "links outside"),
     # a's target stays inside while b leads deeper, not once b is replaced
     ((("b", None, "x/y"), ("a", None, "b/c/../.."), ("b", None, ".")), "leads outside"),
+    # a hard link to sub/up is the symlink '..' again, now one level higher
+    ((("sub/up", None, ".."), ("h", None, HardLink("sub/up")), ("h/evil", b"x", b"file")), "links outside"),
 ])
 def test_tar_members_that_would_land_outside_the_target_are_refused(
         api: httpx.Client, docker_client: docker.DockerClient, workspace: dict, members: tuple,

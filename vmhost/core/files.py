@@ -102,24 +102,28 @@ class _Extracted:
         return target.startswith("/") or \
             self.resolve(posixpath.join(posixpath.dirname(location), target), follow_last=True) is None
 
-    def place(self, member: tarfile.TarInfo, name: str) -> str:
-        """Where `member` (named `name`) lands, resolved through the links before it; records a symlink."""
+    def placed(self, member: tarfile.TarInfo, name: str, prefix: str) -> tarfile.TarInfo:
+        """`member` (named `name`) as written under `prefix`: at the place the links before it lead to,
+        a hard link to that of its target. Records the symlinks it makes."""
         where = self.resolve(name, follow_last=False)
         if where is None:
             raise InvalidInput(f"archive member {member.name!r} would be written outside the target "
                                "through a link earlier in the archive")
-        self.links.pop(where, None)  # a member replaces whatever was at its place
-        if member.issym():
-            if self.link_leaves(where, member.linkname):
+        placed = copy.copy(member)
+        placed.name = posixpath.join(prefix, where)
+        link = member.linkname if member.issym() else None
+        if member.islnk():
+            target = self.resolve(_member_name(member.linkname), follow_last=False)
+            if not target:
                 raise InvalidInput(f"archive member {member.name!r} links outside the target ({member.linkname!r})")
-            self.links[where] = member.linkname
-        return where
-
-    def hard_link_target(self, member: tarfile.TarInfo) -> str:
-        target = self.resolve(_member_name(member.linkname), follow_last=False)
-        if not target:
-            raise InvalidInput(f"archive member {member.name!r} links outside the target ({member.linkname!r})")
-        return target
+            placed.linkname = posixpath.join(prefix, target)
+            link = self.links.get(target)  # a hard link to a symlink is that symlink again, here
+        self.links.pop(where, None)  # a member replaces whatever was at its place
+        if link is not None:
+            if self.link_leaves(where, link):
+                raise InvalidInput(f"archive member {member.name!r} links outside the target ({link!r})")
+            self.links[where] = link
+        return placed
 
     def check_links(self) -> None:
         """Every symlink as the archive leaves it: a later member may have changed where an earlier one leads."""
@@ -180,11 +184,8 @@ def repack(source: IO[bytes], target: IO[bytes], directory: str, max_unpacked: i
                     raise InvalidInput(f"archive member {member.name!r} is a device file; those are not copied")
                 if not name:
                     continue  # the target directory itself
-                placed = copy.copy(member)
-                placed.name = posixpath.join(prefix, extracted.place(member, name))
-                if member.islnk():
-                    placed.linkname = posixpath.join(prefix, extracted.hard_link_target(member))
-                out.addfile(placed, archive.extractfile(member) if member.isfile() else None)
+                out.addfile(extracted.placed(member, name, prefix),
+                            archive.extractfile(member) if member.isfile() else None)
                 count += 1
         extracted.check_links()
     except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
