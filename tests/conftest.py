@@ -8,6 +8,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,16 @@ def make_daemon(templates_dir: Path, docker_client: docker.DockerClient) -> Iter
     for process in started:
         process.cleanup()
         remove_instance_objects(docker_client, process.instance)
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """This process's umask (inherited by the daemons it starts) for a while."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @pytest.fixture

@@ -101,6 +101,10 @@ def test_users_cannot_create_tokens_for_others(daemon: Daemon) -> None:
     ({"name": "a" * 64}, "name"),
     ({"name": "ok-name", "ttl_seconds": -5}, "ttl_seconds"),
     ({"name": "ok-name", "ttl_seconds": "soon"}, "ttl_seconds"),
+    ({"name": "ok-name", "ttl_seconds": True}, "ttl_seconds"),  # not 1 s
+    ({"name": "ok-name", "ttl_seconds": "3600"}, "ttl_seconds"),
+    ({"name": "ok-name", "memory_mb": 512.0}, "memory_mb"),
+    ({"name": "ok-name", "cpus": "1"}, "cpus"),
     ({"name": "ok-name", "cpus": 0}, "cpus"),
     ({"name": "ok-name", "memory_mb": 1}, "memory_mb"),
     ({"name": "ok-name", "labels": {"bad key!": "x"}}, "label"),
@@ -117,6 +121,30 @@ def test_bad_create_input_is_a_clear_422_and_nothing_is_stored(api: httpx.Client
     detail = response.json()["detail"]
     assert isinstance(detail, str) and fragment in detail
     assert api.get("/api/v1/workspaces").json() == before
+
+
+def test_request_bodies_take_json_types_as_they_are(api: httpx.Client, name: str) -> None:
+    """No coercion: a boolean is not a number, a string is not a number; a whole number is a float."""
+    for body in ({"seconds": True}, {"seconds": "60"}, {"seconds": 60.5}):
+        response = api.post(f"/api/v1/workspaces/{name}/extend", json=body)
+        assert response.status_code == 422 and "seconds" in response.json()["detail"], (body, response.text)
+    assert api.post(f"/api/v1/workspaces/{name}/extend", json={"seconds": 60}).status_code == 404  # valid, no such ws
+    run = {"argv": ["true"], "timeout_seconds": 5}
+    assert api.post(f"/api/v1/workspaces/{name}/commands", json=run).status_code == 404
+    for bad in ({"timeout_seconds": "5"}, {"stream": 1}, {"argv": ["echo", 1]}, {"env": {"A": 1}}):
+        assert api.post(f"/api/v1/workspaces/{name}/commands", json={**run, **bad}).status_code == 422, bad
+    assert api.post("/api/v1/tokens", json={"user": name, "admin": 1}).status_code == 422
+    created = api.post("/api/v1/tokens", json={"user": name, "scope": "read", "ttl_seconds": 60})
+    assert created.status_code == 201 and created.json()["token"]["scope"] == "read"
+    assert api.put(f"/api/v1/quotas/{name}", json={"max_cpus": "2"}).status_code == 422
+    quota = api.put(f"/api/v1/quotas/{name}", json={"max_cpus": 2, "max_workspaces": 3})
+    assert quota.status_code == 200 and quota.json()["overrides"]["max_cpus"] == 2
+
+
+def test_no_api_pages_that_load_scripts_from_elsewhere(api: httpx.Client) -> None:
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert api.get(page).status_code == 404, page
+    assert api.get("/openapi.json").json()["info"]["title"] == "vmhost"
 
 
 def test_malformed_json_oversized_body_and_unknown_routes_get_clear_4xx(daemon: Daemon, api: httpx.Client) -> None:

@@ -81,6 +81,9 @@ def test_audit_filters_by_time_and_is_for_admins_only(make_daemon) -> None:
         assert root.get("/api/v1/audit", params={"since": (now + timedelta(minutes=1)).isoformat()}).json() == []
         assert root.get("/api/v1/audit", params={"until": (now - timedelta(minutes=1)).isoformat()}).json() == []
         assert root.get("/api/v1/audit", params={"since": "yesterday"}).status_code == 422
+        for name, edge in (("since", "0001-01-01T00:00:00+14:00"), ("until", "9999-12-31T23:59:59-14:00")):
+            beyond = root.get("/api/v1/audit", params={name: edge})  # a valid time, but no year in UTC
+            assert beyond.status_code == 422 and "out of range" in beyond.json()["detail"], beyond.text
     with process.tcp(process.token("ann")) as ann:
         refused = ann.get("/api/v1/audit")
         assert refused.status_code == 403 and "admins" in refused.json()["detail"]

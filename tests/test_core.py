@@ -4,10 +4,12 @@ keeps its promises (migrations with a backup, history that outlives workspaces).
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import docker
 import pytest
+from conftest import umask
 from sqlite_utils import Database
 
 from vmhost.core import migrations
@@ -80,18 +82,20 @@ def test_core_validates_input_like_the_api(orchestrator: Orchestrator) -> None:
 
 def test_upgrade_from_an_older_schema_backs_up_first_and_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "vmhost.db"
-    old = Database(sqlite3.connect(path))
-    migrations.migrations.apply(old, stop_before="m002_events")
-    old.execute("INSERT INTO workspaces (id, name, owner, template, image, status, created_at, updated_at) "
-                "VALUES ('ws_old', 'legacy', 'alice', 'base', 'img', 'stopped', '2026-01-01T00:00:00.000+00:00', "
-                "'2026-01-01T00:00:00.000+00:00')")
-    old.conn.commit()
-    old.conn.close()
-
-    store = Store(path)
+    with umask(0o022):  # SQLite makes files 0644 then
+        old = Database(sqlite3.connect(path))
+        migrations.migrations.apply(old, stop_before="m002_events")
+        old.execute("INSERT INTO workspaces (id, name, owner, template, image, status, created_at, updated_at) "
+                    "VALUES ('ws_old', 'legacy', 'alice', 'base', 'img', 'stopped', '2026-01-01T00:00:00.000+00:00', "
+                    "'2026-01-01T00:00:00.000+00:00')")
+        old.conn.commit()
+        old.conn.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        store = Store(path)
     assert store.schema_version == migrations.latest_version()
     backup = store.backup_written
     assert backup is not None and backup.name.startswith("vmhost.db.bak-1-")
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (path, backup)] == [0o600, 0o600]
     assert store.get_workspace("ws_old").name == "legacy"
     assert store.list_events() == []
     with sqlite3.connect(backup) as copy:

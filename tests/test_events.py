@@ -217,22 +217,22 @@ def test_websockets_authenticate_like_rest_and_hide_other_users_workspaces(daemo
 
 
 def test_a_refusal_too_long_for_a_close_frame_is_cut_between_words_and_sent_whole_before(api: httpx.Client) -> None:
-    since = "zwölf größere Käsestücke, " * 8  # multi-byte characters, so a byte count cannot land well by luck
-    detail = f"since must be an integer, not {since!r}"
-    with events_socket(api, since=since) as ws:
+    missing = "zwölf größere Käsestücke, " * 8  # multi-byte characters, so a byte count cannot land well by luck
+    detail = f"no workspace {missing!r}"
+    with events_socket(api, f"/ws/workspaces/{missing}/events") as ws:
         frame = json.loads(ws.receive_text(timeout=10))
         with pytest.raises(WebSocketDisconnect) as refused:
             ws.receive_text(timeout=10)
-    assert frame == {"type": "error", "detail": detail, "code": "invalid_input"}
+    assert frame == {"type": "error", "detail": detail, "code": "workspace_not_found"}
     reason = refused.value.reason
-    assert refused.value.code == 4422 and len(reason.encode()) <= 123 and reason.endswith("…"), reason
+    assert refused.value.code == 4404 and len(reason.encode()) <= 123 and reason.endswith("…"), reason
     kept = reason.removesuffix("…")
     assert detail.startswith(kept) and detail[len(kept)] == " ", reason  # whole words only
 
-    fits = "x" * 91
-    whole = f"since must be an integer, not {fits!r}"
+    fits = "x" * 108
+    whole = f"no workspace {fits!r}"
     assert len(whole.encode()) == 123
-    with events_socket(api, since=fits) as ws, pytest.raises(WebSocketDisconnect) as closed:
+    with events_socket(api, f"/ws/workspaces/{fits}/events") as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_text(timeout=10)  # no error frame first: the reason is the whole detail
     assert closed.value.reason == whole
 
@@ -241,6 +241,17 @@ def test_cli_follow_shows_the_whole_of_a_long_refusal(daemon: Daemon) -> None:
     missing = "a workspace whose name is far too long to fit in a close frame " * 2
     refused = daemon.cli("events", "--follow", "--workspace", missing, timeout=60)
     assert refused.returncode == 3 and f"no workspace {missing!r}" in " ".join(refused.stderr.split()), refused.stderr
+
+
+def test_out_of_range_or_malformed_since_is_a_clear_refusal(api: httpx.Client) -> None:
+    for since in (str(10**23), str(2**63), "-1", "1e3", "abc", "٣"):
+        refused = refusal(api, since=since)
+        assert refused.code == 4422 and "since must be" in refused.reason, (since, refused)
+        polled = api.get("/api/v1/events", params={"since": since})
+        assert polled.status_code == 422 and "since" in polled.json()["detail"], (since, polled.text)
+    with events_socket(api, since=str(2**63 - 1)) as ws:  # the largest is fine: nothing after it yet
+        assert events_only(frames_until(ws, caught_up)) == []
+    assert api.get("/health").json()["status"] == "ok"
 
 
 def test_cli_events_lists_and_follows(daemon: Daemon, api: httpx.Client, name: str) -> None:

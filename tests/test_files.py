@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import docker
 import httpx
@@ -18,13 +21,19 @@ def read(docker_client: docker.DockerClient, workspace: dict, script: str) -> st
     return container.exec_run(["sh", "-c", script]).output.decode()
 
 
+class HardLink(str):
+    """A hard link's target in `make_tar` (a plain str is a symlink's)."""
+
+
 def make_tar(*members: tuple[str, bytes | None, bytes | str]) -> bytes:
     """(name, content or None, kind or link target): kind b"file"/b"dir", or a str link target (symlink)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, content, kind in members:
             info = tarfile.TarInfo(name)
-            if isinstance(kind, str):
+            if isinstance(kind, HardLink):
+                info.type, info.linkname = tarfile.LNKTYPE, kind
+            elif isinstance(kind, str):
                 info.type, info.linkname = tarfile.SYMTYPE, kind
             elif kind == b"dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -92,6 +101,12 @@ def test_tar_upload_is_extracted_at_the_path_and_a_directory_downloads_as_tar(
     ((("ok/../../evil", b"x", b"file"),), "'..'"),
     ((("link", None, "/etc/passwd"),), "links outside"),
     ((("deep/link", None, "../../etc"),), "links outside"),
+    # each link lexically inside, but u is t/.. with t -> . : the target's parent
+    ((("t", None, "."), ("u", None, "t/.."), ("u/evil", b"x", b"file")), "links outside"),
+    # a's target stays inside while b leads deeper, not once b is replaced
+    ((("b", None, "x/y"), ("a", None, "b/c/../.."), ("b", None, ".")), "leads outside"),
+    # a hard link to sub/up is the symlink '..' again, now one level higher
+    ((("sub/up", None, ".."), ("h", None, HardLink("sub/up")), ("h/evil", b"x", b"file")), "links outside"),
 ])
 def test_tar_members_that_would_land_outside_the_target_are_refused(
         api: httpx.Client, docker_client: docker.DockerClient, workspace: dict, members: tuple,
@@ -101,6 +116,31 @@ def test_tar_members_that_would_land_outside_the_target_are_refused(
     assert response.status_code == 422
     assert complaint in response.json()["detail"]
     assert read(docker_client, workspace, "ls /workspace /etc/evil /workspace/in 2>&1").count("evil") == 1
+
+
+def test_an_archive_that_unpacks_past_the_upload_limit_is_413_and_leaves_nothing(
+        make_daemon, docker_client: docker.DockerClient, name: str, tmp_path: Path) -> None:
+    limit = 1024 * 1024
+    scratch = tmp_path / "daemon-tmp"
+    scratch.mkdir()
+    limited = make_daemon({"VMHOST_MAX_UPLOAD_BYTES": str(limit), "TMPDIR": str(scratch)})
+    zeros = make_tar(("zeros", bytes(50 * 1024 * 1024), b"file"))
+    with limited.client() as client:
+        workspace = create_ws(client, name)["workspace"]
+        files = f"/api/v1/workspaces/{name}/files"
+        for compress in (bz2.compress, gzip.compress):
+            bomb = compress(zeros)
+            assert len(bomb) < limit
+            response = client.put(files, params={"path": "/workspace/bomb"}, content=bomb,
+                                  headers={"Content-Type": "application/x-tar"})
+            assert response.status_code == 413, response.text
+            assert response.json()["detail"] == (f"the archive unpacks to more than the upload limit of {limit} "
+                                                 "bytes (max_upload_bytes)")
+        small = client.put(files, params={"path": "/workspace/small"}, content=gzip.compress(make_tar(
+            ("a.txt", b"a" * 100_000, b"file"))), headers={"Content-Type": "application/x-tar"})
+        assert small.status_code == 200, small.text
+    assert read(docker_client, workspace, "ls /workspace; find / -xdev -name zeros").split() == ["small"]
+    assert sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file()) == 0
 
 
 def test_garbage_instead_of_a_tar_is_bad_input(api: httpx.Client, workspace: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from conftest import REPO, create_ws
+from conftest import REPO, create_ws, umask
 
 from vmhost.config import Settings
 from vmhost.core.provider import DEFAULT_CAPABILITIES
@@ -80,6 +80,29 @@ def test_socket_and_its_new_directory_belong_to_the_socket_group(make_daemon) ->
     assert stat.S_IMODE(process.socket.stat().st_mode) == 0o660 and process.socket.stat().st_gid == 1
     with process.client() as client:
         assert client.get("/health").status_code == 200
+
+
+def test_the_database_and_its_directory_are_the_daemons_alone_whatever_the_umask(make_daemon) -> None:
+    process = make_daemon(start=False)
+    state = process.dir / "state"
+    db = state / "vmhost.db"
+    process.env["VMHOST_DB_PATH"] = str(db)
+    side_files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+    with umask(0o022):
+        process.start()
+        assert process.token("perm")  # a write, through the WAL
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert [stat.S_IMODE(f.stat().st_mode) for f in side_files] == [0o600] * 3
+
+        # as an older vmhost left them: files narrowed, an open directory named in the log
+        process.stop()
+        state.chmod(0o755)
+        for f in side_files:
+            if f.exists():
+                f.chmod(0o644)
+        process.start()
+    assert [stat.S_IMODE(f.stat().st_mode) for f in side_files if f.exists()] == [0o600] * 3
+    assert f"the database directory {state} is open to other users; 'chmod o-rwx {state}'" in process.log()
 
 
 def test_an_unknown_socket_group_is_a_clear_refusal(make_daemon) -> None:

@@ -4,6 +4,7 @@ and purged with the workspace, checked against what Docker and the disk really h
 from __future__ import annotations
 
 import json
+import stat
 
 import docker
 import httpx
@@ -46,6 +47,8 @@ def test_restore_in_place_brings_back_the_filesystem_and_workspace_then_delete_p
     assert images[0].labels["vmhost.instance"] == daemon.instance
     archives = list((daemon.dir / "snapshots" / workspace["id"]).glob("*.tar"))
     assert [a.stat().st_size for a in archives] == [taken["volume_bytes"]]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (daemon.dir / "snapshots", archives[0].parent, archives[0])] \
+        == [0o700, 0o700, 0o600]  # whatever the umask: the volume's files are the owner's
 
     # names are unique per workspace, and follow the rules of workspace names
     duplicate = api.post(f"/api/v1/workspaces/{name}/snapshots", json={"name": "before"})

@@ -56,3 +56,36 @@ def default_templates_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("vmhost")) / "templates"
+
+
+def make_private_dir(directory: Path) -> bool:
+    """Create `directory` and its missing parents, each mode 0700 whatever the umask. Returns whether
+    it was missing; an existing directory keeps the mode its owner gave it."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by someone else: theirs to set
+            continue
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask, which may also take the owner's bits
+    return bool(missing)
+
+
+def private_file(path: Path, create: bool = True) -> None:
+    """Make the file `path` readable and writable by its owner only (0600), creating it empty when missing
+    and `create`. A file of another user is left alone."""
+    flags = os.O_RDONLY | (os.O_CREAT if create else 0)
+    try:
+        handle = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return
+    try:
+        if os.fstat(handle).st_uid == os.geteuid():
+            os.fchmod(handle, 0o600)
+    finally:
+        os.close(handle)

@@ -8,16 +8,18 @@ import sqlite3
 from pathlib import Path
 
 from vmhost.errors import InvalidInput
+from vmhost.paths import private_file
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def online_backup(db_path: Path, target: Path) -> None:
-    """A consistent copy of a live database into `target`, as one self-contained file.
+    """A consistent copy of a live database into `target`, as one self-contained file (0600).
 
     Its own connection reads a snapshot (WAL mode lets the daemon keep writing meanwhile) and copies
     it in a single step, so every transaction is in the copy whole or not at all."""
     source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    private_file(target)
     dest = sqlite3.connect(target)
     try:
         source.backup(dest, pages=-1)

@@ -3,23 +3,28 @@
 Paths are container paths: absolute, or relative to /workspace; they may not climb above `/`.
 Uploaded archives are checked member by member and written again with every member under the
 target directory, so nothing in them can land outside it: no absolute names, no `..`, no links
-that point outside, no device files.
+that point outside (also through chains of the archive's own links), no device files; and no more
+unpacked bytes than the upload limit, however well they compress.
 """
 
 from __future__ import annotations
 
+import bz2
 import copy
+import gzip
 import io
+import lzma
 import posixpath
 import tarfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.core.provider import PathStat
-from vmhost.errors import InvalidInput, InvalidState, NotFound
+from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
     from vmhost.core.orchestrator import Orchestrator
@@ -28,6 +33,7 @@ WORKSPACE_DIR = "/workspace"
 MAX_PATH = 4096
 MAX_NAME = 255
 CHUNK = 1024 * 1024
+MAX_LINK_HOPS = 40  # as Linux allows
 
 
 def container_path(path: str) -> str:
@@ -61,23 +67,116 @@ def _member_name(name: str) -> str:
     return "" if normal == "." else normal
 
 
-def _check_link(member: tarfile.TarInfo, name: str) -> None:
-    target = member.linkname
-    if member.issym():
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            raise InvalidInput(f"archive member {member.name!r} links outside the target ({target!r})")
-    elif member.islnk():
-        _member_name(target)
+class _Extracted:
+    """The symlinks an archive has made so far under the target directory, to resolve each later path
+    the way the kernel will while extracting: through chains of links (`t -> .`, `u -> t/..`), where a
+    lexical check sees nothing wrong. Paths are relative to the target; None means it leads outside."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, str] = {}  # a symlink's resolved location -> its target as written
+
+    def resolve(self, path: str, follow_last: bool) -> str | None:
+        done: list[str] = []
+        pending = path.split("/")[::-1]  # a stack: the next component is last
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not done:
+                    return None
+                done.pop()
+                continue
+            target = self.links.get("/".join([*done, part]))
+            if target is None or (not pending and not follow_last):
+                done.append(part)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise InvalidInput(f"{path!r} in the archive goes through more than {MAX_LINK_HOPS} links")
+            pending.extend(target.split("/")[::-1])
+        return "/".join(done)
+
+    def link_leaves(self, location: str, target: str) -> bool:
+        return target.startswith("/") or \
+            self.resolve(posixpath.join(posixpath.dirname(location), target), follow_last=True) is None
+
+    def placed(self, member: tarfile.TarInfo, name: str, prefix: str) -> tarfile.TarInfo:
+        """`member` (named `name`) as written under `prefix`: at the place the links before it lead to,
+        a hard link to that of its target. Records the symlinks it makes."""
+        where = self.resolve(name, follow_last=False)
+        if where is None:
+            raise InvalidInput(f"archive member {member.name!r} would be written outside the target "
+                               "through a link earlier in the archive")
+        placed = copy.copy(member)
+        placed.name = posixpath.join(prefix, where)
+        link = member.linkname if member.issym() else None
+        if member.islnk():
+            target = self.resolve(_member_name(member.linkname), follow_last=False)
+            if not target:
+                raise InvalidInput(f"archive member {member.name!r} links outside the target ({member.linkname!r})")
+            placed.linkname = posixpath.join(prefix, target)
+            link = self.links.get(target)  # a hard link to a symlink is that symlink again, here
+        self.links.pop(where, None)  # a member replaces whatever was at its place
+        if link is not None:
+            if self.link_leaves(where, link):
+                raise InvalidInput(f"archive member {member.name!r} links outside the target ({link!r})")
+            self.links[where] = link
+        return placed
+
+    def check_links(self) -> None:
+        """Every symlink as the archive leaves it: a later member may have changed where an earlier one leads."""
+        for location, target in self.links.items():
+            if self.link_leaves(location, target):
+                raise InvalidInput(f"archive link {location!r} ({target!r}) leads outside the target "
+                                   "through links later in the archive")
 
 
-def repack(source: IO[bytes], target: IO[bytes], directory: str) -> int:
+class _Limited(io.RawIOBase):
+    """A reader that fails once more than `limit` bytes were read: an archive's unpacked size."""
+
+    def __init__(self, source: IO[bytes], limit: int) -> None:
+        self._source = source
+        self._left = limit
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._source.read(min(len(buffer), self._left + 1))
+        if len(data) > self._left:
+            raise PayloadTooLarge(f"the archive unpacks to more than the upload limit of {self._limit} bytes "
+                                  "(max_upload_bytes)")
+        self._left -= len(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _decompressed(source: IO[bytes]) -> IO[bytes]:
+    """`source` (seekable) decompressed when it is gzip, bzip2 or xz; as it is otherwise."""
+    magic = source.read(6)
+    source.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=source, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(source)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(source)
+    return source
+
+
+def repack(source: IO[bytes], target: IO[bytes], directory: str, max_unpacked: int) -> int:
     """Check the tar (plain or compressed) in `source` and write it to `target` as a plain tar whose
-    members all sit under `directory` (a normalised absolute path). Returns how many members."""
+    members all sit under `directory` (a normalised absolute path), each at the place the links
+    before it lead to. Returns how many members. The tar, decompressed, may be `max_unpacked` bytes."""
     prefix = directory.lstrip("/")
+    extracted = _Extracted()
     count = 0
     try:
-        with tarfile.open(fileobj=source, mode="r:*") as archive, \
+        unpacked = io.BufferedReader(_Limited(_decompressed(source), max_unpacked), CHUNK)
+        with tarfile.open(fileobj=unpacked, mode="r|") as archive, \
                 tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as out:
             for member in archive:
                 name = _member_name(member.name)
@@ -85,15 +184,11 @@ def repack(source: IO[bytes], target: IO[bytes], directory: str) -> int:
                     raise InvalidInput(f"archive member {member.name!r} is a device file; those are not copied")
                 if not name:
                     continue  # the target directory itself
-                if member.issym() or member.islnk():
-                    _check_link(member, name)
-                placed = copy.copy(member)
-                placed.name = posixpath.join(prefix, name)
-                if member.islnk():
-                    placed.linkname = posixpath.join(prefix, _member_name(member.linkname))
-                out.addfile(placed, archive.extractfile(member) if member.isfile() else None)
+                out.addfile(extracted.placed(member, name, prefix),
+                            archive.extractfile(member) if member.isfile() else None)
                 count += 1
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        extracted.check_links()
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
         raise InvalidInput(f"the body is not a readable tar archive: {exc}") from exc
     target.seek(0)
     return count
@@ -193,9 +288,10 @@ class WorkspaceFiles:
         return Download(path, stat, file_content(chunks) if stat.kind == "file" else chunks)
 
     def upload(self, caller: Caller, ref: str, path: str, body: IO[bytes], size: int, is_tar: bool,
-               spool: IO[bytes]) -> Upload:
+               spool: IO[bytes], max_unpacked: int) -> Upload:
         """Write a file at `path`, or (`is_tar`) extract an archive into the directory `path` (made when
-        missing). `spool` is a scratch file for the checked archive."""
+        missing) if it unpacks to at most `max_unpacked` bytes. `spool` is a scratch file for the checked
+        archive."""
         self.orchestrator.require_write(caller)
         workspace, container_id = self._container(caller, ref)
         path = container_path(path)
@@ -204,7 +300,7 @@ class WorkspaceFiles:
             if existing is not None and existing.kind != "directory":
                 raise InvalidState(f"{path} in workspace {workspace.name!r} is not a directory; "
                                    "an archive is extracted into a directory")
-            entries = repack(body, spool, path)
+            entries = repack(body, spool, path, max_unpacked)
         else:
             if path == "/" or (existing is not None and existing.kind == "directory"):
                 raise InvalidState(f"{path} in workspace {workspace.name!r} is a directory; name the file to write")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
+from vmhost.paths import private_file
+
 migrations = Migrations("vmhost")
 
 
@@ -174,7 +176,8 @@ def latest_version() -> int:
 
 
 def backup(conn: sqlite3.Connection, target: Path) -> None:
-    """A consistent copy of a live database (SQLite's online backup), as one self-contained file."""
+    """A consistent copy of a live database (SQLite's online backup), as one self-contained file (0600)."""
+    private_file(target)
     dest = sqlite3.connect(target)
     try:
         conn.backup(dest)

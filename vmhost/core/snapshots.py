@@ -30,6 +30,7 @@ from vmhost.core.models import (
     utcnow,
 )
 from vmhost.errors import InvalidState, OperationInFlight, ProviderError, SnapshotNotFound
+from vmhost.paths import make_private_dir, private_file
 
 if TYPE_CHECKING:
     from vmhost.core.orchestrator import Orchestrator
@@ -154,9 +155,10 @@ class Snapshots:
         try:
             image = self.provider.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
                                          {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
-            archive.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dir(archive.parent)
             chunks, _ = self.provider.get_archive(workspace.container_id, VOLUME_PATH)
             partial = archive.with_suffix(".partial")
+            private_file(partial)
             with open(partial, "wb") as handle:
                 handle.writelines(chunks)
             os.replace(partial, archive)

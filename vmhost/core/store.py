@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from vmhost import paths
 from vmhost.core import migrations
 from vmhost.core.models import (
     Event,
@@ -122,11 +123,23 @@ def _snapshot(row: sqlite3.Row) -> Snapshot:
     return Snapshot(**data)
 
 
+def _make_private(db_path: Path) -> None:
+    """The database, and what SQLite writes beside it (its -wal and -shm take the database's mode), for
+    the daemon's user only: they hold workspaces' environments, commands' input and output."""
+    directory = db_path.parent
+    if not paths.make_private_dir(directory) and directory.stat().st_mode & 0o007:
+        log.warning("the database directory %s is open to other users; 'chmod o-rwx %s' closes it",
+                    directory, directory)
+    paths.private_file(db_path)
+    for suffix in ("-wal", "-shm"):
+        paths.private_file(db_path.with_name(db_path.name + suffix), create=False)
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(self.path)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")

@@ -70,7 +70,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                 worker.stop()
             await anyio.to_thread.run_sync(orchestrator.close)
 
-    app = FastAPI(title="vmhost", version=vmhost.__version__, description=DESCRIPTION, lifespan=lifespan)
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; the spec is /openapi.json
+    app = FastAPI(title="vmhost", version=vmhost.__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.orchestrator = orchestrator
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings, orchestrator)

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from vmhost.core import commands, validation
 from vmhost.core.models import Door, OperationStatus, Scope, SnapshotStatus, Workspace, WorkspaceStatus
 
+REQUEST = ConfigDict(extra="forbid", strict=True)
+"""Request bodies take JSON's own types only: no `true` for 1, no "5" for 5 (a float field still takes 5)."""
+
 Name = Field(pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
              description="a DNS label: lower-case letters, digits and '-'")
 
@@ -22,7 +25,7 @@ class Problem(BaseModel):
 
 
 class WorkspaceCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str = Name
     template: str = Field("base", min_length=1, max_length=63)
@@ -137,11 +140,11 @@ class TemplateList(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     user: str | None = Field(None, min_length=1, max_length=128, description="default: the caller")
     name: str = Field("", max_length=128)
-    scope: Scope = Scope.WRITE
+    scope: Scope = Field(Scope.WRITE, strict=False)  # from JSON an enum is its value, a string
     admin: bool = False
     ttl_seconds: int | None = Field(None, gt=0, le=validation.MAX_TTL_SECONDS)
 
@@ -234,7 +237,7 @@ class QuotaLimits(BaseModel):
 class QuotaOverrides(BaseModel):
     """A user's own limits; a limit left out or null is the configured default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     max_workspaces: int | None = Field(None, ge=0, le=1_000_000)
     max_cpus: float | None = Field(None, ge=0, le=1_000_000)
@@ -290,7 +293,7 @@ class AuditEntryOut(BaseModel):
 class WorkspaceEdit(BaseModel):
     """Only the fields given change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str | None = Field(None, pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
                              description="a new name, unique among the owner's workspaces")
@@ -304,13 +307,13 @@ class WorkspaceEdit(BaseModel):
 
 
 class WorkspaceExtend(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     seconds: int = Field(gt=0, le=validation.MAX_TTL_SECONDS, description="push the expiry this much further out")
 
 
 class CommandRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     argv: list[str] = Field(min_length=1, max_length=commands.MAX_ARGS,
                             description="the program and its arguments; never run through a shell")
@@ -342,7 +345,7 @@ class CommandEnd(BaseModel):
 
 
 class SnapshotCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str = Field(pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
                       description="unique among the workspace's snapshots; a DNS label")
@@ -370,7 +373,7 @@ class SnapshotAccepted(BaseModel):
 
 
 class SnapshotRestore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     as_new: str | None = Field(None, pattern=validation.NAME_PATTERN, min_length=1, max_length=63,
                                description="restore into a new workspace of the caller's with this name, leaving "

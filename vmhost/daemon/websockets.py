@@ -28,6 +28,7 @@ T = TypeVar("T")
 CLOSE_BASE = 4000
 MAX_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is 125 bytes, 2 of them the code
 ELLIPSIS = "…"
+MAX_INT = 2**63 - 1  # the largest integer SQLite stores
 
 
 def close_code(error: VmhostError) -> int:
@@ -65,17 +66,16 @@ async def accept_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> T |
         return None
 
 
-def int_param(websocket: WebSocket, name: str) -> int | None:
+def int_param(websocket: WebSocket, name: str, maximum: int = MAX_INT) -> int | None:
+    """A query parameter of digits only, at most `maximum` (by default the largest SQLite integer)."""
     text = websocket.query_params.get(name)
     if text is None or text == "":
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, not {text!r}") from None
-    if value < 0:
-        raise InvalidInput(f"{name} must not be negative")
-    return value
+    if not text.isascii() or not text.isdigit():
+        raise InvalidInput(f"{name} must be a whole number of 0 or more, not {text[:40]!r}")
+    if len(text) > len(str(maximum)) or int(text) > maximum:
+        raise InvalidInput(f"{name} must be at most {maximum}")
+    return int(text)
 
 
 async def send_until_disconnect(websocket: WebSocket, messages: AsyncIterator[dict[str, Any]]) -> None:

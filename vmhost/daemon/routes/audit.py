@@ -10,14 +10,18 @@ from fastapi import APIRouter, Query, Request
 from vmhost.daemon.deps import CallerDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import AuditEntryOut
+from vmhost.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API}/audit", tags=["audit"])
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(moment: datetime | None, name: str) -> datetime | None:
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise InvalidInput(f"{name} {moment.isoformat()} is out of range in UTC") from None
 
 
 @router.get("", response_model=list[AuditEntryOut], summary="Read the audit log (admins)", responses=errors(403))
@@ -29,6 +33,6 @@ def read_audit(request: Request, caller: CallerDep,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[AuditEntryOut]:
     """Mutating requests, refused requests (401/403) and WebSocket handshakes, newest first: who, through
     which door, from where, what, on which workspace, and the answer. Entries outlive their workspaces."""
-    entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since),
-                                             until=_utc(until), limit=limit)
+    entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
+                                             until=_utc(until, "until"), limit=limit)
     return [AuditEntryOut.model_validate(e) for e in entries]

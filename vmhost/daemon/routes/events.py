@@ -17,7 +17,7 @@ from vmhost.core.orchestrator import Orchestrator
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import EventPage
-from vmhost.daemon.websockets import accept_as, int_param, send_until_disconnect
+from vmhost.daemon.websockets import MAX_INT, accept_as, int_param, send_until_disconnect
 from vmhost.errors import WorkspaceNotFound
 
 router = APIRouter(tags=["events"])
@@ -39,7 +39,7 @@ def _workspace_id(orchestrator: Orchestrator, caller: Caller, ref: str) -> str:
 
 @router.get(f"{API}/events", response_model=EventPage, summary="Poll events", responses=errors(404))
 def list_events(caller: CallerDep, orchestrator: OrchestratorDep,
-                since: Annotated[int, Query(ge=0, le=2**63 - 1, description="answer events after this id; 0: the oldest kept")] = 0,
+                since: Annotated[int, Query(ge=0, le=MAX_INT, description="answer events after this id; 0: the oldest kept")] = 0,
                 types: TypesQuery = None,
                 workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:

@@ -62,8 +62,9 @@ async def upload(ref: str, path: PathQuery, request: Request, caller: CallerDep,
                  orchestrator: OrchestratorDep) -> FilesUploaded:
     """With `Content-Type: application/x-tar` the body is a tar archive (plain or compressed) extracted
     into the directory `path`, which is made when missing; members with absolute names, `..`, links
-    pointing outside `path` or device files are refused. Any other body is written to the file `path`
-    (mode 0644), making missing parent directories. Bodies may be as large as `max_upload_bytes`."""
+    pointing outside `path` (also through other links in the archive) or device files are refused.
+    Any other body is written to the file `path` (mode 0644), making missing parent directories.
+    Bodies may be as large as `max_upload_bytes`, and so may an archive once decompressed (else 413)."""
     limit = request.app.state.settings.max_upload_bytes
     is_tar = request.headers.get("content-type", "").split(";")[0].strip().lower() == TAR
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body, \
@@ -75,5 +76,6 @@ async def upload(ref: str, path: PathQuery, request: Request, caller: CallerDep,
                 raise PayloadTooLarge(BodyLimit.message(limit))
             body.write(chunk)
         body.seek(0)
-        done = await anyio.to_thread.run_sync(orchestrator.files.upload, caller, ref, path, body, size, is_tar, spool)
+        done = await anyio.to_thread.run_sync(orchestrator.files.upload, caller, ref, path, body, size, is_tar, spool,
+                                              limit)
     return FilesUploaded(path=done.path, entries=done.entries)
