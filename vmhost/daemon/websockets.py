@@ -4,22 +4,24 @@ pumping messages until the client goes away.
 The handshake is always accepted; a refused caller then gets a close frame with code 4000 + the HTTP
 status the same error has on REST (4401 not authenticated, 4403 forbidden, 4404 unknown or another
 user's workspace, 4409 wrong state, 4422 bad parameters) and the error's detail as the reason. Browsers
-cannot read the status of a refused handshake, but they do see close codes.
+cannot read the status of a refused handshake, but they do see close codes. A session whose API token is
+revoked while it runs is closed with 4401.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vmhost.core.models import Caller
-from vmhost.errors import InvalidInput, VmhostError
+from vmhost.daemon.audit import session_started
+from vmhost.errors import InvalidInput, Unauthenticated, VmhostError
 
 T = TypeVar("T")
 
@@ -36,16 +38,31 @@ async def close_with(websocket: WebSocket, error: VmhostError) -> None:
     await websocket.close(code=close_code(error), reason=reason)
 
 
-async def accept_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> T | None:
+@asynccontextmanager
+async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> AsyncIterator[T | None]:
     """Accept, identify the caller like the REST API does, then run `resolve(caller)` (in a thread: it may
-    touch the database or Docker). On any VmhostError the socket is closed with its code; None then."""
+    touch the database or Docker). On any VmhostError the socket is closed with its code and this gives
+    None. Else it gives what `resolve` answered, for the session's life: the session's start is audited,
+    and revoking the caller's token meanwhile closes the socket with 4401."""
     await websocket.accept()
     try:
         caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
-        return await anyio.to_thread.run_sync(resolve, caller)
+        resolved = await anyio.to_thread.run_sync(resolve, caller)
     except VmhostError as exc:
         await close_with(websocket, exc)
-        return None
+        yield None
+        return
+    await session_started(websocket.scope)
+
+    async def end() -> None:
+        if websocket.application_state == WebSocketState.CONNECTED:
+            try:
+                await close_with(websocket, Unauthenticated("this API token was revoked"))
+            except (OSError, RuntimeError):
+                pass  # the client has just gone
+
+    async with websocket.app.state.sessions.hold(caller, end):
+        yield resolved
 
 
 def int_param(websocket: WebSocket, name: str) -> int | None:
