@@ -80,11 +80,13 @@ def test_audit_takes_a_forwarded_address_only_from_a_trusted_proxy(make_daemon) 
 
 def test_a_proxy_may_not_name_a_system_account_or_a_malformed_name(make_daemon) -> None:
     process = make_daemon({"VMHOST_TRUSTED_PROXIES": "127.0.0.1"})
-    for system in ("root", "daemon", "nobody"):
+    for system in ("root", "Root", "daemon", "nobody"):
         with process.tcp(headers={"X-VM-User": system}) as proxy:
             refused = proxy.get("/api/v1/workspaces")
             assert refused.status_code == 401, refused.text
             assert "system account of this host" in refused.json()["detail"]
+    with process.tcp(headers={"X-VM-User": "uid4242"}) as proxy:  # the socket's name for an unnamed uid
+        assert proxy.get("/api/v1/me").status_code == 401
     for malformed in ("bad name", "-rf", "a/b", ".hidden", "x" * 129):
         with process.tcp(headers={"X-VM-User": malformed}) as proxy:
             refused = proxy.get("/api/v1/me")

@@ -28,6 +28,7 @@ from vmhost.errors import InvalidInput, Unauthenticated
 
 FIRST_USER_UID = 1000  # Debian's UID_MIN: below it, accounts of the system
 NOBODY_UID = 65534
+UNNAMED_PREFIX = "uid"  # a socket caller whose uid has no account is "uid<N>"
 
 
 @lru_cache(maxsize=1024)
@@ -35,7 +36,7 @@ def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid{uid}"
+        return f"{UNNAMED_PREFIX}{uid}"
 
 
 def in_group(user: str, uid: int, group: str | None) -> bool:
@@ -53,12 +54,16 @@ def in_group(user: str, uid: int, group: str | None) -> bool:
 
 
 def system_account_uid(name: str) -> int | None:
-    """The uid of `name` when it is one of the host's system accounts, else None."""
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return None
-    return uid if uid < FIRST_USER_UID or uid >= NOBODY_UID or uid == os.geteuid() else None
+    """The uid of the host's system account that `name` names (in any letter case: 'Root' would read as
+    root in a listing), else None."""
+    for candidate in dict.fromkeys((name, name.lower())):
+        try:
+            uid = pwd.getpwnam(candidate).pw_uid
+        except KeyError:
+            continue
+        if uid < FIRST_USER_UID or uid >= NOBODY_UID or uid == os.geteuid():
+            return uid
+    return None
 
 
 def single_header(conn: HTTPConnection, name: str) -> str | None:
@@ -162,6 +167,9 @@ class Authenticator:
         if uid is not None:
             raise Unauthenticated(f"X-VM-User {user!r} is a system account of this host (uid {uid}); "
                                   "no one may be it through the proxy (use the Unix socket or an admin token)")
+        if user.startswith(UNNAMED_PREFIX) and user.removeprefix(UNNAMED_PREFIX).isdigit():
+            raise Unauthenticated(f"X-VM-User {user!r} is how the Unix socket names a uid without an account; "
+                                  "no one may be it through the proxy")
         return user
 
     @staticmethod
