@@ -26,6 +26,7 @@ from vmhost.errors import InvalidInput, Unauthenticated, VmhostError
 T = TypeVar("T")
 
 CLOSE_BASE = 4000
+CLOSE_TIMEOUT = 5.0  # for a close frame to a client that reads nothing
 MAX_REASON_BYTES = 120
 
 
@@ -39,11 +40,14 @@ async def close_with(websocket: WebSocket, error: VmhostError) -> None:
 
 
 @asynccontextmanager
-async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> AsyncIterator[T | None]:
+async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T],
+                      release: Callable[[T], object] | None = None) -> AsyncIterator[T | None]:
     """Accept, identify the caller like the REST API does, then run `resolve(caller)` (in a thread: it may
     touch the database or Docker). On any VmhostError the socket is closed with its code and this gives
     None. Else it gives what `resolve` answered, for the session's life: the session's start is audited,
-    and revoking the caller's token meanwhile closes the socket with 4401."""
+    and revoking the caller's token meanwhile closes the socket with 4401, then runs `release` on what
+    `resolve` answered (in a thread; e.g. closing a terminal, which a client that reads nothing, and so
+    never gets the close frame, would otherwise keep typing into)."""
     await websocket.accept()
     try:
         caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
@@ -56,10 +60,13 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> A
 
     async def end() -> None:
         if websocket.application_state == WebSocketState.CONNECTED:
-            try:
-                await close_with(websocket, Unauthenticated("this API token was revoked"))
-            except (OSError, RuntimeError):
-                pass  # the client has just gone
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await close_with(websocket, Unauthenticated("this API token was revoked"))
+                except (OSError, RuntimeError):
+                    pass  # the client has just gone
+        if release is not None:
+            await anyio.to_thread.run_sync(release, resolved)
 
     async with websocket.app.state.sessions.hold(caller, end):
         yield resolved

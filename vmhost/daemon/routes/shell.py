@@ -45,8 +45,8 @@ async def shell_socket(websocket: WebSocket, ref: str) -> None:
     orchestrator = websocket.app.state.orchestrator
     argv = websocket.query_params.getlist("argv") or None
     workdir = websocket.query_params.get("workdir")
-    async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir)) \
-            as terminal:
+    async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir),
+                           release=lambda terminal: terminal.close()) as terminal:
         if terminal is None:
             return
         try:
