@@ -13,6 +13,11 @@ import pytest
 from conftest import Daemon, create_ws
 from httpx_ws import WebSocketDisconnect, connect_ws
 
+from vmhost.core import validation
+from vmhost.daemon.logs import redact
+from vmhost.daemon.origin import same_origin
+from vmhost.errors import InvalidInput
+
 FORWARDED_FROM_LOOPBACK = {"X-VM-User": "alice", "X-Forwarded-For": "127.0.0.2"}
 
 
@@ -178,3 +183,16 @@ def test_a_cross_origin_browser_request_may_not_change_anything(daemon: Daemon, 
         own = {"Origin": daemon.url}  # the daemon's own page
         assert olga.post(f"/api/v1/workspaces/{name}/actions/stop", headers=own).status_code == 202
         assert olga.post(f"/api/v1/workspaces/{name}/actions/start").status_code in (202, 409)  # no Origin: curl
+
+
+def test_one_user_name_rule_and_origin_matching() -> None:
+    for bad in ("alice\n", "", "a b", "-x", "x" * 129, 7):
+        with pytest.raises(InvalidInput):
+            validation.check_user(bad)
+    assert validation.check_user("alice.o_neil+dev@example") == "alice.o_neil+dev@example"
+    assert same_origin("http://127.0.0.1:3121", ["127.0.0.1:3121"])
+    assert same_origin("https://VM.example", ["vm.example:443"])
+    for foreign in ("null", "https://evil.example", "http://127.0.0.1:3122", "file://", "http://127.0.0.1"):
+        assert not same_origin(foreign, ["127.0.0.1:3121"]), foreign
+    assert redact("/ws/events?since=1&token=vmh_s3cr3t&types=x") == "/ws/events?since=1&token=[redacted]&types=x"
+    assert redact("secret vmh_s3cr3t-x_y here") == "secret vmh_[redacted] here"
