@@ -111,5 +111,6 @@ def test_websocket_sessions_are_recorded_refused_or_not(make_daemon) -> None:
             ws.receive_text(timeout=10)  # the first frame: accepted
     with process.client() as root:
         entries = root.get("/api/v1/audit", params={"user": "wes"}).json()
-    seen = sorted((e["method"], e["path"], e["status"], e["workspace_name"]) for e in entries)
-    assert seen == [("WS", "/ws/events", 101, None), ("WS", "/ws/workspaces/nope/events", 404, "nope")]
+    seen = sorted((e["method"], e["path"], e["status"], e["phase"] or "", e["workspace_name"] or "") for e in entries)
+    assert seen == [("WS", "/ws/events", 101, "end", ""), ("WS", "/ws/events", 101, "start", ""),
+                    ("WS", "/ws/workspaces/nope/events", 404, "", "nope")]

@@ -136,7 +136,8 @@ def audit(
     for column in ("TIME", "USER", "DOOR", "ADDRESS", "REQUEST", "ACTION", "WORKSPACE", "RESULT"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        result = str(e["status"]) + (f" {e['code']}" if e["code"] else "")
-        table.add_row(e["time"], e["user"] or "-", e["door"], e["address"] or "-", f"{e['method']} {e['path']}",
+        result = " ".join(filter(None, (str(e["status"]), e["code"], e.get("phase") and f"({e['phase']})")))
+        address = (e["address"] or "-") + (f" for {e['forwarded_for']}" if e.get("forwarded_for") else "")
+        table.add_row(e["time"], e["user"] or "-", e["door"], address, f"{e['method']} {e['path']}",
                       e["action"] or "-", e["workspace_name"] or e["workspace_id"] or "-", result)
     render.out().print(table, markup=False)

@@ -29,6 +29,8 @@ class AuditEntry:
     workspace_id: str | None = None
     workspace_name: str | None = None
     code: str | None = None
+    forwarded_for: str | None = None
+    phase: str | None = None
     time: datetime = field(default_factory=utcnow)
     id: int | None = None
 

@@ -167,6 +167,14 @@ def m005_workspaces_version(db: Database) -> None:
                    "UPDATE table_versions SET version = version + 1 WHERE name = 'workspaces'; END")
 
 
+@migrations()
+def m006_audit_sessions(db: Database) -> None:
+    # the client a trusted proxy forwards (beside the peer's own address), and whether an entry is the
+    # start or the end of a long-lived session (a shell, a streamed command)
+    db.execute("ALTER TABLE audit ADD COLUMN forwarded_for TEXT")
+    db.execute("ALTER TABLE audit ADD COLUMN phase TEXT")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -17,6 +17,7 @@ PLUGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$"
 BRANCH_PATTERN = r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/+-]{1,200}$"
 USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$"
 USER_RULE = "1-128 letters, digits, '.', '_', '@', '+' or '-', not starting with '.', '-', '@' or '+'"
+EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,253}$"
 CAPABILITY_PATTERN = r"^[A-Z][A-Z0-9_]{1,31}$"
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
@@ -32,6 +33,7 @@ _env_key = re.compile(ENV_KEY_PATTERN)
 _plugin = re.compile(PLUGIN_PATTERN)
 _branch = re.compile(BRANCH_PATTERN)
 _user = re.compile(USER_PATTERN)
+_email = re.compile(EMAIL_PATTERN)
 _capability = re.compile(CAPABILITY_PATTERN)
 
 
@@ -42,10 +44,17 @@ def check_name(name: Any, what: str = "name") -> str:
 
 
 def check_user(user: Any) -> str:
-    """A user name as the doors report it: printable, no spaces, at most 128 characters."""
-    if not isinstance(user, str) or not _user.match(user):
+    """A user name, whichever door it came through (a Unix account on the socket, a token's user, a
+    proxy's X-VM-User): they share one namespace, so they share this one rule."""
+    if not isinstance(user, str) or not _user.fullmatch(user):
         raise InvalidInput(f"invalid user name {user!r}: {USER_RULE}")
     return user
+
+
+def check_email(email: Any) -> str:
+    if not isinstance(email, str) or not email.isprintable() or not _email.fullmatch(email):
+        raise InvalidInput(f"invalid email address {email!r}: name@domain, printable, no spaces")
+    return email
 
 
 def check_capabilities(capabilities: Any) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
+from vmhost.daemon.origin import SameOrigin
 from vmhost.daemon.routes import (
     admin,
     audit,
@@ -41,6 +42,7 @@ from vmhost.daemon.routes import (
     ui,
     workspaces,
 )
+from vmhost.daemon.sessions import LiveSessions
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.authenticator = Authenticator(settings, orchestrator)
     app.state.events = EventBus(orchestrator.store)
     app.state.workspace_lists = WorkspaceListCache(orchestrator.store)
+    app.state.sessions = LiveSessions()
     errors.install(app)
     # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
     for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
@@ -88,6 +91,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                        larger={files.UPLOAD_PATH: settings.max_upload_bytes})
     app.state.metrics = Metrics(orchestrator.store, workers)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(SameOrigin, trusted_proxy=app.state.authenticator.is_trusted_proxy)
     app.state.audit = AuditLog(orchestrator.store)
     app.add_middleware(AuditTrail, audit=app.state.audit)  # outermost: sees every answer, 413s included
     return app

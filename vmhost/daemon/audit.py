@@ -2,8 +2,10 @@
 request's caller (left by the caller dependency), its route and its final status.
 
 Recorded: every request that is not a read (GET/HEAD/OPTIONS), every request refused with 401 or 403,
-and every WebSocket session (when it is refused, else when it ends, with status 101). An HTTP entry is
-written before the last byte of the answer goes out, so a client that got its answer finds it there.
+and every WebSocket session (when it is refused, else when it starts and when it ends, with status 101).
+A streamed answer to a mutation (a command's output) is recorded when it starts and when it ends too.
+An HTTP entry is written before the last byte of the answer goes out, so a client that got its answer
+finds it there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ def remember_caller(scope: Scope, caller: Caller) -> None:
     record = scope.get(AUDIT_KEY)
     if record is not None:
         record["caller"] = caller
+
+
+def remember_forwarded_for(scope: Scope, address: str | None) -> None:
+    """Called by the authenticator: the client a trusted proxy forwards, for the entry."""
+    record = scope.get(AUDIT_KEY)
+    if record is not None:
+        record["forwarded_for"] = address
+
+
+async def session_started(scope: Scope) -> None:
+    """Called when a WebSocket session has its caller and its target: its start entry."""
+    start = (scope.get(AUDIT_KEY) or {}).get("start")
+    if start is not None:
+        await start()
+
+
+def _streamed(message: dict[str, Any]) -> bool:
+    """An answer that goes on for a while (a StreamingResponse has no Content-Length)."""
+    return message["status"] == 200 and all(name != b"content-length" for name, _ in message.get("headers", []))
 
 
 def _door(scope: Scope, headers: dict[bytes, bytes]) -> str:
@@ -93,22 +114,35 @@ class AuditTrail:
         method = "WS" if websocket else scope["method"]
         record: dict[str, Any] = {}
         scope[AUDIT_KEY] = record
-        state: dict[str, Any] = {"status": None, "body": b"", "done": False}
+        state: dict[str, Any] = {"status": None, "body": b"", "done": False, "started": False}
 
-        async def write(status: int) -> None:
-            if state["done"] or not (websocket or method not in READS or status in REFUSED):
-                return
-            state["done"] = True
-            entry = self._entry(scope, method, status, record, _from_body(state["body"]))
+        async def save(entry: AuditEntry) -> None:
             try:
                 await anyio.to_thread.run_sync(self.audit.record, entry)
             except VmhostError as exc:  # e.g. a full disk: the answer still goes out, the log says what was lost
                 log.error("audit entry not recorded (%s): %s", exc.detail, entry)
 
+        async def start() -> None:
+            if state["started"] or state["done"]:
+                return
+            state["started"] = True
+            await save(self._entry(scope, method, state["status"] or 101, record, {}, "start"))
+
+        async def write(status: int) -> None:
+            if state["done"] or not (websocket or method not in READS or status in REFUSED):
+                return
+            state["done"] = True
+            phase = "end" if state["started"] else None
+            await save(self._entry(scope, method, status, record, _from_body(state["body"]), phase))
+
+        record["start"] = start
+
         async def watching_send(message: dict[str, Any]) -> None:
             kind = message["type"]
             if kind in ("http.response.start", "websocket.http.response.start"):
                 state["status"] = message["status"]
+                if not websocket and method not in READS and _streamed(message):
+                    await start()
             elif kind in ("http.response.body", "websocket.http.response.body"):
                 if len(state["body"]) < MAX_CAPTURE:
                     state["body"] += message.get("body", b"")[:MAX_CAPTURE]
@@ -134,7 +168,8 @@ class AuditTrail:
             await write(state["status"])
 
     @staticmethod
-    def _entry(scope: Scope, method: str, status: int, record: dict[str, Any], answer: dict[str, Any]) -> AuditEntry:
+    def _entry(scope: Scope, method: str, status: int, record: dict[str, Any], answer: dict[str, Any],
+               phase: str | None = None) -> AuditEntry:
         caller: Caller | None = record.get("caller")
         headers = dict(scope.get("headers") or [])
         endpoint = scope.get("endpoint")
@@ -155,4 +190,6 @@ class AuditTrail:
             workspace_name=workspace_name,
             status=status,
             code=code,
+            forwarded_for=record.get("forwarded_for"),
+            phase=phase,
         )

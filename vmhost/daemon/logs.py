@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_SECRETS = re.compile(r"(?P<keep>[?&]token=)[^&\s\"']*|vmh_[A-Za-z0-9_-]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every `token=` query value and every vmhost token secret replaced."""
+    return _SECRETS.sub(lambda m: f"{m['keep']}[redacted]" if m["keep"] else "vmh_[redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps credentials out of the log: uvicorn logs each WebSocket handshake with its URL, and a
+    browser's WebSocket carries its token there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 class OneLineFormatter(logging.Formatter):
@@ -33,6 +52,7 @@ def configure(level: str, log_format: str) -> None:
     """Send every logger, uvicorn's included, through one handler on stderr."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter(TEXT_FORMAT))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

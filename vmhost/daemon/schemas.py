@@ -281,6 +281,8 @@ class AuditEntryOut(BaseModel):
     user: str | None = Field(description="null when the caller could not be identified (a 401)")
     door: str = Field(description="socket, token, proxy, or how an unidentified caller tried (anonymous)")
     address: str | None = Field(description="unix:uid=..,pid=.. on the socket, else the peer's IP address")
+    forwarded_for: str | None = Field(None, description="the client's address as a trusted proxy forwarded it "
+                                                        "(X-Forwarded-For); null from anyone else")
     method: str = Field(description="HTTP method, or WS for a WebSocket handshake")
     path: str
     action: str | None = Field(description="the endpoint (and lifecycle action) that handled it")
@@ -288,6 +290,8 @@ class AuditEntryOut(BaseModel):
     workspace_name: str | None
     status: int = Field(description="HTTP status of the answer (101 for an accepted WebSocket)")
     code: str | None = Field(description="the error code of a refused or failed request")
+    phase: str | None = Field(None, description="for a long-lived session (a WebSocket, a streamed answer): "
+                                                "'start' when it began, 'end' when it ended; null otherwise")
 
 
 class WorkspaceEdit(BaseModel):

@@ -169,8 +169,11 @@ def run(settings: Settings) -> None:
     sockets = listening_sockets(settings)
     check_exposure(settings, [s.getsockname()[0] for s in sockets if s.family != socket.AF_UNIX])  # systemd's
     app = build_app(settings)
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from any loopback peer as the client's
+    # address, and the trust in a proxy (daemon/auth.py) must be decided on the connection's real peer
     config = uvicorn.Config(app, http=PeerH11Protocol, ws=PeerWebSocketProtocol, log_level=settings.log_level,
-                            lifespan="on", timeout_graceful_shutdown=20, access_log=False, log_config=None)
+                            lifespan="on", timeout_graceful_shutdown=20, access_log=False, log_config=None,
+                            proxy_headers=False)
     server = Server(config, tls)
     for sock in sockets:
         if sock.family == socket.AF_UNIX:

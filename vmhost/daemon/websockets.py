@@ -7,25 +7,28 @@ user's workspace, 4409 wrong state, 4422 bad parameters) and the error's detail 
 cannot read the status of a refused handshake, but they do see close codes. The protocol allows a
 reason of 123 bytes: a longer detail is shortened there on a word boundary, with an ellipsis, and sent
 whole just before the close as a text frame `{"type": "error", "detail": ..., "code": ...}`.
+A session whose API token is revoked while it runs is closed with 4401.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vmhost.core.models import Caller
-from vmhost.errors import InvalidInput, VmhostError
+from vmhost.daemon.audit import session_started
+from vmhost.errors import InvalidInput, Unauthenticated, VmhostError
 
 T = TypeVar("T")
 
 CLOSE_BASE = 4000
+CLOSE_TIMEOUT = 5.0  # for a close frame to a client that reads nothing
 MAX_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is 125 bytes, 2 of them the code
 ELLIPSIS = "…"
 MAX_INT = 2**63 - 1  # the largest integer SQLite stores
@@ -54,16 +57,37 @@ async def close_with(websocket: WebSocket, error: VmhostError) -> None:
     await websocket.close(code=close_code(error), reason=reason)
 
 
-async def accept_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> T | None:
+@asynccontextmanager
+async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T],
+                      release: Callable[[T], object] | None = None) -> AsyncIterator[T | None]:
     """Accept, identify the caller like the REST API does, then run `resolve(caller)` (in a thread: it may
-    touch the database or Docker). On any VmhostError the socket is closed with its code; None then."""
+    touch the database or Docker). On any VmhostError the socket is closed with its code and this gives
+    None. Else it gives what `resolve` answered, for the session's life: the session's start is audited,
+    and revoking the caller's token meanwhile closes the socket with 4401, then runs `release` on what
+    `resolve` answered (in a thread; e.g. closing a terminal, which a client that reads nothing, and so
+    never gets the close frame, would otherwise keep typing into)."""
     await websocket.accept()
     try:
         caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
-        return await anyio.to_thread.run_sync(resolve, caller)
+        resolved = await anyio.to_thread.run_sync(resolve, caller)
     except VmhostError as exc:
         await close_with(websocket, exc)
-        return None
+        yield None
+        return
+    await session_started(websocket.scope)
+
+    async def end() -> None:
+        if websocket.application_state == WebSocketState.CONNECTED:
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await close_with(websocket, Unauthenticated("this API token was revoked"))
+                except (OSError, RuntimeError):
+                    pass  # the client has just gone
+        if release is not None:
+            await anyio.to_thread.run_sync(release, resolved)
+
+    async with websocket.app.state.sessions.hold(caller, end):
+        yield resolved
 
 
 def int_param(websocket: WebSocket, name: str, maximum: int = MAX_INT) -> int | None:

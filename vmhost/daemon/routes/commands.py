@@ -7,26 +7,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from vmhost.core.commands import CommandRequest, CommandStream
+from vmhost.core.models import Caller
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors, locate_operation
 from vmhost.daemon.schemas import CommandEnd, CommandOutput, CommandRun, OperationOut
+from vmhost.daemon.sessions import LiveSessions
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["commands"])
 
 NDJSON = "application/x-ndjson"
 
 
-async def _lines(stream: CommandStream) -> AsyncIterator[bytes]:
+async def _lines(stream: CommandStream, sessions: LiveSessions, caller: Caller) -> AsyncIterator[bytes]:
     """Each item as a line. Each wait runs in a thread; when the client goes away, Starlette cancels
-    the wait and the command is killed."""
+    the wait and the command is killed. Revoking the caller's token kills it too."""
     items = iter(stream)
     try:
-        while (item := await anyio.to_thread.run_sync(next, items, None, abandon_on_cancel=True)) is not None:
-            yield json.dumps(item).encode() + b"\n"
+        async with sessions.hold(caller, lambda: anyio.to_thread.run_sync(stream.close)):
+            while (item := await anyio.to_thread.run_sync(next, items, None, abandon_on_cancel=True)) is not None:
+                yield json.dumps(item).encode() + b"\n"
     finally:
         stream.close()
 
@@ -37,7 +40,7 @@ async def _lines(stream: CommandStream) -> AsyncIterator[bytes]:
                                              "writes, then its end",
                               "content": {NDJSON: {"schema": {"oneOf": [CommandOutput.model_json_schema(),
                                                                         CommandEnd.model_json_schema()]}}}}})
-def run_command(ref: str, body: CommandRun, response: Response, caller: CallerDep,
+def run_command(ref: str, body: CommandRun, request: Request, response: Response, caller: CallerDep,
                 orchestrator: OrchestratorDep) -> Any:
     """Runs `argv` (no shell) in the running workspace, as root, in `workdir`, with `env` added to the
     container's. Past `timeout_seconds` the command and every process it started are killed.
@@ -49,10 +52,11 @@ def run_command(ref: str, body: CommandRun, response: Response, caller: CallerDe
     `stderr` (each at most 1 MiB; `truncated` says whether one was cut), `timed_out` and `cancelled`.
     It succeeds when the command ran to its end, whatever its exit code; it fails when the command was
     killed (timeout, cancel) or could not run."""
-    request = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
+    command = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
                              timeout_seconds=body.timeout_seconds, stdin=body.stdin)
     if body.stream:
-        return StreamingResponse(_lines(orchestrator.commands.stream(caller, ref, request)), media_type=NDJSON)
-    operation = orchestrator.commands.submit(caller, ref, request)
+        stream = orchestrator.commands.stream(caller, ref, command)
+        return StreamingResponse(_lines(stream, request.app.state.sessions, caller), media_type=NDJSON)
+    operation = orchestrator.commands.submit(caller, ref, command)
     locate_operation(response, operation.id)
     return OperationOut.model_validate(operation)

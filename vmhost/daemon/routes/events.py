@@ -17,7 +17,7 @@ from vmhost.core.orchestrator import Orchestrator
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import EventPage
-from vmhost.daemon.websockets import MAX_INT, accept_as, int_param, send_until_disconnect
+from vmhost.daemon.websockets import MAX_INT, accepted_as, int_param, send_until_disconnect
 from vmhost.errors import WorkspaceNotFound
 
 router = APIRouter(tags=["events"])
@@ -66,13 +66,13 @@ async def _stream(websocket: WebSocket, ref: str | None) -> None:
         workspace_id = _workspace_id(orchestrator, caller, ref) if ref is not None else None
         return EventFilter.for_caller(caller, workspace_id, types), since
 
-    resolved = await accept_as(websocket, resolve)
-    if resolved is None:
-        return
-    event_filter, since = resolved
-    bus: EventBus = websocket.app.state.events
-    heartbeat = websocket.app.state.settings.event_heartbeat
-    await send_until_disconnect(websocket, bus.stream(event_filter, since, heartbeat))
+    async with accepted_as(websocket, resolve) as resolved:
+        if resolved is None:
+            return
+        event_filter, since = resolved
+        bus: EventBus = websocket.app.state.events
+        heartbeat = websocket.app.state.settings.event_heartbeat
+        await send_until_disconnect(websocket, bus.stream(event_filter, since, heartbeat))
 
 
 @router.websocket("/ws/events")

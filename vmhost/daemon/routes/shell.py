@@ -19,11 +19,13 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
+from vmhost.core.models import Caller
 from vmhost.core.provider import LogStream, Terminal
 from vmhost.core.terminal import check_terminal_size, open_shell, workspace_logs
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.websockets import accept_as, close_with
+from vmhost.daemon.sessions import LiveSessions
+from vmhost.daemon.websockets import accepted_as, close_with
 from vmhost.errors import InvalidInput, VmhostError
 
 router = APIRouter(tags=["workspaces"])
@@ -43,44 +45,50 @@ async def shell_socket(websocket: WebSocket, ref: str) -> None:
     orchestrator = websocket.app.state.orchestrator
     argv = websocket.query_params.getlist("argv") or None
     workdir = websocket.query_params.get("workdir")
-    terminal: Terminal | None = await accept_as(
-        websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir))
-    if terminal is None:
-        return
-    limiter = stream_limiter(websocket.app)
-    try:
-        async with anyio.create_task_group() as group:
-            async def output() -> None:
-                try:
-                    while data := await anyio.to_thread.run_sync(terminal.read, limiter=limiter):
-                        await websocket.send_bytes(data)
-                    try:
-                        exit_code = await anyio.to_thread.run_sync(terminal.exit_code)
-                    except VmhostError as exc:  # e.g. the container was removed under the shell
-                        await close_with(websocket, exc)
-                    else:
-                        await websocket.send_text(json.dumps({"type": "exit", "exit_code": exit_code}))
-                        await websocket.close(1000)
-                except (WebSocketDisconnect, OSError, RuntimeError):
-                    pass  # the client left first
-                group.cancel_scope.cancel()
+    async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir),
+                           release=lambda terminal: terminal.close()) as terminal:
+        if terminal is None:
+            return
+        try:
+            await _pump(websocket, terminal)
+        finally:
+            await anyio.to_thread.run_sync(terminal.close)
 
-            group.start_soon(output)
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes"):
-                    try:
-                        await anyio.to_thread.run_sync(terminal.write, message["bytes"])
-                    except VmhostError:
-                        pass  # the shell has just ended; its exit frame is on its way
-                elif message.get("text"):
-                    await _control(websocket, terminal, message["text"])
-            await anyio.to_thread.run_sync(terminal.close)  # wakes the reader
+
+async def _pump(websocket: WebSocket, terminal: Terminal) -> None:
+    """Terminal output to the client and the client's keys and control frames to the terminal, until
+    either side ends."""
+    limiter = stream_limiter(websocket.app)
+    async with anyio.create_task_group() as group:
+        async def output() -> None:
+            try:
+                while data := await anyio.to_thread.run_sync(terminal.read, limiter=limiter):
+                    await websocket.send_bytes(data)
+                try:
+                    exit_code = await anyio.to_thread.run_sync(terminal.exit_code)
+                except VmhostError as exc:  # e.g. the container was removed under the shell
+                    await close_with(websocket, exc)
+                else:
+                    await websocket.send_text(json.dumps({"type": "exit", "exit_code": exit_code}))
+                    await websocket.close(1000)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                pass  # the client left first
             group.cancel_scope.cancel()
-    finally:
-        await anyio.to_thread.run_sync(terminal.close)
+
+        group.start_soon(output)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("bytes"):
+                try:
+                    await anyio.to_thread.run_sync(terminal.write, message["bytes"])
+                except VmhostError:
+                    pass  # the shell has just ended; its exit frame is on its way
+            elif message.get("text"):
+                await _control(websocket, terminal, message["text"])
+        await anyio.to_thread.run_sync(terminal.close)  # wakes the reader
+        group.cancel_scope.cancel()
 
 
 async def _control(websocket: WebSocket, terminal: Terminal, text: str) -> None:
@@ -110,14 +118,18 @@ async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, or
     """The container's stdout and stderr as plain text chunks; with `follow`, until the client leaves
     or the container stops."""
     logs = await anyio.to_thread.run_sync(workspace_logs, orchestrator, caller, ref, follow, tail)
-    return StreamingResponse(_chunks(logs, stream_limiter(request.app)), media_type="text/plain; charset=utf-8")
+    return StreamingResponse(_chunks(logs, stream_limiter(request.app), request.app.state.sessions, caller),
+                             media_type="text/plain; charset=utf-8")
 
 
-async def _chunks(logs: LogStream, limiter: anyio.CapacityLimiter) -> AsyncIterator[bytes]:
+async def _chunks(logs: LogStream, limiter: anyio.CapacityLimiter, sessions: LiveSessions,
+                  caller: Caller) -> AsyncIterator[bytes]:
+    """The output; it ends early if the caller's token is revoked meanwhile."""
     chunks = iter(logs)
     try:
-        while (chunk := await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter,
-                                                       abandon_on_cancel=True)) is not None:
-            yield chunk
+        async with sessions.hold(caller, lambda: anyio.to_thread.run_sync(logs.close)):
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter,
+                                                           abandon_on_cancel=True)) is not None:
+                yield chunk
     finally:
         logs.close()  # ends a follow that is waiting for output

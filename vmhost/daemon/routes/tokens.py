@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Request
 
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
@@ -25,5 +26,9 @@ def list_tokens(caller: CallerDep, orchestrator: OrchestratorDep) -> list[TokenO
 
 
 @router.delete("/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=errors(403, 404))
-def revoke_token(token_id: str, caller: CallerDep, orchestrator: OrchestratorDep) -> TokenOut:
-    return TokenOut.model_validate(orchestrator.revoke_token(caller, token_id))
+async def revoke_token(token_id: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> TokenOut:
+    """The token stops working at once: requests with it get 401, and the sessions it has open (shells,
+    event streams, followed logs, streamed commands) end; a WebSocket closes with 4401."""
+    token = await anyio.to_thread.run_sync(orchestrator.revoke_token, caller, token_id)
+    await request.app.state.sessions.revoke(token.id)
+    return TokenOut.model_validate(token)
