@@ -165,6 +165,13 @@ def m005_workspaces_version(db: Database) -> None:
                    "UPDATE table_versions SET version = version + 1 WHERE name = 'workspaces'; END")
 
 
+
+@migrations()
+def m006_quota_pids_snapshot_bytes(db: Database) -> None:
+    db.execute("ALTER TABLE quotas ADD COLUMN max_pids INTEGER")
+    db.execute("ALTER TABLE quotas ADD COLUMN max_snapshot_bytes INTEGER")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 
