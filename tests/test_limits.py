@@ -3,6 +3,7 @@ limits, rotated logs, a disk budget for snapshots; and each owner's containers o
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import docker
@@ -147,3 +148,30 @@ def test_network_names_stay_apart_for_user_names_docker_does_not_allow(orchestra
     assert plain.labels["vmhost.owner"] == "alice"
     odd, similar = orchestrator.network_for("a+b@example.com"), orchestrator.network_for("a-b@example.com")
     assert odd.name.startswith(f"vmhost-{orchestrator.instance}-a-b-example.com-") and odd.name != similar.name
+
+
+def test_creates_and_rebuilds_survive_the_janitor_removing_idle_networks(orchestrator) -> None:
+    """Docker lets a network go while its only containers are created but not started: a create or
+    rebuild racing the janitor's sweep makes the network again instead of failing."""
+    from vmhost.core.models import Caller
+    from vmhost.core.orchestrator import WorkspaceRequest
+
+    store, alice = orchestrator.store, Caller(user="alice")
+    done = threading.Event()
+
+    def janitor() -> None:
+        while not done.is_set():
+            orchestrator.release_networks()
+
+    sweeper = threading.Thread(target=janitor)
+    sweeper.start()
+    try:
+        for number in range(2):
+            _, operation = orchestrator.create(alice, WorkspaceRequest(name=f"w{number}"))
+            assert store.wait_operation(operation.id, 60).error is None
+            assert store.wait_operation(orchestrator.rebuild(alice, f"w{number}").id, 60).error is None
+            assert store.wait_operation(orchestrator.delete(alice, f"w{number}").id, 60).error is None
+    finally:
+        done.set()
+        sweeper.join()
+    assert orchestrator.provider.list_managed(orchestrator.instance_labels, kinds=("network",)) == []

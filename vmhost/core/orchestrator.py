@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from vmhost.core import validation
 from vmhost.core.commands import CommandRunner
@@ -72,6 +72,7 @@ OWNER_LABEL = "vmhost.owner"
 _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
+T = TypeVar("T")
 
 
 @dataclass
@@ -514,7 +515,7 @@ class Orchestrator:
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
         if workspace.repo_url:
             self._clone_into(workspace, operation)
-        self.provider.start(container_id)
+        self._start_container(workspace)
         self._provision(workspace, operation)
         state = self._confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
@@ -522,12 +523,30 @@ class Orchestrator:
 
     def _create_container(self, workspace: Workspace) -> str:
         limits = self.quotas.container_limits(workspace)
-        return self.provider.create_container(ContainerSpec(
+        network = self.network_for(workspace.owner)
+        spec = ContainerSpec(
             name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command,
             labels=self.labels_for(workspace), volume=workspace.volume, env=workspace.env, cpus=limits.cpus,
-            memory_mb=limits.memory_mb, pids_limit=limits.pids, network=self.network_for(workspace.owner),
-            ports=tuple(workspace.ports), publish_address=self.publish_address, hostname=workspace.name,
-            capabilities=tuple(workspace.capabilities)))
+            memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
+            publish_address=self.publish_address, hostname=workspace.name,
+            capabilities=tuple(workspace.capabilities))
+        self.provider.ensure_network(network)
+        return self._on_network(network, lambda: self.provider.create_container(spec))
+
+    def _start_container(self, workspace: Workspace) -> None:
+        self._on_network(self.network_for(workspace.owner), lambda: self.provider.start(workspace.container_id))
+
+    def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
+        """Create or start a container on `network`. Until the container runs, Docker lets the network go
+        (release_networks may see none of its owner's containers left): when Docker finds something
+        missing, make the network again and try once more."""
+        try:
+            return act()
+        except ProviderError as exc:
+            if not exc.extra.get("missing"):
+                raise
+        self.provider.ensure_network(network)
+        return act()
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
         container_id = workspace.container_id
@@ -583,7 +602,7 @@ class Orchestrator:
 
     def _do_start(self, operation: Operation) -> dict[str, Any]:
         workspace = self._with_container(operation)
-        self.provider.start(workspace.container_id)
+        self._start_container(workspace)
         self._sync_status(workspace)
         return {}
 
@@ -610,7 +629,7 @@ class Orchestrator:
         self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self._create_container(workspace))
-        self.provider.start(workspace.container_id)
+        self._start_container(workspace)
         self._provision(workspace, operation)
         state = self._confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)

@@ -43,7 +43,7 @@ LOG_MAX_FILES = 3
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A bridge network, made when the first container that joins it is created."""
+    """A bridge network of vmhost's."""
 
     name: str
     labels: dict[str, str]
@@ -59,7 +59,7 @@ class ContainerSpec:
     cpus: float
     memory_mb: int  # also the limit of memory plus swap: no swap beyond it
     pids_limit: int
-    network: NetworkSpec | None = None  # None: Docker's default bridge
+    network: str | None = None  # a network's name (see ensure_network); None: Docker's default bridge
     env: dict[str, str] = field(default_factory=dict)
     ports: tuple[str, ...] = ()
     publish_address: str = "127.0.0.1"
@@ -144,6 +144,7 @@ class Provider(Protocol):
     def ensure_image(self, image: str) -> None: ...
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
+    def ensure_network(self, network: NetworkSpec) -> None: ...
     def remove_network(self, name: str) -> None: ...
     def create_container(self, spec: ContainerSpec) -> str: ...
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None: ...
@@ -286,18 +287,20 @@ class DockerProvider:
                 if exc.status_code != 403:  # 403: it has active endpoints
                     raise
 
-    def _ensure_network(self, network: NetworkSpec) -> None:
+    def ensure_network(self, network: NetworkSpec) -> None:
+        """Make the bridge network unless it exists."""
         import docker.errors
 
-        try:
-            self.client.api.inspect_network(network.name)
-        except docker.errors.NotFound:
+        with self._errors(f"create network {network.name}"):
             try:
-                self.client.api.create_network(network.name, driver="bridge", labels=network.labels,
-                                               check_duplicate=True)
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # made meanwhile by a parallel create
-                    raise
+                self.client.api.inspect_network(network.name)
+            except docker.errors.NotFound:
+                try:
+                    self.client.api.create_network(network.name, driver="bridge", labels=network.labels,
+                                                   check_duplicate=True)
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # made meanwhile by a parallel create
+                        raise
 
     def create_container(self, spec: ContainerSpec) -> str:
         import docker.errors
@@ -308,7 +311,8 @@ class DockerProvider:
                 self.client.api.remove_container(spec.name, force=True)
             except docker.errors.NotFound:
                 pass
-            options: dict[str, Any] = dict(
+            container = self.client.containers.create(
+                spec.image,
                 command=spec.command,
                 name=spec.name,
                 hostname=spec.hostname,
@@ -325,22 +329,13 @@ class DockerProvider:
                 pids_limit=spec.pids_limit,
                 log_config=LogConfig(type="json-file",
                                      config={"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)}),
-                network=spec.network.name if spec.network else None,
+                network=spec.network,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
                 cap_add=list(dict.fromkeys((*DEFAULT_CAPABILITIES, *spec.capabilities))),
                 privileged=False,
             )
-            if spec.network is not None:
-                self._ensure_network(spec.network)
-            try:
-                return self.client.containers.create(spec.image, **options).id
-            except docker.errors.NotFound as exc:
-                if spec.network is None or "network" not in str(exc).lower():
-                    raise
-            # the owner's last other workspace was deleted meanwhile, and its network with it
-            self._ensure_network(spec.network)
-            return self.client.containers.create(spec.image, **options).id
+            return container.id
 
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:
         with self._errors(f"copy files into {path}"):

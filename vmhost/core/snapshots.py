@@ -200,7 +200,7 @@ class Snapshots:
         with open(snapshot.archive, "rb") as archive:
             self.provider.put_archive(workspace.container_id, "/", archive)
         if start:
-            self.provider.start(workspace.container_id)
+            orchestrator._start_container(workspace)
             orchestrator._confirm_running(workspace)
         orchestrator._sync_status(workspace)
         return {"snapshot_id": snapshot.id, "snapshot": snapshot.name, "container_id": workspace.container_id}
