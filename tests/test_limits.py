@@ -111,7 +111,8 @@ def test_owners_are_on_networks_of_their_own(make_daemon, docker_client, name: s
         create_ws(alice, name)
         create_ws(bob, name)
         create_ws(bob, f"{name}-2")
-        assert sh(docker_client, bob, name, "echo hello-from-bob > /workspace/hello && httpd -p 8000 -h /workspace")[0] == 0
+        serve = "echo hello-from-bob > /workspace/hello && httpd -p 8000 -h /workspace"
+        assert sh(docker_client, bob, name, serve)[0] == 0
         bob_network, bob_address = network_of(docker_client, bob, name)
         alice_network, _ = network_of(docker_client, alice, name)
         assert network_of(docker_client, bob, f"{name}-2")[0] == bob_network
