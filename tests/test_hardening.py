@@ -56,7 +56,7 @@ def test_containers_get_no_extra_privileges(make_daemon, test_image: str, tmp_pa
     assert host["CapDrop"] == ["ALL"]
     assert sorted(host["CapAdd"]) == sorted(DEFAULT_CAPABILITIES)
     assert "no-new-privileges" in host["SecurityOpt"]
-    assert host["PidsLimit"] == 4096
+    assert host["PidsLimit"] == 1024 // 5  # the default per-user budget over the default 5 workspaces
     assert not host.get("Binds")
     assert [(m["Type"], m["Target"]) for m in host["Mounts"]] == [("volume", "/workspace")]
     debug_host = docker_client.api.inspect_container(debug["connection"]["container_id"])["HostConfig"]

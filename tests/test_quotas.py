@@ -52,7 +52,7 @@ def test_cpus_and_memory_count_template_or_configured_defaults(make_daemon, name
         assert "uses 3072 of 4096 MB of memory" in too_much_memory.json()["detail"]
         create_ws(alice, f"{name}-c", wait=False, cpus=0.5, memory_mb=1024)  # exactly up to the limits
         usage = alice.get("/api/v1/me").json()["quota"]["usage"]
-        assert usage == {"workspaces": 3, "cpus": 3.0, "memory_mb": 4096}
+        assert usage == {"workspaces": 3, "cpus": 3.0, "memory_mb": 4096, "snapshot_bytes": 0}
 
 
 def test_ttl_is_capped_and_defaults_to_the_longest_allowed(make_daemon, name: str) -> None:

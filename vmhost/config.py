@@ -126,10 +126,14 @@ OPTIONS: tuple[Option, ...] = (
            "longest TTL of a user's workspace (also the TTL of one created without)"),
     Option("quota_max_snapshots", ("VMHOST_QUOTA_MAX_SNAPSHOTS",), lambda: 10, _positive_int,
            "snapshots a user may keep per workspace"),
+    Option("quota_max_pids", ("VMHOST_QUOTA_MAX_PIDS",), lambda: 1024, _positive_int,
+           "processes and threads a user's workspaces may run in total (each container gets its share)"),
+    Option("quota_max_snapshot_bytes", ("VMHOST_QUOTA_MAX_SNAPSHOT_BYTES",), lambda: 20 * 1024 ** 3, _positive_int,
+           "bytes a user's snapshots may take on disk in total (images and volume archives)"),
     Option("quota_default_cpus", ("VMHOST_QUOTA_DEFAULT_CPUS",), lambda: 1.0, _positive_float,
-           "CPUs a workspace counts for when neither it nor its template sets cpus"),
+           "CPUs a workspace gets (and counts for) when neither it nor its template sets cpus"),
     Option("quota_default_memory_mb", ("VMHOST_QUOTA_DEFAULT_MEMORY_MB",), lambda: 2048, _positive_int,
-           "MB a workspace counts for when neither it nor its template sets memory_mb"),
+           "MB a workspace gets (and counts for) when neither it nor its template sets memory_mb"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -168,6 +172,8 @@ class Settings:
     quota_max_memory_mb: int
     quota_max_ttl_seconds: int
     quota_max_snapshots: int
+    quota_max_pids: int
+    quota_max_snapshot_bytes: int
     quota_default_cpus: float
     quota_default_memory_mb: int
     tls_cert: Path | None

@@ -70,10 +70,12 @@ def free_port() -> int:
 
 
 def remove_instance_objects(client: Any, instance: str) -> None:
-    """Remove every container, image and volume labelled `vmhost.instance=<instance>`."""
+    """Remove every container, network, image and volume labelled `vmhost.instance=<instance>`."""
     filters = {"label": [f"vmhost.instance={instance}"]}
     for container in client.containers.list(all=True, filters=filters):
         container.remove(force=True)
+    for network in client.networks.list(filters=filters):
+        network.remove()
     for image in client.images.list(filters=filters):
         client.images.remove(image.id, force=True)
     for volume in client.volumes.list(filters=filters):

@@ -12,12 +12,15 @@ from vmhost.errors import InvalidInput
 quotas_app = typer.Typer(help="Per-user quotas (admins set them).", no_args_is_help=True)
 app.add_typer(quotas_app, name="quotas")
 
-LIMITS = ("max_workspaces", "max_cpus", "max_memory_mb", "max_ttl_seconds", "max_snapshots")
+LIMITS = ("max_workspaces", "max_cpus", "max_memory_mb", "max_ttl_seconds", "max_snapshots", "max_pids",
+          "max_snapshot_bytes")
 
 
 def _quota_rows(quota: dict[str, Any]) -> list[tuple[str, str]]:
     if quota["exempt"]:
         return [("Quota", "none (admin)")]
+    from vmhost.cli.render import size
+
     limits, usage, overrides = quota["limits"], quota["usage"], quota["overrides"]
 
     def mark(name: str) -> str:
@@ -29,6 +32,9 @@ def _quota_rows(quota: dict[str, Any]) -> list[tuple[str, str]]:
         ("Memory", f"{usage['memory_mb']} of {limits['max_memory_mb']} MB{mark('max_memory_mb')}"),
         ("Longest TTL", f"{limits['max_ttl_seconds']} s{mark('max_ttl_seconds')}"),
         ("Snapshots", f"{limits['max_snapshots']} per workspace{mark('max_snapshots')}"),
+        ("Snapshot disk", f"{size(usage['snapshot_bytes'])} of {size(limits['max_snapshot_bytes'])}"
+                          f"{mark('max_snapshot_bytes')}"),
+        ("Processes", f"{limits['max_pids']} in total{mark('max_pids')}"),
     ]
 
 
@@ -71,13 +77,16 @@ def quotas_set(
     max_memory: Annotated[int | None, typer.Option(help="MB of memory in total.")] = None,
     max_ttl: Annotated[str | None, typer.Option(help="Longest TTL, e.g. 7d.")] = None,
     max_snapshots: Annotated[int | None, typer.Option(help="Snapshots per workspace.")] = None,
+    max_pids: Annotated[int | None, typer.Option(help="Processes and threads in total.")] = None,
+    max_snapshot_bytes: Annotated[int | None, typer.Option(help="Bytes of snapshots on disk in total.")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Drop the user's other overrides: back to the defaults.")]
     = False,
     json: JsonOpt = False,
 ) -> None:
     """Set limits for one user (admins). Limits not named keep their current value, unless --reset."""
     changes = {"max_workspaces": max_workspaces, "max_cpus": max_cpus, "max_memory_mb": max_memory,
-               "max_ttl_seconds": int(parse_duration(max_ttl)) if max_ttl else None, "max_snapshots": max_snapshots}
+               "max_ttl_seconds": int(parse_duration(max_ttl)) if max_ttl else None, "max_snapshots": max_snapshots,
+               "max_pids": max_pids, "max_snapshot_bytes": max_snapshot_bytes}
     changes = {k: v for k, v in changes.items() if v is not None}
 
     def apply(client: Any) -> dict[str, Any]:

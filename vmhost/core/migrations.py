@@ -175,6 +175,12 @@ def m006_audit_sessions(db: Database) -> None:
     db.execute("ALTER TABLE audit ADD COLUMN phase TEXT")
 
 
+@migrations()
+def m007_quota_pids_snapshot_bytes(db: Database) -> None:
+    db.execute("ALTER TABLE quotas ADD COLUMN max_pids INTEGER")
+    db.execute("ALTER TABLE quotas ADD COLUMN max_snapshot_bytes INTEGER")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from vmhost.core import validation
 from vmhost.core.commands import CommandRunner
@@ -42,7 +43,7 @@ from vmhost.core.models import (
     WorkspaceStatus,
     utcnow,
 )
-from vmhost.core.provider import ContainerSpec, Provider
+from vmhost.core.provider import ContainerSpec, NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
@@ -67,8 +68,11 @@ STOP_TIMEOUT = 10
 SHUTDOWN_GRACE = 10  # seconds running operations get to end when the daemon stops
 CLONE_TIMEOUT = 600
 MANAGED_LABEL = "vmhost.managed"
+OWNER_LABEL = "vmhost.owner"
+_UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
+T = TypeVar("T")
 
 
 @dataclass
@@ -139,11 +143,19 @@ class Orchestrator:
 
     def labels_for(self, workspace: Workspace) -> dict[str, str]:
         return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, "vmhost.workspace": workspace.id,
-                "vmhost.owner": workspace.owner}
+                OWNER_LABEL: workspace.owner}
 
     @property
     def instance_labels(self) -> dict[str, str]:
         return {MANAGED_LABEL: "true", "vmhost.instance": self.instance}
+
+    def network_for(self, owner: str) -> NetworkSpec:
+        """The bridge network all of one owner's containers join: other owners' containers cannot reach them."""
+        name = f"vmhost-{self.instance}-{owner}"
+        safe = _UNSAFE_IN_NAMES.sub("-", name)
+        if safe != name:  # keep names that differ only in such characters apart
+            safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner})
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -459,18 +471,19 @@ class Orchestrator:
             gone = True
         if gone:
             try:
-                self._purge(operation.workspace_id)
+                self._purge(operation.workspace_id, operation.owner)
             except VmhostError as exc:
                 log.warning("could not clean up after cancelled %s operation %s: %s", operation.type, operation.id,
                             exc.detail)
 
-    def _purge(self, workspace_id: str) -> None:
-        """Remove every Docker object labelled as this workspace's."""
+    def _purge(self, workspace_id: str, owner: str) -> None:
+        """Remove every Docker object labelled as this workspace's, and its owner's network if now idle."""
         labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
         removers = {"container": self.provider.remove_container, "volume": self.provider.remove_volume,
                     "image": self.provider.remove_image}  # remove_image leaves one a restored copy runs from
         for found in sorted(self.provider.list_managed(labels), key=lambda o: o.kind != "container"):
             removers[found.kind](found.id)
+        self.release_networks(owner)
 
     def _discard_failed_create(self, workspace: Workspace, reason: str) -> None:
         """A failed create leaves its row in error (the operation keeps the output) and nothing in Docker."""
@@ -502,18 +515,38 @@ class Orchestrator:
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
         if workspace.repo_url:
             self._clone_into(workspace, operation)
-        self.provider.start(container_id)
+        self._start_container(workspace)
         self._provision(workspace, operation)
         state = self._confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
         return {"container_id": container_id}
 
     def _create_container(self, workspace: Workspace) -> str:
-        return self.provider.create_container(ContainerSpec(
+        limits = self.quotas.container_limits(workspace)
+        network = self.network_for(workspace.owner)
+        spec = ContainerSpec(
             name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command,
-            labels=self.labels_for(workspace), volume=workspace.volume, env=workspace.env, cpus=workspace.cpus,
-            memory_mb=workspace.memory_mb, ports=tuple(workspace.ports), publish_address=self.publish_address,
-            hostname=workspace.name, capabilities=tuple(workspace.capabilities)))
+            labels=self.labels_for(workspace), volume=workspace.volume, env=workspace.env, cpus=limits.cpus,
+            memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
+            publish_address=self.publish_address, hostname=workspace.name,
+            capabilities=tuple(workspace.capabilities))
+        self.provider.ensure_network(network)
+        return self._on_network(network, lambda: self.provider.create_container(spec))
+
+    def _start_container(self, workspace: Workspace) -> None:
+        self._on_network(self.network_for(workspace.owner), lambda: self.provider.start(workspace.container_id))
+
+    def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
+        """Create or start a container on `network`. Until the container runs, Docker lets the network go
+        (release_networks may see none of its owner's containers left): when Docker finds something
+        missing, make the network again and try once more."""
+        try:
+            return act()
+        except ProviderError as exc:
+            if not exc.extra.get("missing"):
+                raise
+        self.provider.ensure_network(network)
+        return act()
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
         container_id = workspace.container_id
@@ -569,7 +602,7 @@ class Orchestrator:
 
     def _do_start(self, operation: Operation) -> dict[str, Any]:
         workspace = self._with_container(operation)
-        self.provider.start(workspace.container_id)
+        self._start_container(workspace)
         self._sync_status(workspace)
         return {}
 
@@ -596,7 +629,7 @@ class Orchestrator:
         self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self._create_container(workspace))
-        self.provider.start(workspace.container_id)
+        self._start_container(workspace)
         self._provision(workspace, operation)
         state = self._confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
@@ -625,11 +658,25 @@ class Orchestrator:
         return self._do_delete(operation)
 
     def remove_resources(self, workspace: Workspace) -> None:
-        """Remove a workspace's container, volume and snapshots (images and volume archives)."""
+        """Remove a workspace's container, volume and snapshots (images and volume archives), and its
+        owner's network when no other container of theirs is on it."""
         self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         self.snapshots.purge(workspace)
         if workspace.volume:
             self.provider.remove_volume(workspace.volume)
+        self.release_networks(workspace.owner)
+
+    def release_networks(self, owner: str | None = None) -> None:
+        """Remove the networks (one owner's, or every owner's) that none of the owner's containers is on.
+        A create that races with this makes the network again (see DockerProvider.create_container)."""
+        labels = {**self.instance_labels, **({OWNER_LABEL: owner} if owner is not None else {})}
+        networks = self.provider.list_managed(labels, kinds=("network",))
+        if not networks:
+            return
+        in_use = {c.labels.get(OWNER_LABEL) for c in self.provider.list_managed(labels, kinds=("container",))}
+        for network in networks:
+            if network.labels.get(OWNER_LABEL) not in in_use:
+                self.provider.remove_network(network.id)
 
     # -- start-up and background work ----------------------------------------------------------
 

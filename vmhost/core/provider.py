@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -36,6 +36,19 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
                         "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE")
 
 
+# json-file logs rotated: at most 3 files of 10 MB per container on the host's disk
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILES = 3
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A bridge network of vmhost's."""
+
+    name: str
+    labels: dict[str, str]
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     name: str
@@ -43,13 +56,14 @@ class ContainerSpec:
     command: list[str]
     labels: dict[str, str]
     volume: str
+    cpus: float
+    memory_mb: int  # also the limit of memory plus swap: no swap beyond it
+    pids_limit: int
+    network: str | None = None  # a network's name (see ensure_network); None: Docker's default bridge
     env: dict[str, str] = field(default_factory=dict)
-    cpus: float | None = None
-    memory_mb: int | None = None
     ports: tuple[str, ...] = ()
     publish_address: str = "127.0.0.1"
     hostname: str | None = None
-    pids_limit: int = 4096
     capabilities: tuple[str, ...] = ()  # asked for by the template, on top of DEFAULT_CAPABILITIES
 
 
@@ -64,7 +78,7 @@ class CommandOutcome:
     error: str | None = None
 
 
-MANAGED_KINDS = ("container", "volume", "image")
+MANAGED_KINDS = ("container", "volume", "image", "network")
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,8 @@ class Provider(Protocol):
     def ensure_image(self, image: str) -> None: ...
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
+    def ensure_network(self, network: NetworkSpec) -> None: ...
+    def remove_network(self, name: str) -> None: ...
     def create_container(self, spec: ContainerSpec) -> str: ...
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None: ...
     def start(self, container_id: str) -> None: ...
@@ -141,7 +157,7 @@ class Provider(Protocol):
              workdir: str | None = None, on_output: OutputCallback | None = None) -> int: ...
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]: ...
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage: ...
-    def get_archive(self, container_id: str, path: str) -> tuple[Iterator[bytes], PathStat]: ...
+    def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]: ...
     def stat_path(self, container_id: str, path: str) -> PathStat | None: ...
     def remove_image(self, image: str) -> bool: ...
     def run_command(self, container_id: str, argv: list[str], *, on_output: OutputCallback,
@@ -258,9 +274,37 @@ class DockerProvider:
             except docker.errors.NotFound:
                 pass
 
+    def remove_network(self, name: str) -> None:
+        """Remove a network; one missing, or still joined by a running container, is left alone."""
+        import docker.errors
+
+        with self._errors(f"remove network {name}"):
+            try:
+                self.client.api.remove_network(name)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 403:  # 403: it has active endpoints
+                    raise
+
+    def ensure_network(self, network: NetworkSpec) -> None:
+        """Make the bridge network unless it exists."""
+        import docker.errors
+
+        with self._errors(f"create network {network.name}"):
+            try:
+                self.client.api.inspect_network(network.name)
+            except docker.errors.NotFound:
+                try:
+                    self.client.api.create_network(network.name, driver="bridge", labels=network.labels,
+                                                   check_duplicate=True)
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # made meanwhile by a parallel create
+                        raise
+
     def create_container(self, spec: ContainerSpec) -> str:
         import docker.errors
-        from docker.types import Mount
+        from docker.types import LogConfig, Mount
 
         with self._errors(f"create container {spec.name}"):
             try:  # a leftover of an interrupted attempt
@@ -278,10 +322,14 @@ class DockerProvider:
                 detach=True,
                 mounts=[Mount(target="/workspace", source=spec.volume, type="volume")],
                 working_dir="/workspace",
-                nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
-                mem_limit=f"{spec.memory_mb}m" if spec.memory_mb else None,
+                nano_cpus=int(spec.cpus * 1e9),
+                mem_limit=f"{spec.memory_mb}m",
+                memswap_limit=f"{spec.memory_mb}m",
                 ports={_port_key(p): (spec.publish_address, None) for p in spec.ports},
                 pids_limit=spec.pids_limit,
+                log_config=LogConfig(type="json-file",
+                                     config={"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)}),
+                network=spec.network,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
                 cap_add=list(dict.fromkeys((*DEFAULT_CAPABILITIES, *spec.capabilities))),
@@ -294,14 +342,24 @@ class DockerProvider:
             if not self.client.api.put_archive(container_id, path, archive):
                 raise ProviderError(f"Docker refused the copy into {path}")
 
-    def get_archive(self, container_id: str, path: str) -> tuple[Iterator[bytes], PathStat]:
-        """A tar of `path` (a file, a directory or a link, not followed), streamed, with its stat."""
-        with self._errors(f"copy {path} out of the container"):
-            stream, stat = self.client.api.get_archive(container_id, path, chunk_size=1024 * 1024)
+    def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]:
+        """A tar of `path` (a file, a directory or a link, not followed), streamed, with its stat. Close the
+        stream when not reading it to its end: until its connection closes, Docker holds the container."""
+        import docker.utils
 
-        def chunks() -> Iterator[bytes]:
-            with self._errors(f"copy {path} out of the container"):
-                yield from stream
+        api = self.client.api
+        with self._errors(f"copy {path} out of the container"):
+            response = api._get(api._url("/containers/{0}/archive", container_id), params={"path": path},
+                                stream=True, headers={"Accept-Encoding": "identity"})
+            api._raise_for_status(response)
+            stat = docker.utils.decode_json_header(response.headers["x-docker-container-path-stat"])
+
+        def chunks() -> Generator[bytes, None, None]:
+            try:
+                with self._errors(f"copy {path} out of the container"):
+                    yield from response.raw.stream(1024 * 1024, decode_content=False)
+            finally:
+                response.close()
 
         return chunks(), _path_stat(stat)
 
@@ -540,6 +598,9 @@ class DockerProvider:
                 for i in self.client.api.images(filters=filters):
                     tags = i.get("RepoTags") or [i["Id"]]
                     found.append(ManagedObject("image", i["Id"], tags[0], i.get("Labels") or {}))
+            if "network" in kinds:
+                for n in self.client.api.networks(filters=filters):
+                    found.append(ManagedObject("network", n["Id"], n["Name"], n.get("Labels") or {}))
         return found
 
     def image_present(self, image: str) -> bool:

@@ -1,10 +1,13 @@
 """Per-user quotas: how many workspaces, how many CPUs and how much memory in total, the longest TTL,
-and snapshots per workspace. Defaults come from the settings; an admin may override them per user.
+snapshots per workspace, processes in total and snapshot bytes on disk. Defaults come from the
+settings; an admin may override them per user.
 
-Admins have no quota. A workspace that sets no cpus (or memory_mb), and whose template sets none,
-counts as `default_cpus` (`default_memory_mb`): the container may use more, but a user cannot dodge
-the quota by leaving the limits out. The workspace check runs inside the store transaction that
-inserts the workspace, so parallel creates by one user never end above the limit.
+Admins have no quota. What the quota counts is what the container gets (`container_limits`): a
+workspace that sets no cpus (or memory_mb), and whose template sets none, counts as and is limited
+to `default_cpus` (`default_memory_mb`). The process budget is split evenly over the workspaces the
+user may have, so their containers together can never run more than `max_pids`. The workspace check
+runs inside the store transaction that inserts the workspace, so parallel creates by one user never
+end above the limit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class Limits:
     max_memory_mb: int = 16384
     max_ttl_seconds: int = 30 * 86400
     max_snapshots: int = 10
+    max_pids: int = 1024
+    max_snapshot_bytes: int = 20 * 1024 ** 3
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
@@ -37,6 +42,16 @@ class Usage:
     workspaces: int
     cpus: float
     memory_mb: int
+    snapshot_bytes: int
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """What a workspace's container may use: the numbers its owner's quota counts."""
+
+    cpus: float
+    memory_mb: int
+    pids: int
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,16 @@ class Quotas:
         count, cpus, memory = conn.execute(
             "SELECT count(*), total(COALESCE(cpus, ?)), total(COALESCE(memory_mb, ?)) FROM workspaces WHERE owner = ?",
             (self.default_cpus, self.default_memory_mb, user)).fetchone()
-        return Usage(workspaces=count, cpus=round(cpus, 3), memory_mb=int(memory))
+        return Usage(workspaces=count, cpus=round(cpus, 3), memory_mb=int(memory),
+                     snapshot_bytes=self._snapshot_bytes(conn, user))
+
+    @staticmethod
+    def _snapshot_bytes(conn: sqlite3.Connection, user: str) -> int:
+        return int(conn.execute("SELECT total(image_bytes + volume_bytes) FROM snapshots WHERE owner = ?",
+                                (user,)).fetchone()[0])
+
+    def _limits(self, conn: sqlite3.Connection, user: str) -> Limits:
+        return replace(self.defaults, **self._overrides(conn, user))
 
     def quota(self, user: str, exempt: bool = False) -> UserQuota:
         with self.store.transaction() as conn:
@@ -104,8 +128,8 @@ class Quotas:
         clean = {name: _check_limit(name, value) for name, value in overrides.items() if value is not None}
         with self.store.transaction() as conn:
             if clean:
-                conn.execute("INSERT OR REPLACE INTO quotas (user, max_workspaces, max_cpus, max_memory_mb, "
-                             "max_ttl_seconds, max_snapshots, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                conn.execute(f"INSERT OR REPLACE INTO quotas (user, {', '.join(LIMIT_NAMES)}, updated_at, updated_by) "
+                             f"VALUES (?, {', '.join('?' for _ in LIMIT_NAMES)}, ?, ?)",
                              (user, *(clean.get(name) for name in LIMIT_NAMES), to_text(utcnow()), caller.user))
             else:
                 conn.execute("DELETE FROM quotas WHERE user = ?", (user,))
@@ -132,16 +156,15 @@ class Quotas:
         user = caller.user
 
         def check(conn: sqlite3.Connection) -> None:
-            limits = replace(self.defaults, **self._overrides(conn, user))
+            limits = self._limits(conn, user)
             used = self._usage(conn, user)
             if used.workspaces + 1 > limits.max_workspaces:
                 raise QuotaExceeded(f"quota exceeded: {user} has {used.workspaces} of {limits.max_workspaces} "
                                     "workspaces")
-            cpus = workspace.cpus if workspace.cpus is not None else self.default_cpus
+            cpus, memory = self._cpus(workspace), self._memory_mb(workspace)
             if used.cpus + cpus > limits.max_cpus + 1e-9:
                 raise QuotaExceeded(f"quota exceeded: {user} uses {_format(used.cpus)} of {_format(limits.max_cpus)} "
                                     f"CPUs and this workspace asks for {_format(cpus)} more")
-            memory = workspace.memory_mb if workspace.memory_mb is not None else self.default_memory_mb
             if used.memory_mb + memory > limits.max_memory_mb:
                 raise QuotaExceeded(f"quota exceeded: {user} uses {used.memory_mb} of {limits.max_memory_mb} MB "
                                     f"of memory and this workspace asks for {memory} MB more")
@@ -151,17 +174,46 @@ class Quotas:
     def check_snapshot(self, caller: Caller, workspace: Workspace, existing: int,
                        conn: sqlite3.Connection | None = None) -> None:
         """For the snapshot feature: raise QuotaExceeded when `workspace` already has as many snapshots as
-        its owner may keep. Pass the `conn` of the transaction that adds the snapshot to hold under races."""
+        its owner may keep, or its owner's snapshots already fill their disk budget. Pass the `conn` of the
+        transaction that adds the snapshot to hold under races."""
         if caller.admin:
             return
         if conn is None:
             with self.store.transaction() as own:
-                limit = self._overrides(own, workspace.owner).get("max_snapshots", self.defaults.max_snapshots)
-        else:
-            limit = self._overrides(conn, workspace.owner).get("max_snapshots", self.defaults.max_snapshots)
-        if existing >= limit:
-            raise QuotaExceeded(f"quota exceeded: {workspace.owner} has {existing} of {limit} snapshots "
-                                f"of workspace {workspace.name}")
+                self.check_snapshot(caller, workspace, existing, own)
+            return
+        limits = self._limits(conn, workspace.owner)
+        if existing >= limits.max_snapshots:
+            raise QuotaExceeded(f"quota exceeded: {workspace.owner} has {existing} of {limits.max_snapshots} "
+                                f"snapshots of workspace {workspace.name}")
+        used = self._snapshot_bytes(conn, workspace.owner)
+        if used >= limits.max_snapshot_bytes:
+            raise QuotaExceeded(f"quota exceeded: {workspace.owner}'s snapshots take {used} of "
+                                f"{limits.max_snapshot_bytes} bytes; delete snapshots to make room")
+
+    def snapshot_room(self, owner: str) -> int:
+        """Bytes a new snapshot of `owner`'s may take: what their budget leaves beside the snapshots taken."""
+        with self.store.transaction() as conn:
+            return self._limits(conn, owner).max_snapshot_bytes - self._snapshot_bytes(conn, owner)
+
+    def snapshot_too_large(self, owner: str, room: int) -> QuotaExceeded:
+        """The refusal of a snapshot found, while it was taken, to need more than the `room` it had."""
+        limit = self.quota(owner).limits.max_snapshot_bytes
+        return QuotaExceeded(f"quota exceeded: {owner}'s snapshots may take {limit} bytes and this one needs "
+                             f"more than the {max(room, 0)} left; it was discarded (delete snapshots to make room)")
+
+    def container_limits(self, workspace: Workspace) -> ContainerLimits:
+        """The CPU, memory and process limits of the workspace's container (for admins' workspaces too)."""
+        with self.store.transaction() as conn:
+            limits = self._limits(conn, workspace.owner)
+        return ContainerLimits(cpus=self._cpus(workspace), memory_mb=self._memory_mb(workspace),
+                               pids=max(1, limits.max_pids // max(1, limits.max_workspaces)))
+
+    def _cpus(self, workspace: Workspace) -> float:
+        return workspace.cpus if workspace.cpus is not None else self.default_cpus
+
+    def _memory_mb(self, workspace: Workspace) -> int:
+        return workspace.memory_mb if workspace.memory_mb is not None else self.default_memory_mb
 
 
 def _check_limit(name: str, value: Any) -> int | float:
@@ -169,7 +221,8 @@ def _check_limit(name: str, value: Any) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise InvalidInput(f"{name} must be a number of at least 0, got {value!r}")
         return float(value)
-    least = 1 if name == "max_ttl_seconds" else 0  # a TTL of 0 would mean no expiry at all
+    # a TTL of 0 would mean no expiry at all, and a pids limit of 0 no limit
+    least = 1 if name in ("max_ttl_seconds", "max_pids") else 0
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise InvalidInput(f"{name} must be a whole number of at least {least}, got {value!r}")
     return value

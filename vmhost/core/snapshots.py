@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,8 +90,10 @@ class Snapshots:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
         self.provider.ping()
         snapshot_id = _new_id("snap")
+        # admins have no quota: a snapshot they take is not held to its owner's disk budget
         operation = orchestrator._new_operation(caller, workspace, OperationType.SNAPSHOT,
-                                                {"snapshot_id": snapshot_id, "snapshot": name})
+                                                {"snapshot_id": snapshot_id, "snapshot": name,
+                                                 "within_quota": not caller.admin})
         snapshot = Snapshot(id=snapshot_id, workspace_id=workspace.id, name=name, owner=workspace.owner,
                             status=SnapshotStatus.CREATING, image=f"{SNAPSHOT_REPOSITORY}:{snapshot_id}",
                             archive=str(self.directory / workspace.id / f"{snapshot_id}.tar"),
@@ -151,16 +154,25 @@ class Snapshots:
         if snapshot is None:
             raise InvalidState("the snapshot was deleted before it was taken")
         workspace = self.orchestrator._with_container(operation)
+        quotas = self.orchestrator.quotas
+        room = quotas.snapshot_room(workspace.owner) if operation.params.get("within_quota") else None
         archive = Path(snapshot.archive)
         try:
             image = self.provider.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
                                          {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
+            if room is not None and image.added_bytes > room:
+                raise quotas.snapshot_too_large(workspace.owner, room)
             make_private_dir(archive.parent)
             chunks, _ = self.provider.get_archive(workspace.container_id, VOLUME_PATH)
             partial = archive.with_suffix(".partial")
             private_file(partial)
-            with open(partial, "wb") as handle:
-                handle.writelines(chunks)
+            with open(partial, "wb") as handle, closing(chunks):
+                written = image.added_bytes
+                for chunk in chunks:  # stops at the budget, so a huge volume never fills the disk first
+                    written += len(chunk)
+                    if room is not None and written > room:
+                        raise quotas.snapshot_too_large(workspace.owner, room)
+                    handle.write(chunk)
             os.replace(partial, archive)
         except BaseException:
             self._discard(snapshot)
@@ -190,7 +202,7 @@ class Snapshots:
         with open(snapshot.archive, "rb") as archive:
             self.provider.put_archive(workspace.container_id, "/", archive)
         if start:
-            self.provider.start(workspace.container_id)
+            orchestrator._start_container(workspace)
             orchestrator._confirm_running(workspace)
         orchestrator._sync_status(workspace)
         return {"snapshot_id": snapshot.id, "snapshot": snapshot.name, "container_id": workspace.container_id}

@@ -44,10 +44,12 @@ def standard_workers(orchestrator: Orchestrator, janitor_interval: float, provis
                      expiry_warning: float = 300.0, event_retention: float | None = None,
                      audit_retention: float | None = None) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
-    expiry, then expires those past it) and, with their retentions, the event and audit pruners."""
+    expiry, expires those past it, removes networks no container is on) and, with their retentions, the
+    event and audit pruners."""
     def janitor() -> None:
         warn_expiring(orchestrator.store, expiry_warning)
         orchestrator.expire_due()
+        orchestrator.release_networks()
 
     workers = [
         PeriodicWorker("provisioner", provisioner_interval, orchestrator.run_pending),

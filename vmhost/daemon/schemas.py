@@ -232,6 +232,9 @@ class QuotaLimits(BaseModel):
     max_memory_mb: int = Field(description="MB of memory the user's workspaces may ask for in total")
     max_ttl_seconds: int = Field(description="longest TTL; a workspace created without a TTL gets this one")
     max_snapshots: int = Field(description="snapshots the user may keep per workspace")
+    max_pids: int = Field(description="processes and threads the user's workspaces may run in total; each "
+                                      "container may run max_pids / max_workspaces")
+    max_snapshot_bytes: int = Field(description="bytes the user's snapshots may take on disk in total")
 
 
 class QuotaOverrides(BaseModel):
@@ -244,6 +247,8 @@ class QuotaOverrides(BaseModel):
     max_memory_mb: int | None = Field(None, ge=0, le=1_000_000_000)
     max_ttl_seconds: int | None = Field(None, gt=0, le=validation.MAX_TTL_SECONDS)
     max_snapshots: int | None = Field(None, ge=0, le=1_000_000)
+    max_pids: int | None = Field(None, ge=1, le=4_194_304)
+    max_snapshot_bytes: int | None = Field(None, ge=0, le=2 ** 62)
 
 
 class QuotaUsage(BaseModel):
@@ -252,6 +257,7 @@ class QuotaUsage(BaseModel):
     workspaces: int
     cpus: float = Field(description="workspaces without cpus count as the template's, else the configured default")
     memory_mb: int = Field(description="likewise for memory_mb")
+    snapshot_bytes: int = Field(description="bytes the user's snapshots take (images and volume archives)")
 
 
 class QuotaOut(BaseModel):

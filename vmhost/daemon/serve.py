@@ -128,7 +128,8 @@ def quotas_from(settings: Settings, store: Any) -> Any:  # -> Quotas, imported l
     return Quotas(store, Limits(max_workspaces=settings.quota_max_workspaces, max_cpus=settings.quota_max_cpus,
                                 max_memory_mb=settings.quota_max_memory_mb,
                                 max_ttl_seconds=settings.quota_max_ttl_seconds,
-                                max_snapshots=settings.quota_max_snapshots),
+                                max_snapshots=settings.quota_max_snapshots, max_pids=settings.quota_max_pids,
+                                max_snapshot_bytes=settings.quota_max_snapshot_bytes),
                   default_cpus=settings.quota_default_cpus, default_memory_mb=settings.quota_default_memory_mb)
 
 
