@@ -7,6 +7,7 @@ annotations`: Typer would then compile and evaluate every parameter's annotation
 """
 
 import copy
+import os
 from typing import TYPE_CHECKING
 
 from vmhost.errors import VmhostError
@@ -49,10 +50,11 @@ def cli() -> "TyperGroup":
 
 
 def main() -> None:
-    from vmhost.cli.completion import complete_fast
+    if os.environ.get("_VMHOST_COMPLETE"):  # a Tab in a shell (vmhost.cli.completion.COMPLETE_VAR)
+        from vmhost.cli.completion import complete_fast
 
-    if complete_fast():  # a Tab on a workspace name: answered without building the command tree
-        return
+        if complete_fast():  # on a workspace name: answered without building the command tree
+            return
     try:
         cli()()
     except VmhostError as exc:  # raised outside a client call, e.g. while parsing an option

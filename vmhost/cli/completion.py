@@ -10,15 +10,11 @@ and one stdlib HTTP request with a short timeout asks the daemon. tests/test_com
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import re
 import shlex
 import socket
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from vmhost import paths
 
@@ -144,21 +140,24 @@ def connection_at_name(args: list[str], incomplete: str) -> dict[str, str] | Non
     return None if expects_value else connection
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("vmhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
+def _unix_socket(path: str) -> socket.socket:
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        unix.settimeout(TIMEOUT)
+        unix.connect(path)
+    except OSError:
+        unix.close()
+        raise
+    return unix
 
 
 def workspace_names(incomplete: str, url: str | None = None, token: str | None = None,
                     socket_path: str | Path | None = None) -> list[str]:
     """The caller's workspace names that start with `incomplete`, asked of the daemon the way
     VmhostClient would (`url` with `token`, else the socket); nothing at all when it does not answer."""
+    import http.client  # only here: Tabs on commands and options (Typer's part) need none of it
+    from urllib.parse import urlsplit
+
     url = url or os.environ.get("VMHOST_URL")
     headers = {"User-Agent": "vmhost-cli"}
     try:
@@ -172,7 +171,8 @@ def workspace_names(incomplete: str, url: str | None = None, token: str | None =
             prefix = target.path.rstrip("/")
         else:
             path = socket_path or os.environ.get("VMHOST_SOCKET") or paths.client_socket_path()
-            connection, prefix = _UnixConnection(str(path), TIMEOUT), ""
+            connection, prefix = http.client.HTTPConnection("vmhost", timeout=TIMEOUT), ""
+            connection.sock = _unix_socket(str(path))  # a connection with a socket uses it as it is
         try:
             connection.request("GET", f"{prefix}/api/v1/workspaces", headers=headers)
             response = connection.getresponse()
