@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,15 +152,16 @@ def test_completing_a_workspace_name_imports_neither_typer_nor_rich_nor_httpx(da
 
 
 @pytest.fixture
-def terminal() -> Iterator[Any]:
-    """A tmux server of the test's own, so the shells in it get exactly the environment given."""
-    server = f"vmhost-test-{uuid.uuid4().hex[:8]}"
+def terminal(tmp_path: Path) -> Iterator[Any]:
+    """A tmux server of the test's own (its socket in tmp_path), so the shells in it get exactly the
+    environment given."""
+    server = str(tmp_path / "tmux.sock")
 
     def tmux(*args: str) -> str:
-        return subprocess.run(["tmux", "-L", server, *args], capture_output=True, text=True, check=True).stdout
+        return subprocess.run(["tmux", "-S", server, *args], capture_output=True, text=True, check=True).stdout
 
     yield tmux
-    subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, check=False)
+    subprocess.run(["tmux", "-S", server, "kill-server"], capture_output=True, check=False)
 
 
 def wait_screen(tmux: Any, needle: str, timeout: float = 60) -> str:
