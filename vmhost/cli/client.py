@@ -1,5 +1,6 @@
-"""VmhostClient: the CLI's only way to the daemon, over HTTP. The transport (Unix socket or TCP) is
-chosen here, in one place; error answers become the same VmhostError classes the core raised."""
+"""VmhostClient: the CLI's way to the daemon, over HTTP. The transport (Unix socket or TCP) is
+chosen here, in one place; error answers become the same VmhostError classes the core raised. (One
+exception: a Tab on a workspace name asks with the standard library, see vmhost.cli.completion.)"""
 
 from __future__ import annotations
 
