@@ -170,9 +170,9 @@ def workspace_names(incomplete: str, url: str | None = None, token: str | None =
             connection: http.client.HTTPConnection = kind(target.netloc, timeout=TIMEOUT)
             prefix = target.path.rstrip("/")
         else:
-            path = socket_path or os.environ.get("VMHOST_SOCKET") or paths.client_socket_path()
+            # a connection that has a socket already uses it as it is
             connection, prefix = http.client.HTTPConnection("vmhost", timeout=TIMEOUT), ""
-            connection.sock = _unix_socket(str(path))  # a connection with a socket uses it as it is
+            connection.sock = _unix_socket(str(paths.client_socket_path(socket_path)))
         try:
             connection.request("GET", f"{prefix}/api/v1/workspaces", headers=headers)
             response = connection.getresponse()
