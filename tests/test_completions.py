@@ -136,10 +136,9 @@ def test_the_fast_path_answers_what_typer_answers(daemon: Daemon, api: httpx.Cli
         env = daemon.cli_env({"_VMHOST_COMPLETE": f"complete_{shell}", "_TYPER_COMPLETE_ARGS": line,
                               "_TYPER_COMPLETE_FISH_ACTION": fish_action, "COMP_WORDS": line,
                               "COMP_CWORD": str(len(line.split()) - (0 if line.endswith(" ") else 1))})
-        answers = [subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
-                   for argv in ([f"{VENV_BIN}/vmhost"], typer_alone)]
-        assert [(a.returncode, a.stdout, a.stderr) for a in answers[:1]] == \
-            [(a.returncode, a.stdout, a.stderr) for a in answers[1:]], line
+        fast, typer = (subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+                       for argv in ([f"{VENV_BIN}/vmhost"], typer_alone))
+        assert (fast.returncode, fast.stdout, fast.stderr) == (typer.returncode, typer.stdout, typer.stderr), line
 
 
 def test_completing_a_workspace_name_imports_neither_typer_nor_rich_nor_httpx(daemon: Daemon, api: httpx.Client,
@@ -192,8 +191,8 @@ def test_tab_completes_commands_and_workspace_names_in_each_real_shell(daemon: D
     create_ws(api, f"{name}-alpha", wait=False)
     create_ws(api, f"{name}-beta", wait=False)
     argv, load = SHELLS[shell]
-    env = {"PATH": f"{VENV_BIN}:{os.environ['PATH']}", "VMHOST_SOCKET": str(daemon.socket), "PS1": "READY$ ",
-           "HOME": os.environ.get("HOME", "/root"), "TERM": "screen", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env = {"PATH": f"{VENV_BIN}:{os.environ['PATH']}", "VMHOST_SOCKET": str(daemon.socket), "TERM": "screen",
+           **{k: os.environ[k] for k in ("HOME", "PYTHONPATH") if k in os.environ}}
     command = shlex.join(["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv])
     terminal("new-session", "-d", "-s", "main", "-x", "150", "-y", "40", command)
     terminal("send-keys", "-t", "main", f'{load}; echo LOAD""ED', "Enter")
