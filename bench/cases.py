@@ -394,11 +394,16 @@ def run_on_terminal(argv: list[str], env: dict[str, str]) -> bytes:
     return bytes(written)
 
 
+def vmhost_argv() -> list[str]:
+    """The installed `vmhost` command, else the package run as a module."""
+    installed = Path(sys.executable).with_name("vmhost")
+    return [str(installed)] if installed.exists() else [sys.executable, "-m", "vmhost"]
+
+
 def cli_listing(ctx: Context) -> list[Result]:
     """`vmhost workspaces ls` as whole processes, writing to a pipe and to a terminal (with colours),
     each against `docker ps -a` writing to the same."""
-    installed = Path(sys.executable).with_name("vmhost")
-    ls = [*([str(installed)] if installed.exists() else [sys.executable, "-m", "vmhost"]), "workspaces", "ls"]
+    ls = [*vmhost_argv(), "workspaces", "ls"]
     docker = shutil.which("docker")
     pipe_env = ctx.daemon.cli_env()
     terminal_env = {**{k: v for k, v in pipe_env.items() if k != "NO_COLOR"}, "TERM": "xterm-256color"}
@@ -433,6 +438,27 @@ def cli_listing(ctx: Context) -> list[Result]:
 
     return [measured("to a pipe", False, "whole process, wall time"),
             measured("to a terminal", True, "whole process, wall time, colours on a pseudo-terminal")]
+
+
+def tab_completion(ctx: Context) -> list[Result]:
+    """A Tab on a workspace name: the `vmhost` process bash's completion script runs for
+    `vmhost ws show <Tab>`, which prints every name, against Python starting and doing nothing."""
+    env = {**ctx.daemon.cli_env(), "_VMHOST_COMPLETE": "complete_bash", "COMP_WORDS": "vmhost ws show ",
+           "COMP_CWORD": "3"}
+    compileall.compile_dir(Path(vmhost.__file__).parent, quiet=1)
+
+    def tab(_: int) -> None:
+        done = subprocess.run(vmhost_argv(), env=env, capture_output=True, check=False)
+        names = len(done.stdout.splitlines())
+        if done.returncode != 0 or names < ctx.sizes.rows:
+            raise RuntimeError(f"completion printed {names} names ({done.returncode}): {done.stderr[-300:]!r}")
+
+    def bare_python(_: int) -> None:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    vmhost_tab, python = paired(ctx.sizes.cli_plan, tab, bare_python)
+    return [Result(f"Tab on a workspace name (bash), {ctx.sizes.rows} workspaces", "ms", vmhost_tab, python,
+                   "python -c pass", Target(max_median=150), note="whole process, wall time")]
 
 
 def memory(daemon: DaemonProcess, what: str) -> Result:

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/setup and scripts/test: install what is missing, never what is there.
 set -euo pipefail
 

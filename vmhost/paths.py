@@ -35,8 +35,11 @@ def default_socket_path() -> Path:
     return Path(platformdirs.user_runtime_dir("vmhost")) / "vmhost.sock"
 
 
-def client_socket_path() -> Path:
-    """The socket a client should try when none was named: the system daemon's when it exists."""
+def client_socket_path(given: str | Path | None = None) -> Path:
+    """The socket a client should try: the one given (a flag), else `VMHOST_SOCKET`, else the system
+    daemon's when it exists, else the user's default."""
+    if given or os.environ.get("VMHOST_SOCKET"):
+        return Path(given or os.environ["VMHOST_SOCKET"])
     if SYSTEM_SOCKET.exists():
         return SYSTEM_SOCKET
     return default_socket_path()

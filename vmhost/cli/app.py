@@ -7,32 +7,38 @@ annotations`: Typer would then compile and evaluate every parameter's annotation
 """
 
 import copy
+import os
+from typing import TYPE_CHECKING
 
-import typer.main
-from typer.core import TyperGroup
-
-from vmhost.cli import (  # noqa: F401  (registration)
-    access,
-    admin,
-    edits,
-    events,
-    files,
-    local,
-    openapi,
-    operations,
-    shell,
-    snapshots,
-    templates,
-    tokens,
-    workspaces,
-)
-from vmhost.cli.base import app
 from vmhost.errors import VmhostError
 
+if TYPE_CHECKING:
+    from typer.core import TyperGroup
 
-def cli() -> TyperGroup:
+
+def cli() -> "TyperGroup":
     """The command tree. `ws` is the same click group as `workspaces` under a second name: adding the
     Typer app twice would have Typer build every workspace command twice on each run."""
+    import typer.main
+    from typer.core import TyperGroup
+
+    from vmhost.cli import (  # noqa: F401  (registration)
+        access,
+        admin,
+        edits,
+        events,
+        files,
+        local,
+        openapi,
+        operations,
+        shell,
+        snapshots,
+        templates,
+        tokens,
+        workspaces,
+    )
+    from vmhost.cli.base import app
+
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
     alias = copy.copy(group.commands["workspaces"])
@@ -44,6 +50,11 @@ def cli() -> TyperGroup:
 
 
 def main() -> None:
+    if os.environ.get("_VMHOST_COMPLETE"):  # a Tab in a shell (vmhost.cli.completion.COMPLETE_VAR)
+        from vmhost.cli.completion import complete_fast
+
+        if complete_fast():  # on a workspace name: answered without building the command tree
+            return
     try:
         cli()()
     except VmhostError as exc:  # raised outside a client call, e.g. while parsing an option

@@ -34,21 +34,11 @@ TimeoutOpt = Annotated[str, typer.Option("--timeout", help="How long to wait, e.
 
 
 def complete_workspace_names(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Shell completion: the caller's workspace names, asked of the daemon with a short timeout;
-    nothing at all when it does not answer (completion must never print an error or hang)."""
-    from vmhost.cli.client import VmhostClient
+    """Shell completion of a workspace name, where vmhost.cli.completion's fast path did not answer."""
+    from vmhost.cli.completion import workspace_names
 
     options = ctx.find_root().params
-    try:
-        client = VmhostClient(url=options.get("url"), socket=options.get("socket"), token=options.get("token"),
-                              timeout=1.0)
-        try:
-            items = client.get("/workspaces")
-        finally:
-            client.close()
-        return sorted({w["name"] for w in items if w["name"].startswith(incomplete)})
-    except (VmhostError, ValueError, KeyError, TypeError):
-        return []
+    return workspace_names(incomplete, options.get("url"), options.get("token"), options.get("socket"))
 
 
 NameArg = Annotated[str, typer.Argument(help="Workspace name or id.", autocompletion=complete_workspace_names)]

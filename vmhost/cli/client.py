@@ -1,10 +1,10 @@
-"""VmhostClient: the CLI's only way to the daemon, over HTTP. The transport (Unix socket or TCP) is
-chosen here, in one place; error answers become the same VmhostError classes the core raised."""
+"""VmhostClient: the CLI's way to the daemon, over HTTP. The transport (Unix socket or TCP) is
+chosen here, in one place; error answers become the same VmhostError classes the core raised. (One
+exception: a Tab on a workspace name asks with the standard library, see vmhost.cli.completion.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +38,7 @@ class VmhostClient:
             self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
                                      timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
         else:
-            socket = socket or (Path(os.environ["VMHOST_SOCKET"]) if os.environ.get("VMHOST_SOCKET")
-                                else paths.client_socket_path())
+            socket = paths.client_socket_path(socket)
             self.where = f"unix:{socket}"
             self.http = httpx.Client(base_url="http://vmhost", headers=headers,
                                      # no TLS on a Unix socket: skip loading the CA bundle (20+ ms a run)
