@@ -14,7 +14,6 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.clone import clone
 from vmhost.core.commands import CommandRunner
 from vmhost.core.events import OutputLines, announce_expiry
 from vmhost.core.files import WorkspaceFiles
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10
 SHUTDOWN_GRACE = 10  # seconds running operations get to end when the daemon stops
-CLONE_TIMEOUT = 600
+CLONE_FROM_ANYWHERE = "anywhere"
 MANAGED_LABEL = "vmhost.managed"
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
@@ -253,7 +253,9 @@ class Orchestrator:
             capabilities=list(template.capabilities),
         )
         workspace.volume = f"vmhost-{workspace.id}-workspace"
-        operation = self._new_operation(caller, workspace, OperationType.CREATE)
+        # the clone runs on the host: only admins may reach the host's own network with it
+        clone_from = {"clone_from": CLONE_FROM_ANYWHERE if caller.admin else "public"} if repo_url else None
+        operation = self._new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self._submit(operation.id)
         return workspace, operation
@@ -541,24 +543,8 @@ class Orchestrator:
                         f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
         with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
             checkout = os.path.join(tmp, "src")
-            argv = ["git", "clone", "--quiet", "--depth", "1"]
-            if workspace.branch:
-                argv += ["--branch", workspace.branch]
-            argv += ["--", workspace.repo_url, checkout]
-            env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true",
-                   # only the protocol of the URL: no redirect to file:// or ext:: behind our back
-                   "GIT_ALLOW_PROTOCOL": validation.repo_protocol(workspace.repo_url)}
-            try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=CLONE_TIMEOUT, env=env,
-                                      stdin=subprocess.DEVNULL)
-            except FileNotFoundError as exc:
-                raise ProviderError("git is not installed on the vmhost server") from exc
-            except subprocess.TimeoutExpired as exc:
-                raise ProviderError(f"git clone of {workspace.repo_url} took longer than {CLONE_TIMEOUT} s") from exc
-            if done.returncode != 0:
-                message = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise ProviderError(f"cannot clone {workspace.repo_url}"
-                                    f"{' at branch ' + workspace.branch if workspace.branch else ''}: {message}")
+            clone(workspace.repo_url, workspace.branch, checkout,
+                  anywhere=operation.params.get("clone_from") == CLONE_FROM_ANYWHERE)
             with tempfile.TemporaryFile(dir=tmp) as archive:
                 with tarfile.open(fileobj=archive, mode="w") as tar:
                     for entry in sorted(os.listdir(checkout)):
