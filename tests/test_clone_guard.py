@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Daemon, create_ws, free_port, wait_op
 
-from vmhost.core.clone import CloneRefused, is_public, pin
+from vmhost.core import clone as clone_module
+from vmhost.core.clone import CloneRefused, is_public, pin, public_addresses
+from vmhost.errors import ProviderError
 
 PUBLIC = ["8.8.8.8", "1.1.1.1", "151.101.1.69", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e"]
 NOT_PUBLIC = ["127.0.0.1", "127.1.2.3", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
@@ -38,11 +43,22 @@ def test_urls_of_the_servers_network_are_refused(url: str) -> None:
         pin(url)  # literal, loopback or unresolvable: nothing leaves this machine
 
 
-def test_a_public_address_pins_git_to_it_without_redirects() -> None:
-    pinned = pin("https://8.8.8.8:8443/r.git")  # a literal: resolving it sends nothing
-    assert pinned.config == ("http.followRedirects=false", "http.curloptResolve=8.8.8.8:8443:8.8.8.8")
+def test_a_public_address_pins_git_to_it_without_redirects(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pin("https://8.8.8.8:8443/r.git").config == ("http.followRedirects=false",)  # a literal: no lookup
+    assert public_addresses("8.8.8.8", 443) == ["8.8.8.8"]
     assert pin("git://[2606:4700:4700::1111]/r").url == "git://[2606:4700:4700::1111]/r"
     assert "HostName=1.1.1.1" in dict(pin("ssh://git@1.1.1.1/r").env)["GIT_SSH_COMMAND"]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", 443, 0, 0))])
+    assert pin("https://example.com/r").config == (
+        "http.followRedirects=false",
+        "http.curloptResolve=example.com:443:93.184.215.14,[2606:2800:21f:cb07:6820:80da:af6b:8b2c]")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", 443))])
+    with pytest.raises(CloneRefused):  # one private address is one too many
+        pin("https://example.com/r")
 
 
 @pytest.fixture
@@ -89,3 +105,34 @@ def test_an_admin_still_clones_from_anywhere(api: httpx.Client, name: str, liste
     assert operation["status"] == "failed" and operation["params"] == {"clone_from": "anywhere"}
     assert operation["error"].startswith(f"cannot clone http://127.0.0.1:{port}/x: ")
     assert "public network" not in operation["error"]  # git's own words, for an admin
+
+
+def test_git_goes_to_the_checked_address_and_follows_no_redirect(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """localhost is pinned to 127.0.0.2, as if that were the public address it resolved to; the server
+    there redirects to 127.0.0.3, which git must not visit. Loopback only."""
+    asked: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            asked.append(f"{self.headers['Host']}{self.path}")
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.3:{elsewhere.getsockname()[1]}/x")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with socket.socket() as elsewhere, ThreadingHTTPServer(("127.0.0.2", 0), Redirect) as server:
+        elsewhere.bind(("127.0.0.3", 0))
+        elsewhere.listen(8)
+        elsewhere.setblocking(False)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        monkeypatch.setattr(clone_module, "public_addresses", lambda host, port: ["127.0.0.2"])
+        with pytest.raises(ProviderError, match="could not be reached"):
+            clone_module.clone(f"http://localhost:{port}/x", None, str(tmp_path / "src"), anywhere=False)
+        server.shutdown()
+        with pytest.raises(BlockingIOError):
+            elsewhere.accept()  # the redirect was not followed
+    assert asked and asked[0].startswith(f"localhost:{port}/x/info/refs")

@@ -158,3 +158,16 @@ def test_cancelling_a_create_kills_its_provisioning(api: httpx.Client, name: str
     assert "never" not in cancelled.json()["output"]
     assert api.get(f"/api/v1/workspaces/{name}").json()["status"] == "error"
     wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"])
+
+
+def test_following_an_operation_prints_each_character_once_across_drops(capsys: pytest.CaptureFixture[str]) -> None:
+    from vmhost.cli.base import follow
+
+    class Client:
+        def wait(self, operation_id: str, timeout: float, on_update: Any) -> dict[str, Any]:
+            for output in ("abc", dropped_line(2) + "cdef", dropped_line(10) + "xyz"):
+                on_update({"id": operation_id, "status": "running", "output": output})
+            return {"id": operation_id, "status": "succeeded", "output": dropped_line(10) + "xyz"}
+
+    follow(Client(), {"id": "op_1", "status": "pending"}, "create")  # type: ignore[arg-type]
+    assert capsys.readouterr().err == "abcdef" + dropped_line(4) + "xyz"

@@ -98,6 +98,8 @@ def pin(repo_url: str) -> PinnedClone:
             raise CloneRefused(f"{scheme}:// is for admins only")
     addresses = public_addresses(host, port)
     if scheme in ("http", "https"):
+        if _literal(host):  # nothing to resolve again
+            return PinnedClone(repo_url, ("http.followRedirects=false",))
         # curl connects to these addresses for this host and port, and still checks TLS for the name
         resolve = f"{host}:{port}:{','.join(_bracketed(a) for a in addresses)}"
         return PinnedClone(repo_url, ("http.followRedirects=false", f"http.curloptResolve={resolve}"))
