@@ -259,7 +259,7 @@ class Orchestrator:
             capabilities=list(template.capabilities),
         )
         workspace.volume = f"vmhost-{workspace.id}-workspace"
-        # the clone runs on the host: only admins may reach the host's own network with it
+        # the clone runs on the host: only admins may reach the host's own network (see clone.py)
         clone_from = {"clone_from": CLONE_FROM_ANYWHERE if caller.admin else "public"} if repo_url else None
         operation = self._new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
@@ -535,14 +535,12 @@ class Orchestrator:
             for number, command in enumerate(workspace.provision, start=1):
                 argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
                 shown = command if isinstance(command, str) else " ".join(command)
-                if cancel.is_set():
-                    raise OperationFailed(self.commands.cancel_reason(operation.id))
+                self._stop_if_cancelled(operation, cancel)
                 write("stdout", f"$ {shown}\n".encode())
                 outcome = self.provider.run_command(workspace.container_id, argv, on_output=write,
                                                     workdir="/workspace", timeout=self.provision_timeout,
                                                     cancel=cancel)
-                if outcome.cancelled:
-                    raise OperationFailed(self.commands.cancel_reason(operation.id))
+                self._stop_if_cancelled(operation, cancel)
                 if outcome.timed_out:
                     raise OperationFailed(f"provision command {number} ({shown}) ran longer than "
                                           f"{self.provision_timeout:g} s (the provision_timeout setting) and was "
@@ -552,6 +550,11 @@ class Orchestrator:
                 if outcome.exit_code != 0:
                     raise ProviderError(f"provision command {number} ({shown}) exited with {outcome.exit_code}; "
                                         "see the operation's output")
+        self._stop_if_cancelled(operation, cancel)  # also when cancelled before provisioning, or with none
+
+    def _stop_if_cancelled(self, operation: Operation, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise OperationFailed(self.commands.cancel_reason(operation.id))
 
     def _confirm_running(self, workspace: Workspace) -> ContainerState:
         state = self.provider.inspect(workspace.container_id)
