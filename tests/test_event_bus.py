@@ -9,14 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from vmhost.core import events
-from vmhost.core.events import EventBus, EventFilter, OutputLines
-from vmhost.core.models import (
-    Operation,
-    OperationStatus,
-    Workspace,
-    WorkspaceStatus,
-    utcnow,
-)
+from vmhost.core.events import EventBus, EventFilter
+from vmhost.core.models import utcnow
 from vmhost.core.store import Store
 
 
@@ -96,21 +90,3 @@ def test_pruned_events_become_a_gap_and_ids_never_come_back(tmp_path: Path) -> N
     assert gap == {"type": "gap", "from": 3, "to": 5, "detail": "events 3..5 were pruned"}
     assert event["id"] == 6
     assert [m.get("id") for m in asyncio.run(main(0))] == [6, None]  # a new client missed nothing
-
-
-def test_output_is_recorded_one_line_at_a_time(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
-    now = utcnow()
-    workspace = Workspace(id="ws_1", name="w", owner="alice", template="base", image="i",
-                          status=WorkspaceStatus.PENDING, created_at=now, updated_at=now)
-    operation = Operation(id="op_1", type="create", status=OperationStatus.PENDING, workspace_id="ws_1",
-                          workspace_name="w", owner="alice", requested_by="alice", created_at=now)
-    store.insert_workspace(workspace, operation)
-    lines = OutputLines(store, "op_1")
-    lines("stdout", b"one\ntw")
-    lines("stderr", b"oops")
-    lines("stdout", b"o\nthree")
-    lines.flush()
-    output = [(e.payload["stream"], e.payload["data"]) for e in store.list_events(0, types=("operation.output",))]
-    assert output == [("stdout", "one\n"), ("stdout", "two\n"), ("stderr", "oops"), ("stdout", "three")]
-    assert store.get_operation("op_1").output == "one\ntwo\noopsthree"

@@ -71,7 +71,7 @@ def test_forced_delete_of_a_workspace_in_error_with_a_running_exec(api: httpx.Cl
     assert docker_objects(docker_client, workspace["id"]) == []
 
 
-def test_cancel_pending_operations_and_refuse_running_ones(make_daemon: Any, name: str) -> None:
+def test_cancel_pending_operations_and_a_running_provisioning(make_daemon: Any, name: str) -> None:
     daemon = make_daemon({"VMHOST_WORKERS": "1"})  # one worker: a stuck create keeps the next one pending
     with daemon.client() as api:
         stuck = create_ws(api, f"{name}-a", wait=False, provision=["sleep 600"])
@@ -92,12 +92,13 @@ def test_cancel_pending_operations_and_refuse_running_ones(make_daemon: Any, nam
         done = daemon.cli("ops", "cancel", other["operation"]["id"])
         assert done.returncode == 4 and "already failed" in done.stderr
 
+        # a running create is stopped at its provisioning: the command is killed, the create fails
         running = api.delete(f"/api/v1/operations/{stuck['operation']['id']}")
-        assert running.status_code == 409
-        assert "cannot be stopped half-way" in running.json()["detail"] and "--force" in running.json()["detail"]
+        assert running.status_code == 200, running.text
+        assert running.json()["status"] == "failed" and running.json()["error"] == "cancelled by root"
+        assert api.get(f"/api/v1/workspaces/{name}-a").json()["status"] == "error"
         assert api.delete("/api/v1/operations/op_nope").status_code == 404
 
-        # the only worker is stuck: the forced delete frees it, then removes the workspace
         forced = api.delete(f"/api/v1/workspaces/{name}-a", params={"force": True})
         assert wait_op(api, forced.json()["id"])["status"] == "succeeded"
         assert api.get(f"/api/v1/workspaces/{name}-a").status_code == 404

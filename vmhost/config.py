@@ -99,6 +99,8 @@ OPTIONS: tuple[Option, ...] = (
            "largest file or archive uploaded into a workspace"),
     Option("workers", ("VMHOST_WORKERS",), lambda: 8, _positive_int,
            "operations run at once"),
+    Option("provision_timeout", ("VMHOST_PROVISION_TIMEOUT",), lambda: 1800.0, _positive_float,
+           "seconds one provision command may run before it is killed with all its processes"),
     Option("admin_group", ("VMHOST_ADMIN_GROUP",), lambda: None, _optional_str,
            "local group whose members are admins on the Unix socket"),
     Option("socket_group", ("VMHOST_SOCKET_GROUP",), lambda: None, _optional_str,
@@ -158,6 +160,7 @@ class Settings:
     max_body_bytes: int
     max_upload_bytes: int
     workers: int
+    provision_timeout: float
     admin_group: str | None
     socket_group: str | None
     log_level: str

@@ -82,15 +82,19 @@ def run(action: Callable[["VmhostClient"], Any]) -> Any:
 def follow(client: "VmhostClient", operation: dict[str, Any], what: str, timeout: str = "30m") -> dict[str, Any]:
     """Wait for an operation with a live status line, printing its output as it arrives."""
     from vmhost.cli.render import err
+    from vmhost.core.output import dropped_line, split_output
 
-    printed = 0
+    printed = 0  # characters of the whole output, counting those the operation dropped
 
     def show(update: dict[str, Any]) -> None:
         nonlocal printed
-        new = update.get("output", "")[printed:]
+        dropped, kept = split_output(update.get("output", ""))
+        new = kept[max(0, printed - dropped):]
+        if printed < dropped:
+            new = dropped_line(dropped - printed) + new
         if new:
             err().print(new, markup=False, end="", highlight=False)
-            printed += len(new)
+        printed = dropped + len(kept)
         spinner.update(f"{what}: {update['status']}")
 
     with err().status(f"{what}: {operation['status']}") as spinner:

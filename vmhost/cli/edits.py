@@ -113,7 +113,8 @@ def ws_exec(
 
 @ops_app.command("cancel")
 def ops_cancel(operation_id: str, json: JsonOpt = False) -> None:
-    """Cancel a pending operation, or kill the command of a running exec."""
+    """Cancel a pending operation, kill the command of a running exec, or stop a running create's or
+    rebuild's provisioning."""
     operation = run(lambda c: c.delete(f"/operations/{operation_id}"))
     from vmhost.cli import render
 

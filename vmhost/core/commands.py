@@ -188,14 +188,9 @@ class CommandRunner:
         if not workspace.container_id:
             raise ProviderError(f"workspace {workspace.name!r} has no container (status {workspace.status})")
         captured = {"stdout": _Capture(), "stderr": _Capture()}
-        with self._lock:
-            cancel = self._cancels.setdefault(operation.id, threading.Event())
-        try:
-            outcome = self._execute(workspace, request, lambda stream, chunk: captured[stream].add(chunk), cancel)
-        finally:
-            with self._lock:
-                self._cancels.pop(operation.id, None)
-                reason = self._reasons.pop(operation.id, "cancelled")
+        outcome = self._execute(workspace, request, lambda stream, chunk: captured[stream].add(chunk),
+                                self.cancel_event(operation.id))
+        reason = self.cancel_reason(operation.id)
         result = {**ending(outcome), "stdout": captured["stdout"].text(), "stderr": captured["stderr"].text(),
                   "truncated": any(c.truncated for c in captured.values())}
         if outcome.timed_out:
@@ -207,8 +202,25 @@ class CommandRunner:
             raise OperationFailed(outcome.error, result=result)
         return result
 
+    def cancel_event(self, operation_id: str) -> threading.Event:
+        """The event `cancel` sets for this operation, for the commands it runs (already set when the
+        operation was cancelled before). `forget` drops it once the operation has ended."""
+        with self._lock:
+            return self._cancels.setdefault(operation_id, threading.Event())
+
+    def cancel_reason(self, operation_id: str) -> str:
+        with self._lock:
+            return self._reasons.get(operation_id, "cancelled")
+
+    def forget(self, operation_id: str) -> None:
+        """The operation has ended: drop what `cancel` kept for it."""
+        with self._lock:
+            self._cancels.pop(operation_id, None)
+            self._reasons.pop(operation_id, None)
+
     def cancel(self, operation_id: str, reason: str) -> None:
-        """Kill the command of a running "exec" operation; its operation then fails with `reason`."""
+        """Kill the command a running operation runs ("exec", or a create's or rebuild's provisioning),
+        and any it would start; the operation then fails with `reason`."""
         with self._lock:
             self._reasons[operation_id] = reason
             self._cancels.setdefault(operation_id, threading.Event()).set()

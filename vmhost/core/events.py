@@ -220,31 +220,3 @@ def warn_expiring(store: Store, window_seconds: float) -> list[Event]:
             if event is not None:
                 sent.append(event)
     return sent
-
-
-class OutputLines:
-    """A command's output recorded line by line: each complete line is one `operation.output` event.
-    `flush()` records what is left after the command ends (a last line without a newline)."""
-
-    MAX_LINE = 64 * 1024
-
-    def __init__(self, store: Store, operation_id: str) -> None:
-        self.store = store
-        self.operation_id = operation_id
-        self._partial: dict[str, bytes] = {}
-
-    def __call__(self, stream: str, chunk: bytes) -> None:
-        *lines, rest = (self._partial.pop(stream, b"") + chunk).split(b"\n")
-        for line in lines:
-            self._record(stream, line + b"\n")
-        if len(rest) > self.MAX_LINE:
-            self._record(stream, rest)
-        elif rest:
-            self._partial[stream] = rest
-
-    def flush(self) -> None:
-        for stream in list(self._partial):
-            self._record(stream, self._partial.pop(stream))
-
-    def _record(self, stream: str, data: bytes) -> None:
-        self.store.append_output(self.operation_id, data.decode("utf-8", errors="replace"), stream)

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -27,8 +26,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from vmhost.core import validation
+from vmhost.core.clone import clone
 from vmhost.core.commands import CommandRunner
-from vmhost.core.events import OutputLines, announce_expiry
+from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
 from vmhost.core.models import (
     Caller,
@@ -43,6 +43,7 @@ from vmhost.core.models import (
     WorkspaceStatus,
     utcnow,
 )
+from vmhost.core.output import OperationOutput
 from vmhost.core.provider import ContainerSpec, NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
@@ -52,6 +53,7 @@ from vmhost.errors import (
     Forbidden,
     InvalidInput,
     InvalidState,
+    OperationFailed,
     OperationNotFound,
     ProviderError,
     StoreUnavailable,
@@ -66,12 +68,14 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10
 SHUTDOWN_GRACE = 10  # seconds running operations get to end when the daemon stops
-CLONE_TIMEOUT = 600
+CLONE_FROM_ANYWHERE = "anywhere"
 MANAGED_LABEL = "vmhost.managed"
 OWNER_LABEL = "vmhost.owner"
 _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
+PROVISION_TIMEOUT = 1800  # seconds one provision command may run
+CANCELLABLE_WHEN_RUNNING = (OperationType.EXEC, OperationType.CREATE, OperationType.REBUILD)
 T = TypeVar("T")
 
 
@@ -100,13 +104,15 @@ def hash_token(secret: str) -> str:
 
 class Orchestrator:
     def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, *, instance: str = "default",
-                 publish_address: str = "127.0.0.1", workers: int = 8, quotas: Quotas | None = None) -> None:
+                 publish_address: str = "127.0.0.1", workers: int = 8, quotas: Quotas | None = None,
+                 provision_timeout: float = PROVISION_TIMEOUT) -> None:
         self.store = store
         self.quotas = quotas or Quotas(store)
         self.provider = provider
         self.templates = templates
         self.instance = instance
         self.publish_address = publish_address
+        self.provision_timeout = provision_timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmhost-op")
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
@@ -265,7 +271,9 @@ class Orchestrator:
             capabilities=list(template.capabilities),
         )
         workspace.volume = f"vmhost-{workspace.id}-workspace"
-        operation = self._new_operation(caller, workspace, OperationType.CREATE)
+        # the clone runs on the host: only admins may reach the host's own network (see clone.py)
+        clone_from = {"clone_from": CLONE_FROM_ANYWHERE if caller.admin else "public"} if repo_url else None
+        operation = self._new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self._submit(operation.id)
         return workspace, operation
@@ -306,8 +314,9 @@ class Orchestrator:
         return self._act(caller, ref, OperationType.DELETE)
 
     def cancel_operation(self, caller: Caller, operation_id: str) -> Operation:
-        """Cancel a pending operation, or kill the command of a running "exec" operation. Other running
-        operations cannot be stopped half-way (InvalidState says what to do instead)."""
+        """Cancel a pending operation, kill the command of a running "exec" operation, or stop the
+        provisioning of a running create or rebuild (which then fails). Other running operations
+        cannot be stopped half-way (InvalidState says what to do instead)."""
         self.require_write(caller)
         operation = self.get_operation(caller, operation_id)
         reason = f"cancelled by {caller.user}"
@@ -322,7 +331,7 @@ class Orchestrator:
             operation = self.store.get_operation(operation.id)  # it started meanwhile
         if operation.status.finished:
             raise InvalidState(f"operation {operation.id} has already {operation.status}; there is nothing to cancel")
-        if operation.type != OperationType.EXEC:
+        if operation.type not in CANCELLABLE_WHEN_RUNNING:
             raise InvalidState(
                 f"operation {operation.id} ({operation.type}) is already running and cannot be stopped half-way; "
                 f"wait for it, or delete the workspace anyway with 'vmhost ws rm {operation.workspace_name} "
@@ -331,8 +340,9 @@ class Orchestrator:
         return self.store.wait_operation(operation.id, CANCEL_WAIT)
 
     def _cancel(self, operation: Operation, reason: str) -> None:
-        """Mark an operation failed at once; its thread, if any, finds out when it ends (see `_run`)."""
-        if operation.type == OperationType.EXEC and operation.status == OperationStatus.RUNNING:
+        """Mark an operation failed at once, and kill the command it runs (provisioning, "exec"); its
+        thread finds out when it ends (see `_run`)."""
+        if operation.type in CANCELLABLE_WHEN_RUNNING and operation.status == OperationStatus.RUNNING:
             self.commands.cancel(operation.id, reason)
         self.store.finish_operation(operation.id, OperationStatus.FAILED, error=reason)
 
@@ -409,6 +419,7 @@ class Orchestrator:
         except VmhostError:
             log.exception("could not record the end of operation %s", operation_id)
         finally:
+            self.commands.forget(operation_id)
             with self._queued_lock:
                 self._queued.discard(operation_id)
 
@@ -503,8 +514,9 @@ class Orchestrator:
         return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
                                            ports=state.ports or workspace.ports)
 
-    def _output(self, operation: Operation) -> OutputLines:
-        return OutputLines(self.store, operation.id)
+    def _output(self, operation: Operation) -> OperationOutput:
+        """Where a step records output: after what earlier steps (or attempts) recorded."""
+        return OperationOutput(self.store, operation.id, self.store.get_operation(operation.id).output)
 
     def _do_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.PROVISIONING,
@@ -549,17 +561,33 @@ class Orchestrator:
         return act()
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
-        container_id = workspace.container_id
-        write = self._output(operation)
-        for number, command in enumerate(workspace.provision, start=1):
-            argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
-            shown = command if isinstance(command, str) else " ".join(command)
-            write("stdout", f"$ {shown}\n".encode())
-            exit_code = self.provider.exec(container_id, argv, workdir="/workspace", on_output=write)
-            write.flush()
-            if exit_code != 0:
-                raise ProviderError(f"provision command {number} ({shown}) exited with {exit_code}; "
-                                    "see the operation's output")
+        """Run the provision commands in order; each may run `provision_timeout` seconds, and a cancel
+        (a forced delete) kills the one running with all its processes."""
+        cancel = self.commands.cancel_event(operation.id)
+        with self._output(operation) as write:
+            for number, command in enumerate(workspace.provision, start=1):
+                argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+                shown = command if isinstance(command, str) else " ".join(command)
+                self._stop_if_cancelled(operation, cancel)
+                write("stdout", f"$ {shown}\n".encode())
+                outcome = self.provider.run_command(workspace.container_id, argv, on_output=write,
+                                                    workdir="/workspace", timeout=self.provision_timeout,
+                                                    cancel=cancel)
+                self._stop_if_cancelled(operation, cancel)
+                if outcome.timed_out:
+                    raise OperationFailed(f"provision command {number} ({shown}) ran longer than "
+                                          f"{self.provision_timeout:g} s (the provision_timeout setting) and was "
+                                          "killed with all its processes; see the operation's output")
+                if outcome.error:
+                    raise ProviderError(f"provision command {number} ({shown}) could not run: {outcome.error}")
+                if outcome.exit_code != 0:
+                    raise ProviderError(f"provision command {number} ({shown}) exited with {outcome.exit_code}; "
+                                        "see the operation's output")
+        self._stop_if_cancelled(operation, cancel)  # also when cancelled before provisioning, or with none
+
+    def _stop_if_cancelled(self, operation: Operation, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise OperationFailed(self.commands.cancel_reason(operation.id))
 
     def _confirm_running(self, workspace: Workspace) -> ContainerState:
         state = self.provider.inspect(workspace.container_id)
@@ -569,29 +597,13 @@ class Orchestrator:
         return state
 
     def _clone_into(self, workspace: Workspace, operation: Operation) -> None:
-        write = self._output(operation)
-        write("stdout", f"$ git clone {workspace.repo_url}"
-                        f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
+        with self._output(operation) as write:
+            write("stdout", f"$ git clone {workspace.repo_url}"
+                            f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
         with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
             checkout = os.path.join(tmp, "src")
-            argv = ["git", "clone", "--quiet", "--depth", "1"]
-            if workspace.branch:
-                argv += ["--branch", workspace.branch]
-            argv += ["--", workspace.repo_url, checkout]
-            env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true",
-                   # only the protocol of the URL: no redirect to file:// or ext:: behind our back
-                   "GIT_ALLOW_PROTOCOL": validation.repo_protocol(workspace.repo_url)}
-            try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=CLONE_TIMEOUT, env=env,
-                                      stdin=subprocess.DEVNULL)
-            except FileNotFoundError as exc:
-                raise ProviderError("git is not installed on the vmhost server") from exc
-            except subprocess.TimeoutExpired as exc:
-                raise ProviderError(f"git clone of {workspace.repo_url} took longer than {CLONE_TIMEOUT} s") from exc
-            if done.returncode != 0:
-                message = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise ProviderError(f"cannot clone {workspace.repo_url}"
-                                    f"{' at branch ' + workspace.branch if workspace.branch else ''}: {message}")
+            clone(workspace.repo_url, workspace.branch, checkout,
+                  anywhere=operation.params.get("clone_from") == CLONE_FROM_ANYWHERE)
             with tempfile.TemporaryFile(dir=tmp) as archive:
                 with tarfile.open(fileobj=archive, mode="w") as tar:
                     for entry in sorted(os.listdir(checkout)):

@@ -153,8 +153,6 @@ class Provider(Protocol):
     def restart(self, container_id: str, timeout: int) -> None: ...
     def remove_container(self, container_id: str) -> None: ...
     def inspect(self, container_id: str) -> ContainerState: ...
-    def exec(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
-             workdir: str | None = None, on_output: OutputCallback | None = None) -> int: ...
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]: ...
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage: ...
     def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]: ...
@@ -455,22 +453,6 @@ class DockerProvider:
                 ports[key] = f"{bindings[0]['HostIp'] or '0.0.0.0'}:{bindings[0]['HostPort']}"
         return ContainerState(exists=True, running=bool(state.get("Running")), status=state.get("Status", "unknown"),
                               ports=ports, container_id=info.get("Id"))
-
-    def exec(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
-             workdir: str | None = None, on_output: OutputCallback | None = None) -> int:
-        api = self.client.api
-        with self._errors(f"run {argv[0] if argv else 'a command'}"):
-            exec_id = api.exec_create(container_id, argv, environment=env or None, workdir=workdir,
-                                      stdout=True, stderr=True)["Id"]
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if on_output is not None:
-                    if stdout:
-                        on_output("stdout", stdout)
-                    if stderr:
-                        on_output("stderr", stderr)
-            # only valid once the output stream has drained
-            exit_code = api.exec_inspect(exec_id).get("ExitCode")
-        return 127 if exit_code is None else int(exit_code)
 
     def run_command(self, container_id: str, argv: list[str], *, on_output: OutputCallback,
                     env: dict[str, str] | None = None, workdir: str | None = None, stdin: bytes | None = None,

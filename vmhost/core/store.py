@@ -438,12 +438,17 @@ class Store:
             self.add_event(conn, "operation.status", operation.workspace_id, operation.owner, _op_payload(operation))
         return operation
 
-    def append_output(self, operation_id: str, text: str, stream: str = "stdout") -> None:
+    def record_output(self, operation_id: str, output: str, chunks: Sequence[tuple[str, str]]) -> None:
+        """Set what an operation keeps of its output (the recorder bounds it) and announce the new
+        (stream, text) chunks as `operation.output` events."""
         with self.transaction() as conn:
             row = conn.execute("SELECT workspace_id, owner FROM operations WHERE id = ?", (operation_id,)).fetchone()
-            conn.execute("UPDATE operations SET output = output || ? WHERE id = ?", (text, operation_id))
-            self.add_event(conn, "operation.output", row["workspace_id"], row["owner"],
-                           {"operation_id": operation_id, "stream": stream, "data": text})
+            if row is None:
+                return
+            conn.execute("UPDATE operations SET output = ? WHERE id = ?", (output, operation_id))
+            for stream, text in chunks:
+                self.add_event(conn, "operation.output", row["workspace_id"], row["owner"],
+                               {"operation_id": operation_id, "stream": stream, "data": text})
 
     def wait_operation(self, operation_id: str, timeout: float) -> Operation:
         """Block until the operation has finished or `timeout` seconds pass; return it either way."""

@@ -147,7 +147,8 @@ def build_app(settings: Settings):  # -> FastAPI, imported lazily
         log.info("database backed up to %s before migrating", store.backup_written)
     orchestrator = Orchestrator(store, DockerProvider(settings.docker_host), TemplateCatalog(settings.templates_dir),
                                 instance=settings.instance, publish_address=settings.publish_address,
-                                workers=settings.workers, quotas=quotas_from(settings, store))
+                                workers=settings.workers, quotas=quotas_from(settings, store),
+                                provision_timeout=settings.provision_timeout)
     workers = standard_workers(orchestrator, settings.janitor_interval, settings.provisioner_interval,
                                expiry_warning=settings.expiry_warning, event_retention=settings.event_retention,
                                audit_retention=settings.audit_retention)

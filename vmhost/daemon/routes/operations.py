@@ -46,6 +46,7 @@ async def wait_operation(operation_id: str, request: Request, caller: CallerDep,
                responses=errors(403, 404, 409))
 def cancel_operation(operation_id: str, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
     """A pending operation fails at once with 'cancelled by USER'; a running `exec` has its command
-    killed (the answer comes once it has ended). 409 for one that has ended, or that is running and
-    cannot be stopped half-way (to get rid of its workspace anyway: `DELETE /workspaces/{id}?force=true`)."""
+    killed, and a running `create` or `rebuild` its provisioning (the answer comes once it has ended).
+    409 for one that has ended, or that is running and cannot be stopped half-way (to get rid of its
+    workspace anyway: `DELETE /workspaces/{id}?force=true`)."""
     return OperationOut.model_validate(orchestrator.cancel_operation(caller, operation_id))
