@@ -47,7 +47,9 @@ def test_a_public_address_pins_git_to_it_without_redirects(monkeypatch: pytest.M
     assert pin("https://8.8.8.8:8443/r.git").config == ("http.followRedirects=false",)  # a literal: no lookup
     assert public_addresses("8.8.8.8", 443) == ["8.8.8.8"]
     assert pin("git://[2606:4700:4700::1111]/r").url == "git://[2606:4700:4700::1111]/r"
-    assert "HostName=1.1.1.1" in dict(pin("ssh://git@1.1.1.1/r").env)["GIT_SSH_COMMAND"]
+    ssh = dict(pin("ssh://git@1.1.1.1/r").env)["GIT_SSH_COMMAND"]
+    assert "HostName=1.1.1.1" in ssh
+    assert all(option in ssh for option in ("-F /dev/null", "PubkeyAuthentication=no", "IdentityAgent=none"))
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
         (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", 443, 0, 0))])

@@ -104,7 +104,9 @@ def pin(repo_url: str) -> PinnedClone:
         resolve = f"{host}:{port}:{','.join(_bracketed(a) for a in addresses)}"
         return PinnedClone(repo_url, ("http.followRedirects=false", f"http.curloptResolve={resolve}"))
     if scheme == "ssh":
-        command = f"ssh -o HostName={addresses[0]} -o HostKeyAlias={shlex.quote(host)}"
+        # never the daemon's own keys, agent or config: a user must not clone with the server's identity
+        command = (f"ssh -F /dev/null -o BatchMode=yes -o PubkeyAuthentication=no -o IdentityAgent=none "
+                   f"-o HostName={addresses[0]} -o HostKeyAlias={shlex.quote(host)}")
         return PinnedClone(repo_url, env=(("GIT_SSH_COMMAND", command),))
     parts = urlsplit(repo_url)  # git://: connect to the address itself
     netloc = _bracketed(addresses[0]) + (f":{parts.port}" if parts.port else "")
