@@ -196,6 +196,9 @@ class DockerProvider:
         self.timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        # Docker lets two networks share a name (it ignores CheckDuplicate since API 1.44): parallel creates
+        # of one owner's workspaces must not both make theirs
+        self._network_lock = threading.Lock()
         self._cpu_count: int | None = None  # read once a connection: `docker info` takes 10 ms and more
 
     @property
@@ -289,7 +292,7 @@ class DockerProvider:
         """Make the bridge network unless it exists."""
         import docker.errors
 
-        with self._errors(f"create network {network.name}"):
+        with self._errors(f"create network {network.name}"), self._network_lock:
             try:
                 self.client.api.inspect_network(network.name)
             except docker.errors.NotFound:
