@@ -19,6 +19,8 @@ import anyio.to_thread
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from vmhost.core.models import Caller
+from vmhost.core.sessions import SessionKind
+from vmhost.daemon.sessions import hold
 from vmhost.errors import InvalidInput, VmhostError
 
 T = TypeVar("T")
@@ -36,12 +38,16 @@ async def close_with(websocket: WebSocket, error: VmhostError) -> None:
     await websocket.close(code=close_code(error), reason=reason)
 
 
-async def accept_as(websocket: WebSocket, resolve: Callable[[Caller], T]) -> T | None:
-    """Accept, identify the caller like the REST API does, then run `resolve(caller)` (in a thread: it may
-    touch the database or Docker). On any VmhostError the socket is closed with its code; None then."""
+async def accept_as(websocket: WebSocket, resolve: Callable[[Caller], T],
+                    kind: SessionKind | None = None) -> T | None:
+    """Accept, identify the caller like the REST API does, hold a session of `kind` for the socket's life
+    (4429 past the caller's limit), then run `resolve(caller)` (in a thread: it may touch the database or
+    Docker). On any VmhostError the socket is closed with its code; None then."""
     await websocket.accept()
     try:
         caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
+        if kind is not None:
+            hold(websocket, caller, kind)
         return await anyio.to_thread.run_sync(resolve, caller)
     except VmhostError as exc:
         await close_with(websocket, exc)

@@ -6,53 +6,66 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from vmhost.core.commands import CommandRequest, CommandStream
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors, locate_operation
 from vmhost.daemon.schemas import CommandEnd, CommandOutput, CommandRun, OperationOut
+from vmhost.daemon.sessions import hold
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["commands"])
 
 NDJSON = "application/x-ndjson"
 
 
+class StreamedCommand(StreamingResponse):
+    """A streamed command's output, one JSON object a line, read without holding a thread. The command
+    is killed when the answer ends for any reason (the client went away, the server stops)."""
+
+    def __init__(self, stream: CommandStream) -> None:
+        super().__init__(_lines(stream), media_type=NDJSON)
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.close()
+
+
 async def _lines(stream: CommandStream) -> AsyncIterator[bytes]:
-    """Each item as a line. Each wait runs in a thread; when the client goes away, Starlette cancels
-    the wait and the command is killed."""
-    items = iter(stream)
-    try:
-        while (item := await anyio.to_thread.run_sync(next, items, None, abandon_on_cancel=True)) is not None:
-            yield json.dumps(item).encode() + b"\n"
-    finally:
-        stream.close()
+    async for item in stream:
+        yield json.dumps(item).encode() + b"\n"
 
 
 @router.post("/{ref}/commands", status_code=202, response_model=OperationOut, summary="Run a command in a workspace",
-             responses={**errors(403, 404, 409),
+             responses={**errors(403, 404, 409, 429),
                         200: {"description": "with `stream: true`: one JSON object per line, as the command "
                                              "writes, then its end",
                               "content": {NDJSON: {"schema": {"oneOf": [CommandOutput.model_json_schema(),
                                                                         CommandEnd.model_json_schema()]}}}}})
-def run_command(ref: str, body: CommandRun, response: Response, caller: CallerDep,
+def run_command(ref: str, body: CommandRun, request: Request, response: Response, caller: CallerDep,
                 orchestrator: OrchestratorDep) -> Any:
     """Runs `argv` (no shell) in the running workspace, as root, in `workdir`, with `env` added to the
     container's. Past `timeout_seconds` the command and every process it started are killed.
 
     With `stream: true` the answer (200, `application/x-ndjson`) is one line per chunk of output as the
     command writes it (`{"stream": "stdout", "data": "..."}`), then `{"exit_code": N, "timed_out": ...,
-    "cancelled": ...}`; closing the connection kills the command. Otherwise the answer is 202 with an
+    "cancelled": ...}`; closing the connection kills the command. A client that reads slowly slows the
+    command's output (it waits at its next write); each user may run `user_max_command_streams` such
+    commands at once (429 with `Retry-After` past that). Otherwise the answer is 202 with an
     `exec` operation (it does not block lifecycle actions) whose result holds `exit_code`, `stdout` and
     `stderr` (each at most 1 MiB; `truncated` says whether one was cut), `timed_out` and `cancelled`.
     It succeeds when the command ran to its end, whatever its exit code; it fails when the command was
     killed (timeout, cancel) or could not run."""
-    request = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
+    command = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
                              timeout_seconds=body.timeout_seconds, stdin=body.stdin)
     if body.stream:
-        return StreamingResponse(_lines(orchestrator.commands.stream(caller, ref, request)), media_type=NDJSON)
-    operation = orchestrator.commands.submit(caller, ref, request)
+        hold(request, caller, SessionKind.COMMAND_STREAM)
+        return StreamedCommand(orchestrator.commands.stream(caller, ref, command))
+    operation = orchestrator.commands.submit(caller, ref, command)
     locate_operation(response, operation.id)
     return OperationOut.model_validate(operation)
