@@ -49,8 +49,8 @@ class SessionGate:
         limit = self.limits[kind]
         with self._lock:
             if self._open[kind, user] >= limit:
-                raise TooManyRequests(f"{user} already has {limit} {kind} open, the most one user may have at "
-                                      f"once; end one or try again in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
+                raise TooManyRequests(f"too many {kind} at once: {user} already has {limit}, the most one user may "
+                                      f"have; end one or try again in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
             self._open[kind, user] += 1
         return Session(self, kind, user)
 
