@@ -179,6 +179,8 @@ def test_one_user_holding_streams_waits_and_shells_leaves_another_user_unaffecte
                     assert events.receive_json(timeout=ANSWER_WITHIN)["type"] == "heartbeat"
     finally:
         summary = summary_of(flood, timeout=60)  # closes its standard input: it lets go and reports
+        with daemon.tcp(token=flooder) as mallory:  # so that the daemon need not wait for it when it stops
+            mallory.delete(f"/api/v1/operations/{long['id']}")
     print(f"flood: {summary}")
     assert not summary["server_errors"], summary["server_errors"][:10]
     assert not summary["transport_errors"], summary["transport_errors"][:10]
