@@ -144,8 +144,9 @@ async def flood(args: argparse.Namespace) -> Summary:
             try:
                 async with aconnect_ws(f"/ws/workspaces/{args.workspace}/shell?argv=cat", client) as ws:
                     await ws.send_bytes(b"ping\n")
-                    while b"ping" not in await ws.receive_bytes(timeout=TIMEOUT):
-                        pass
+                    echoed = b""
+                    while b"ping" not in echoed:
+                        echoed += await ws.receive_bytes(timeout=TIMEOUT)
                     summary.statuses["shell held"] += 1
                     answer()
                     await release.wait()

@@ -99,8 +99,9 @@ async def _control(websocket: WebSocket, terminal: Terminal, text: str) -> None:
 
 
 @router.get(f"{API}/workspaces/{{ref}}/logs", response_class=StreamingResponse, summary="A workspace's output",
-            responses={**errors(404, 409, 429, 502, 503), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                                                           "description": "the container's output"}})
+            responses={**errors(404, 409, 429, 502, 503),
+                       200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "the container's output"}})
 async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
                                follow: Annotated[bool, Query(description="keep streaming new output")] = False,
                                tail: Annotated[int | None, Query(ge=0, le=1_000_000,
