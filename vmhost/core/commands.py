@@ -156,7 +156,7 @@ class CommandRunner:
         def emit(stream: str, chunk: bytes, final: bool = False) -> None:
             text = decoders[stream].decode(chunk, final)
             if text:
-                items.put({"stream": stream, "data": text}, len(text))
+                items.put({"stream": stream, "data": text}, len(chunk))
 
         def work() -> None:
             try:

@@ -54,10 +54,6 @@ class SessionGate:
             self._open[kind, user] += 1
         return Session(self, kind, user)
 
-    def count(self, kind: SessionKind, user: str) -> int:
-        with self._lock:
-            return self._open[kind, user]
-
     def _release(self, session: Session) -> None:
         with self._lock:
             if session._released:

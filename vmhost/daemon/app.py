@@ -23,7 +23,6 @@ from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
-from vmhost.daemon.sessions import ReleaseSessions, session_gate
 from vmhost.daemon.routes import (
     admin,
     audit,
@@ -42,6 +41,7 @@ from vmhost.daemon.routes import (
     ui,
     workspaces,
 )
+from vmhost.daemon.sessions import ReleaseSessions, session_gate
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query, WebSocket
 
 from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
 from vmhost.core.models import Caller
-from vmhost.core.sessions import SessionKind
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import EventPage
