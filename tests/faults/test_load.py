@@ -29,8 +29,6 @@ SHORT_SECONDS = 15
 SLOW_SECONDS = 90
 # the daemon's resident memory may grow this much over its warmed-up baseline and stay grown
 RSS_SLACK_KIB = 64 * 1024
-
-
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
