@@ -124,6 +124,7 @@ def test_each_kind_of_session_is_limited_per_user_with_429_and_retry_after(make_
             held.callback(wait.close)
         own = bob.post(f"/api/v1/workspaces/{theirs}/commands", json={"argv": ["true"]}).json()
         assert bob.get(f"/api/v1/operations/{own['id']}/wait", params={"timeout": 30}).json()["status"] == "succeeded"
+        assert alice.delete(f"/api/v1/operations/{operation['id']}").status_code == 200  # her waits end with it
 
         logs = held.enter_context(alice.stream("GET", f"/api/v1/workspaces/{mine}/logs", params={"follow": True}))
         assert logs.status_code == 200
