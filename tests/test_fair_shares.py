@@ -5,8 +5,10 @@ in the daemon's memory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,6 +19,8 @@ import httpx
 import pytest
 from conftest import Daemon, create_ws
 from httpx_ws import WebSocketDisconnect, connect_ws
+
+from vmhost.core.channel import Channel
 
 LIMITS = {"VMHOST_USER_MAX_COMMAND_STREAMS": "2", "VMHOST_USER_MAX_WAITS": "2", "VMHOST_USER_MAX_SHELLS": "1",
           "VMHOST_USER_MAX_LOG_STREAMS": "1", "VMHOST_USER_MAX_EVENT_STREAMS": "1"}
@@ -215,3 +219,31 @@ def test_a_client_that_never_reads_a_stream_slows_the_command_not_the_daemons_me
         client.close()
     eventually(lambda: not any(p.startswith("yes") for p in processes(docker_client, container_id)),
                "the command killed once its client went away")
+
+
+def test_the_output_channel_holds_its_producer_at_its_bound_and_lets_it_go_when_closed() -> None:
+    channel: Channel[int] = Channel(max_bytes=10)
+    accepted: list[bool] = []
+
+    def produce() -> None:
+        for item in range(6):
+            accepted.append(channel.put(item, 4))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    eventually(lambda: len(accepted) == 2, "two items taken")
+    producer.join(0.3)
+    assert len(accepted) == 2 and producer.is_alive(), "a third item would pass the bound: the producer waits"
+
+    async def take(count: int) -> list[int]:
+        return [await channel.get() for _ in range(count)]
+
+    consumer = asyncio.new_event_loop()
+    try:
+        assert consumer.run_until_complete(take(3)) == [0, 1, 2]  # each item taken makes room for the next
+        eventually(lambda: len(accepted) == 5, "3 and 4 taken in, 5 waiting")
+        channel.close()  # the consumer left: the producer is let go at once, its item dropped
+        producer.join(10)
+        assert not producer.is_alive() and accepted == [True] * 5 + [False]
+    finally:
+        consumer.close()
