@@ -22,6 +22,7 @@ from conftest import create_ws
 from httpx_ws import WebSocketDisconnect, connect_ws
 
 from faults.conftest import FaultDaemon, PrivateEngine, check_consistent, settle, unique
+from vmhost.config import OPTIONS
 
 CLIENTS = 100
 PROCESSES = 4
@@ -138,9 +139,11 @@ def test_100_mixed_clients_longer_no_5xx_and_memory_back_near_baseline(fault_dae
     run_load(fault_daemon(), engine, SLOW_SECONDS)
 
 
-# as many as the hostile user opened; the defaults let one user hold 16, 32 and 8 of them
+# as many as the hostile user opened, and as many as the default limits let one user hold
 FLOOD = {"streams": 160, "waits": 270, "shells": 40}
-HELD = {"streams": 16, "waits": 32, "shells": 8}
+DEFAULTS = {option.name: option.default() for option in OPTIONS}
+HELD = {"streams": DEFAULTS["user_max_command_streams"], "waits": DEFAULTS["user_max_waits"],
+        "shells": DEFAULTS["user_max_shells"]}
 ANSWER_WITHIN = 10  # seconds: a generous bound for another user's requests while the flood is held
 
 
