@@ -46,7 +46,7 @@ from vmhost.daemon.sessions import ReleaseSessions, session_gate
 log = logging.getLogger(__name__)
 
 REQUEST_THREADS = 128
-STREAM_THREADS = 1024
+STREAM_THREADS = 2048  # enough for 100 users at the default limits of shells and log reads (8 + 8 each)
 
 DESCRIPTION = """\
 The vmhost API manages development workspaces (a Docker container and its `/workspace` volume) on one
