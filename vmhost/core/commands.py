@@ -109,6 +109,10 @@ class CommandStream:
         while (item := await self._items.get()) is not None:
             yield item
 
+    def cancel(self) -> None:
+        """Kill the command; its output goes on to the ending item, which says it was cancelled."""
+        self._cancel.set()
+
     def close(self) -> None:
         self._cancel.set()
         self._items.close()

@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -41,7 +40,10 @@ class StreamedCommand(StreamingResponse):
 
 
 async def _lines(stream: CommandStream, sessions: LiveSessions, caller: Caller) -> AsyncIterator[bytes]:
-    async with sessions.hold(caller, lambda: anyio.to_thread.run_sync(stream.close)):
+    async def revoked() -> None:
+        stream.cancel()
+
+    async with sessions.hold(caller, revoked):
         async for item in stream:
             yield json.dumps(item).encode() + b"\n"
 
