@@ -136,6 +136,16 @@ OPTIONS: tuple[Option, ...] = (
            "CPUs a workspace gets (and counts for) when neither it nor its template sets cpus"),
     Option("quota_default_memory_mb", ("VMHOST_QUOTA_DEFAULT_MEMORY_MB",), lambda: 2048, _positive_int,
            "MB a workspace gets (and counts for) when neither it nor its template sets memory_mb"),
+    Option("user_max_command_streams", ("VMHOST_USER_MAX_COMMAND_STREAMS",), lambda: 16, _positive_int,
+           "streamed commands one user may run at once"),
+    Option("user_max_waits", ("VMHOST_USER_MAX_WAITS",), lambda: 32, _positive_int,
+           "operation waits one user may hold open at once"),
+    Option("user_max_shells", ("VMHOST_USER_MAX_SHELLS",), lambda: 8, _positive_int,
+           "shell sessions one user may hold open at once"),
+    Option("user_max_log_streams", ("VMHOST_USER_MAX_LOG_STREAMS",), lambda: 8, _positive_int,
+           "container log reads one user may hold open at once"),
+    Option("user_max_event_streams", ("VMHOST_USER_MAX_EVENT_STREAMS",), lambda: 32, _positive_int,
+           "event WebSockets one user may hold open at once"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -179,6 +189,11 @@ class Settings:
     quota_max_snapshot_bytes: int
     quota_default_cpus: float
     quota_default_memory_mb: int
+    user_max_command_streams: int
+    user_max_waits: int
+    user_max_shells: int
+    user_max_log_streams: int
+    user_max_event_streams: int
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool

@@ -95,6 +95,19 @@ class QuotaExceeded(Forbidden):
     code = "quota_exceeded"
 
 
+class TooManyRequests(VmhostError):
+    """The caller already holds as many long-lived sessions of one kind as a user may; answered with a
+    `Retry-After` header of `retry_after` seconds."""
+
+    code = "too_many_requests"
+    http_status = 429
+    exit_code = 9
+
+    def __init__(self, detail: str, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class DockerUnavailable(VmhostError):
     code = "docker_unavailable"
     http_status = 503

@@ -9,13 +9,13 @@ not exist, 126 when it cannot start, 125 when Docker could not run it at all.
 from __future__ import annotations
 
 import codecs
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmhost.core import validation
+from vmhost.core.channel import Channel
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -40,6 +40,7 @@ MAX_TIMEOUT = 24 * 3600
 MAX_ARGS = 4096
 MAX_CAPTURE = 1024 * 1024
 DOCKER_FAILED = 125
+STREAM_BUFFER = 256 * 1024
 
 
 @dataclass
@@ -96,19 +97,25 @@ class _Capture:
 
 
 class CommandStream:
-    """A running command's output as {"stream", "data"} items, then one ending item. `close()`, from
-    any thread, kills the command (the caller went away)."""
+    """A running command's output as {"stream", "data"} items, then one ending item. At most
+    STREAM_BUFFER bytes of output wait for a consumer: one that does not read holds the command at its
+    next write. `close()`, from any thread, kills the command (the caller went away)."""
 
-    def __init__(self, items: queue.Queue[dict[str, Any] | None], cancel: threading.Event) -> None:
+    def __init__(self, items: Channel[dict[str, Any] | None], cancel: threading.Event) -> None:
         self._items = items
         self._cancel = cancel
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while (item := self._items.get()) is not None:
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while (item := await self._items.get()) is not None:
             yield item
+
+    def cancel(self) -> None:
+        """Kill the command; its output goes on to the ending item, which says it was cancelled."""
+        self._cancel.set()
 
     def close(self) -> None:
         self._cancel.set()
+        self._items.close()
 
 
 class CommandRunner:
@@ -146,14 +153,14 @@ class CommandRunner:
         """Start the command at once (bad input and a workspace that is not running raise here) and
         answer its output as it comes."""
         workspace, request = self._target(caller, ref, request)
-        items: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        items: Channel[dict[str, Any] | None] = Channel(STREAM_BUFFER)
         cancel = threading.Event()
         decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
 
         def emit(stream: str, chunk: bytes, final: bool = False) -> None:
             text = decoders[stream].decode(chunk, final)
             if text:
-                items.put({"stream": stream, "data": text})
+                items.put({"stream": stream, "data": text}, len(chunk))
 
         def work() -> None:
             try:

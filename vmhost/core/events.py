@@ -13,12 +13,12 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from vmhost.core.models import Caller, Event, Workspace, WorkspaceStatus, utcnow
+from vmhost.core.models import Caller, Event, Operation, Workspace, WorkspaceStatus, utcnow
 from vmhost.core.store import Store, to_text
 from vmhost.errors import InvalidInput
 
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 LIVE_BACKLOG = 10_000
 """Live events buffered for one slow consumer; past that it catches up from the database instead."""
+
+GONE_CHECK = 1.0
+"""Seconds between checks that a waiter is still there."""
 
 EXPIRING = "workspace.expiring"
 
@@ -175,6 +178,30 @@ class EventBus:
                 elif event.id > last:  # anything older came with the replay
                     last = event.id
                     yield event_message(event)
+        finally:
+            self.unsubscribe(subscription)
+
+    async def wait_operation(self, operation: Operation, timeout: float,
+                             gone: Callable[[], Awaitable[bool]] | None = None) -> Operation:
+        """`operation` once it has ended, or as it is after `timeout` seconds, or as soon as `gone()` says
+        the waiter has left. Waits on the committed events, holding no thread."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0)
+        subscription = self.subscribe(EventFilter(owner=operation.owner, workspace_id=operation.workspace_id,
+                                                  types=("operation.status",)))
+        try:
+            changed = True  # read again after subscribing: nothing can end unseen in between
+            while True:
+                if changed:
+                    operation = await asyncio.to_thread(self.store.get_operation, operation.id)
+                remaining = deadline - loop.time()
+                if operation.status.finished or remaining <= 0 or (gone is not None and await gone()):
+                    return operation
+                event = await subscription.next(min(remaining, GONE_CHECK))
+                changed = subscription.lagged or (event is not None
+                                                  and event.payload.get("operation_id") == operation.id)
+                if subscription.lagged:
+                    subscription.drain()
         finally:
             self.unsubscribe(subscription)
 

@@ -640,6 +640,8 @@ class DockerTerminal:
         self.exec_id = exec_id
         self._connection = connection
         self._sock = getattr(connection, "_sock", connection)
+        self._closing = threading.Lock()
+        self._closed = False
 
     def read(self) -> bytes:
         try:
@@ -670,11 +672,21 @@ class DockerTerminal:
             time.sleep(0.05)
 
     def close(self) -> None:
-        for step in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close, self._connection.close):
+        """Hang up, then end the command with every process it started if it still runs: Docker leaves
+        a terminal's command running when its connection closes."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            for step in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close, self._connection.close):
+                try:
+                    step()
+                except OSError:
+                    pass
             try:
-                step()
-            except OSError:
-                pass
+                self.provider._kill_exec(self.exec_id)
+            except VmhostError as exc:
+                log.warning("could not end terminal command %s: %s", self.exec_id, exc.detail)
 
 
 class DockerLogStream:

@@ -42,9 +42,13 @@ from vmhost.daemon.routes import (
     ui,
     workspaces,
 )
-from vmhost.daemon.sessions import LiveSessions
+from vmhost.daemon.revocation import LiveSessions
+from vmhost.daemon.sessions import ReleaseSessions, session_gate
 
 log = logging.getLogger(__name__)
+
+REQUEST_THREADS = 128
+STREAM_THREADS = 2048  # enough for 100 users at the default limits of shells and log reads (8 + 8 each)
 
 DESCRIPTION = """\
 The vmhost API manages development workspaces (a Docker container and its `/workspace` volume) on one
@@ -58,9 +62,10 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                workers: Sequence[PeriodicWorker] = ()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # blocking handlers run in this pool; streaming ones hold a thread for their whole life
-        anyio.to_thread.current_default_thread_limiter().total_tokens = 128
-        app.state.wait_limiter = anyio.CapacityLimiter(256)
+        # short blocking handlers run in the default pool; a session that holds a thread for its whole
+        # life (a shell's reader, a log stream) takes it from its own pool, so it never starves them
+        anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
+        app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
         await anyio.to_thread.run_sync(orchestrator.recover)
         for worker in workers:
             worker.start()
@@ -80,13 +85,15 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.authenticator = Authenticator(settings, orchestrator)
     app.state.events = EventBus(orchestrator.store)
     app.state.workspace_lists = WorkspaceListCache(orchestrator.store)
-    app.state.sessions = LiveSessions()
+    app.state.sessions = session_gate(settings)
+    app.state.token_sessions = LiveSessions()
     errors.install(app)
     # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
     for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
                    events, shell, quotas, me, audit):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
+    app.add_middleware(ReleaseSessions)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        larger={files.UPLOAD_PATH: settings.max_upload_bytes})
     app.state.metrics = Metrics(orchestrator.store, workers)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vmhost.core import validation
-from vmhost.errors import VmhostError
+from vmhost.errors import TooManyRequests, VmhostError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(VmhostError)
     async def vmhost_error(request: Request, exc: VmhostError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,48 +1,50 @@
-"""The long-lived sessions each API token has open (shells, event streams, followed logs, streamed
-commands), so that revoking the token ends them at once instead of when they next ask for something.
-Everything here runs on the event loop."""
+"""Long-lived sessions held by a request or a WebSocket: a route calls `hold()` once it knows its
+caller, and the session is given back when the request's answer has been sent in full (or the client
+went away), however the route ended."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from typing import Any
 
-import anyio
+from starlette.requests import HTTPConnection
 
+from vmhost.config import Settings
 from vmhost.core.models import Caller
+from vmhost.core.sessions import Session, SessionGate, SessionKind
 
-End = Callable[[], Awaitable[None]]
+SCOPE_KEY = "vmhost.sessions"
 
 
-class LiveSessions:
-    def __init__(self) -> None:
-        self._open: dict[str, set[End]] = {}
-        self._revoked: set[str] = set()  # a session that authenticated just before a revocation is ended too
+def session_gate(settings: Settings) -> SessionGate:
+    return SessionGate({
+        SessionKind.COMMAND_STREAM: settings.user_max_command_streams,
+        SessionKind.WAIT: settings.user_max_waits,
+        SessionKind.SHELL: settings.user_max_shells,
+        SessionKind.LOG_STREAM: settings.user_max_log_streams,
+        SessionKind.EVENT_STREAM: settings.user_max_event_streams,
+    })
 
-    @asynccontextmanager
-    async def hold(self, caller: Caller, end: End) -> AsyncIterator[None]:
-        """For the session's life: `end()` is awaited if the caller's token is revoked meanwhile."""
-        token_id = caller.token_id
-        if token_id is None:
-            yield
+
+def hold(connection: HTTPConnection, caller: Caller, kind: SessionKind) -> None:
+    """Open a session of `kind` for the caller until this request ends (TooManyRequests past the limit)."""
+    session = connection.app.state.sessions.open(kind, caller.user)
+    connection.scope[SCOPE_KEY].append(session)
+
+
+class ReleaseSessions:
+    """ASGI middleware: gives back every session a request opened once the app has finished with it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
             return
-        if token_id in self._revoked:
-            await end()
-        self._open.setdefault(token_id, set()).add(end)
+        held: list[Session] = []
+        scope[SCOPE_KEY] = held
         try:
-            yield
+            await self.app(scope, receive, send)
         finally:
-            ends = self._open.get(token_id)
-            if ends is not None:
-                ends.discard(end)
-                if not ends:
-                    del self._open[token_id]
-
-    async def revoke(self, token_id: str) -> int:
-        """End every session of the token; returns how many were open."""
-        self._revoked.add(token_id)
-        ends = self._open.pop(token_id, set())
-        async with anyio.create_task_group() as group:  # at once: one slow client holds up no other session
-            for end in ends:
-                group.start_soon(end)
-        return len(ends)
+            for session in held:
+                session.release()

@@ -22,7 +22,9 @@ import anyio.to_thread
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vmhost.core.models import Caller
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.audit import session_started
+from vmhost.daemon.sessions import hold
 from vmhost.errors import InvalidInput, Unauthenticated, VmhostError
 
 T = TypeVar("T")
@@ -58,17 +60,20 @@ async def close_with(websocket: WebSocket, error: VmhostError) -> None:
 
 
 @asynccontextmanager
-async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T],
+async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T], kind: SessionKind | None = None,
                       release: Callable[[T], object] | None = None) -> AsyncIterator[T | None]:
-    """Accept, identify the caller like the REST API does, then run `resolve(caller)` (in a thread: it may
-    touch the database or Docker). On any VmhostError the socket is closed with its code and this gives
-    None. Else it gives what `resolve` answered, for the session's life: the session's start is audited,
-    and revoking the caller's token meanwhile closes the socket with 4401, then runs `release` on what
-    `resolve` answered (in a thread; e.g. closing a terminal, which a client that reads nothing, and so
-    never gets the close frame, would otherwise keep typing into)."""
+    """Accept, identify the caller like the REST API does, hold a session of `kind` for the socket's life
+    (4429 past the caller's limit), then run `resolve(caller)` (in a thread: it may touch the database or
+    Docker). On any VmhostError the socket is closed with its code and this gives None. Else it gives
+    what `resolve` answered, for the session's life: the session's start is audited, and revoking the
+    caller's token meanwhile closes the socket with 4401, then runs `release` on what `resolve` answered
+    (in a thread; e.g. closing a terminal, which a client that reads nothing, and so never gets the close
+    frame, would otherwise keep typing into)."""
     await websocket.accept()
     try:
         caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
+        if kind is not None:
+            hold(websocket, caller, kind)
         resolved = await anyio.to_thread.run_sync(resolve, caller)
     except VmhostError as exc:
         await close_with(websocket, exc)
@@ -86,7 +91,7 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T],
         if release is not None:
             await anyio.to_thread.run_sync(release, resolved)
 
-    async with websocket.app.state.sessions.hold(caller, end):
+    async with websocket.app.state.token_sessions.hold(caller, end):
         yield resolved
 
 

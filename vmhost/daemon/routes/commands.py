@@ -6,36 +6,50 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from vmhost.core.commands import CommandRequest, CommandStream
 from vmhost.core.models import Caller
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors, locate_operation
 from vmhost.daemon.schemas import CommandEnd, CommandOutput, CommandRun, OperationOut
-from vmhost.daemon.sessions import LiveSessions
+from vmhost.daemon.sessions import hold
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["commands"])
 
 NDJSON = "application/x-ndjson"
 
 
+class StreamedCommand(StreamingResponse):
+    """A streamed command's output, one JSON object a line, read without holding a thread. The command
+    is killed when the answer ends for any reason (the client went away, the server stops, the caller's
+    token is revoked)."""
+
+    def __init__(self, stream: CommandStream, sessions: LiveSessions, caller: Caller) -> None:
+        super().__init__(_lines(stream, sessions, caller), media_type=NDJSON)
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.close()
+
+
 async def _lines(stream: CommandStream, sessions: LiveSessions, caller: Caller) -> AsyncIterator[bytes]:
-    """Each item as a line. Each wait runs in a thread; when the client goes away, Starlette cancels
-    the wait and the command is killed. Revoking the caller's token kills it too."""
-    items = iter(stream)
-    try:
-        async with sessions.hold(caller, lambda: anyio.to_thread.run_sync(stream.close)):
-            while (item := await anyio.to_thread.run_sync(next, items, None, abandon_on_cancel=True)) is not None:
-                yield json.dumps(item).encode() + b"\n"
-    finally:
-        stream.close()
+    async def revoked() -> None:
+        stream.cancel()
+
+    async with sessions.hold(caller, revoked):
+        async for item in stream:
+            yield json.dumps(item).encode() + b"\n"
 
 
 @router.post("/{ref}/commands", status_code=202, response_model=OperationOut, summary="Run a command in a workspace",
-             responses={**errors(403, 404, 409),
+             responses={**errors(403, 404, 409, 429),
                         200: {"description": "with `stream: true`: one JSON object per line, as the command "
                                              "writes, then its end",
                               "content": {NDJSON: {"schema": {"oneOf": [CommandOutput.model_json_schema(),
@@ -47,7 +61,9 @@ def run_command(ref: str, body: CommandRun, request: Request, response: Response
 
     With `stream: true` the answer (200, `application/x-ndjson`) is one line per chunk of output as the
     command writes it (`{"stream": "stdout", "data": "..."}`), then `{"exit_code": N, "timed_out": ...,
-    "cancelled": ...}`; closing the connection kills the command. Otherwise the answer is 202 with an
+    "cancelled": ...}`; closing the connection kills the command. A client that reads slowly slows the
+    command's output (it waits at its next write); each user may run `user_max_command_streams` such
+    commands at once (429 with `Retry-After` past that). Otherwise the answer is 202 with an
     `exec` operation (it does not block lifecycle actions) whose result holds `exit_code`, `stdout` and
     `stderr` (each at most 1 MiB; `truncated` says whether one was cut), `timed_out` and `cancelled`.
     It succeeds when the command ran to its end, whatever its exit code; it fails when the command was
@@ -55,8 +71,9 @@ def run_command(ref: str, body: CommandRun, request: Request, response: Response
     command = CommandRequest(argv=body.argv, env=body.env, workdir=body.workdir,
                              timeout_seconds=body.timeout_seconds, stdin=body.stdin)
     if body.stream:
+        hold(request, caller, SessionKind.COMMAND_STREAM)
         stream = orchestrator.commands.stream(caller, ref, command)
-        return StreamingResponse(_lines(stream, request.app.state.sessions, caller), media_type=NDJSON)
+        return StreamedCommand(stream, request.app.state.token_sessions, caller)
     operation = orchestrator.commands.submit(caller, ref, command)
     locate_operation(response, operation.id)
     return OperationOut.model_validate(operation)

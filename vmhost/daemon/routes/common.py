@@ -15,7 +15,10 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error answers an endpoint can give."""
     meaning = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
                409: "Conflict with an operation in flight or an existing name", 413: "Request body too large",
-               422: "Invalid input", 502: "Docker refused the request", 503: "Docker or the database is unavailable"}
+               422: "Invalid input",
+               429: "The caller already holds as many sessions of this kind as a user may; try again after "
+                    "`Retry-After` seconds",
+               502: "Docker refused the request", 503: "Docker or the database is unavailable"}
     return {s: {"model": Problem, "description": meaning.get(s, "Error")} for s in (401, 422, *statuses)}
 
 

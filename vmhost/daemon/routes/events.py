@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, WebSocket
 from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
 from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import EventPage
@@ -66,7 +67,7 @@ async def _stream(websocket: WebSocket, ref: str | None) -> None:
         workspace_id = _workspace_id(orchestrator, caller, ref) if ref is not None else None
         return EventFilter.for_caller(caller, workspace_id, types), since
 
-    async with accepted_as(websocket, resolve) as resolved:
+    async with accepted_as(websocket, resolve, SessionKind.EVENT_STREAM) as resolved:
         if resolved is None:
             return
         event_filter, since = resolved

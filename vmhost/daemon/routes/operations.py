@@ -6,9 +6,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
 from vmhost.core.models import OperationStatus
+from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import OperationOut
+from vmhost.daemon.sessions import hold
 
 router = APIRouter(prefix=f"{API}/operations", tags=["operations"])
 
@@ -32,13 +34,15 @@ def get_operation(operation_id: str, caller: CallerDep, orchestrator: Orchestrat
 
 
 @router.get("/{operation_id}/wait", response_model=OperationOut, summary="Wait for an operation to end",
-            responses=errors(404))
+            responses=errors(404, 429))
 async def wait_operation(operation_id: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
                          timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30) -> OperationOut:
     """Blocks until the operation has succeeded or failed, or `timeout` seconds pass; answers with the
-    operation either way (check its `status`)."""
-    operation = await anyio.to_thread.run_sync(orchestrator.wait_operation, caller, operation_id, timeout,
-                                               limiter=request.app.state.wait_limiter)
+    operation either way (check its `status`). Each user may hold `user_max_waits` waits at once (429
+    with `Retry-After` past that); a wait ends early when its client goes away."""
+    hold(request, caller, SessionKind.WAIT)
+    operation = await anyio.to_thread.run_sync(orchestrator.get_operation, caller, operation_id)
+    operation = await request.app.state.events.wait_operation(operation, timeout, gone=request.is_disconnected)
     return OperationOut.model_validate(operation)
 
 

@@ -21,10 +21,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from vmhost.core.models import Caller
 from vmhost.core.provider import LogStream, Terminal
+from vmhost.core.sessions import SessionKind
 from vmhost.core.terminal import check_terminal_size, open_shell, workspace_logs
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.sessions import LiveSessions
+from vmhost.daemon.revocation import LiveSessions
+from vmhost.daemon.sessions import hold
 from vmhost.daemon.websockets import accepted_as, close_with
 from vmhost.errors import InvalidInput, VmhostError
 
@@ -32,9 +34,7 @@ router = APIRouter(tags=["workspaces"])
 
 
 def stream_limiter(app: Any) -> anyio.CapacityLimiter:
-    """Threads for long-lived streams (terminal readers, followed logs), created on first use."""
-    if getattr(app.state, "stream_limiter", None) is None:
-        app.state.stream_limiter = anyio.CapacityLimiter(256)
+    """Threads for long-lived streams (terminal readers, followed logs), apart from the request pool."""
     return app.state.stream_limiter
 
 
@@ -46,7 +46,7 @@ async def shell_socket(websocket: WebSocket, ref: str) -> None:
     argv = websocket.query_params.getlist("argv") or None
     workdir = websocket.query_params.get("workdir")
     async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir),
-                           release=lambda terminal: terminal.close()) as terminal:
+                           SessionKind.SHELL, release=lambda terminal: terminal.close()) as terminal:
         if terminal is None:
             return
         try:
@@ -107,7 +107,7 @@ async def _control(websocket: WebSocket, terminal: Terminal, text: str) -> None:
 
 
 @router.get(f"{API}/workspaces/{{ref}}/logs", response_class=StreamingResponse, summary="A workspace's output",
-            responses={**errors(404, 409, 502, 503), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+            responses={**errors(404, 409, 429, 502, 503), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                                                            "description": "the container's output"}},
             name="read_workspace_logs")
 async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
@@ -116,9 +116,10 @@ async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, or
                                                                  description="only the last N lines")] = None,
                                ) -> StreamingResponse:
     """The container's stdout and stderr as plain text chunks; with `follow`, until the client leaves
-    or the container stops."""
+    or the container stops. Each user may hold `user_max_log_streams` at once (429 past that)."""
+    hold(request, caller, SessionKind.LOG_STREAM)
     logs = await anyio.to_thread.run_sync(workspace_logs, orchestrator, caller, ref, follow, tail)
-    return StreamingResponse(_chunks(logs, stream_limiter(request.app), request.app.state.sessions, caller),
+    return StreamingResponse(_chunks(logs, stream_limiter(request.app), request.app.state.token_sessions, caller),
                              media_type="text/plain; charset=utf-8")
 
 

@@ -30,5 +30,5 @@ async def revoke_token(token_id: str, request: Request, caller: CallerDep, orche
     """The token stops working at once: requests with it get 401, and the sessions it has open (shells,
     event streams, followed logs, streamed commands) end; a WebSocket closes with 4401."""
     token = await anyio.to_thread.run_sync(orchestrator.revoke_token, caller, token_id)
-    await request.app.state.sessions.revoke(token.id)
+    await request.app.state.token_sessions.revoke(token.id)
     return TokenOut.model_validate(token)
