@@ -165,6 +165,16 @@ def m005_workspaces_version(db: Database) -> None:
                    "UPDATE table_versions SET version = version + 1 WHERE name = 'workspaces'; END")
 
 
+@migrations()
+def m006_tokens_version(db: Database) -> None:
+    # Like m005, for tokens: the daemon keeps checked tokens in memory only while this stands, so a
+    # revocation (or any other change to a token), by this process or another, takes effect at once.
+    db.execute("INSERT INTO table_versions (name, version) VALUES ('tokens', 0)")
+    for change in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER tokens_version_{change.lower()} AFTER {change} ON tokens BEGIN "
+                   "UPDATE table_versions SET version = version + 1 WHERE name = 'tokens'; END")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

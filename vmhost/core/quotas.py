@@ -75,7 +75,7 @@ class Quotas:
         return Usage(workspaces=count, cpus=round(cpus, 3), memory_mb=int(memory))
 
     def quota(self, user: str, exempt: bool = False) -> UserQuota:
-        with self.store.transaction() as conn:
+        with self.store.reading() as conn:
             overrides = self._overrides(conn, user)
             usage = self._usage(conn, user)
         return UserQuota(user=user, limits=replace(self.defaults, **overrides), overrides=overrides, usage=usage,

@@ -59,6 +59,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
         # blocking handlers run in this pool; streaming ones hold a thread for their whole life
         anyio.to_thread.current_default_thread_limiter().total_tokens = 128
         app.state.wait_limiter = anyio.CapacityLimiter(256)
+        # threads of their own for routes that only read the database: never queued behind the default
+        # pool's requests, some of which wait on Docker
+        app.state.read_limiter = anyio.CapacityLimiter(16)
         await anyio.to_thread.run_sync(orchestrator.recover)
         for worker in workers:
             worker.start()

@@ -13,6 +13,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+import anyio
+import anyio.to_thread
+
 from vmhost.core.store import Store
 
 
@@ -27,15 +30,33 @@ class WorkspaceListCache:
         """The answer for `key`, from `build()` unless one was built since the last change. The key must
         hold everything the answer depends on besides the workspaces table (the caller, the query)."""
         version = self.store.workspaces_version()  # read before building: a change during it is not missed
+        body = self._kept(key, version)
+        if body is None:
+            body = build()
+            self._keep(key, version, body)
+        return body
+
+    async def answer(self, key: Hashable, build: Callable[[], bytes], limiter: anyio.CapacityLimiter) -> bytes:
+        """As `get`, from the event loop: a kept answer costs one small read there, with no thread to wait
+        for; a build runs in a thread of `limiter`."""
+        version = self.store.workspaces_version()
+        body = self._kept(key, version)
+        if body is None:
+            body = await anyio.to_thread.run_sync(build, limiter=limiter)
+            self._keep(key, version, body)
+        return body
+
+    def _kept(self, key: Hashable, version: int) -> bytes | None:
         with self._lock:
             kept = self._answers.get(key)
-            if kept is not None and kept[0] == version:
-                self._answers.move_to_end(key)
-                return kept[1]
-        body = build()
+            if kept is None or kept[0] != version:
+                return None
+            self._answers.move_to_end(key)
+            return kept[1]
+
+    def _keep(self, key: Hashable, version: int, body: bytes) -> None:
         with self._lock:
             self._answers[key] = (version, body)
             self._answers.move_to_end(key)
             while len(self._answers) > self.entries:
                 self._answers.popitem(last=False)
-        return body

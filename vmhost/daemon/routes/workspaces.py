@@ -40,19 +40,21 @@ def create_workspace(body: WorkspaceCreate, response: Response, caller: CallerDe
 
 
 @router.get("", response_model=list[WorkspaceOut], summary="List workspaces", responses=errors())
-def list_workspaces(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
-                    status: Annotated[str | None, Query(description="only this status")] = None,
-                    label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],
-                    ) -> Response:
+async def list_workspaces(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                          status: Annotated[str | None, Query(description="only this status")] = None,
+                          label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],
+                          ) -> Response:
     """The caller's workspaces (every workspace for admins)."""
     labels = parse_label_filters(label)
 
     def build() -> bytes:
         return WORKSPACE_LIST.dump_json([WorkspaceOut.of(w) for w in orchestrator.list(caller, status, labels)])
 
-    # served pre-serialised, reused until a workspace changes (see daemon/listcache.py)
+    # served pre-serialised, reused until a workspace changes (see daemon/listcache.py); a reused answer
+    # needs no thread, a new one is built in the read pool
     key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())))
-    return Response(request.app.state.workspace_lists.get(key, build), media_type="application/json")
+    body = await request.app.state.workspace_lists.answer(key, build, request.app.state.read_limiter)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{ref}", response_model=WorkspaceOut, summary="Get a workspace", responses=errors(404))
