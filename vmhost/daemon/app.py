@@ -80,8 +80,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.events = EventBus(orchestrator.store)
     app.state.workspace_lists = WorkspaceListCache(orchestrator.store)
     errors.install(app)
-    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
-    for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
+    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths;
+    # the busiest routes early, as each request tries the routes in this order
+    for module in (edits, commands, snapshots, workspaces, operations, health, admin, files, templates, tokens, ui,
                    events, shell, quotas, me, audit):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,

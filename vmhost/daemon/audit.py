@@ -95,8 +95,11 @@ class AuditTrail:
         scope[AUDIT_KEY] = record
         state: dict[str, Any] = {"status": None, "body": b"", "done": False}
 
+        def recorded(status: int) -> bool:
+            return websocket or method not in READS or status in REFUSED
+
         async def write(status: int) -> None:
-            if state["done"] or not (websocket or method not in READS or status in REFUSED):
+            if state["done"] or not recorded(status):
                 return
             state["done"] = True
             entry = self._entry(scope, method, status, record, _from_body(state["body"]))
@@ -110,7 +113,7 @@ class AuditTrail:
             if kind in ("http.response.start", "websocket.http.response.start"):
                 state["status"] = message["status"]
             elif kind in ("http.response.body", "websocket.http.response.body"):
-                if len(state["body"]) < MAX_CAPTURE:
+                if len(state["body"]) < MAX_CAPTURE and recorded(state["status"] or 500):
                     state["body"] += message.get("body", b"")[:MAX_CAPTURE]
                 if not message.get("more_body", False):
                     await write(state["status"] or 500)

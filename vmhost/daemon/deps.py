@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
@@ -29,6 +31,15 @@ async def get_caller(conn: HTTPConnection) -> Caller:
     if conn.scope["type"] == "http" and conn.scope["method"] not in READS and caller.scope != Scope.WRITE:
         raise Forbidden(f"this token is read-only: it may not {conn.scope['method']} {conn.url.path}")
     return caller
+
+
+T = TypeVar("T")
+
+
+async def in_read_pool(conn: HTTPConnection, read: Callable[[], T]) -> T:
+    """`read()` in the threads kept for routes that only read the database (never Docker): they do not
+    queue behind the default pool's requests, some of which wait on Docker."""
+    return await anyio.to_thread.run_sync(read, limiter=conn.app.state.read_limiter)
 
 
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
