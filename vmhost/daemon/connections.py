@@ -87,12 +87,6 @@ def quiet_repeats(*loggers: str) -> None:
             target.addFilter(RepeatFilter())
 
 
-@dataclass(eq=False)
-class _Held:
-    protocol: Any
-    unix: bool
-
-
 @dataclass
 class ConnectionTable:
     """Every connection the server holds, and which of them wait for a request (oldest first)."""
@@ -100,7 +94,7 @@ class ConnectionTable:
     limit: int
     unix_reserve: int
     header_timeout: float
-    held: dict[Any, _Held] = field(default_factory=dict)  # by transport
+    held: dict[Any, bool] = field(default_factory=dict)  # transport: on the Unix socket?
     waiting: OrderedDict[Any, None] = field(default_factory=OrderedDict)  # transports, oldest first
     tcp_count: int = 0
 
@@ -111,11 +105,10 @@ class ConnectionTable:
     def tcp_limit(self) -> int:
         return self.limit - self.unix_reserve
 
-    def admit(self, transport: Any, protocol: Any) -> bool:
+    def admit(self, transport: Any) -> bool:
         """Hold a new connection (closing the longest waiting one if that makes room); False when there
-        is no room. A transport already held (an upgrade to WebSocket) just changes hands."""
+        is no room. A transport already held (an upgrade to WebSocket) keeps its place."""
         if transport in self.held:
-            self.held[transport].protocol = protocol
             return True
         unix = _is_unix(transport)
         full = len(self.held) >= self.limit or (not unix and self.tcp_count >= self.tcp_limit)
@@ -124,7 +117,7 @@ class ConnectionTable:
                         "%d are kept for the Unix socket)", "Unix socket" if unix else "TCP",
                         self.limit if unix else self.tcp_limit, self.unix_reserve)
             return False
-        self.held[transport] = _Held(protocol, unix)
+        self.held[transport] = unix
         self.tcp_count += not unix
         return True
 
@@ -132,7 +125,7 @@ class ConnectionTable:
         """Close the TCP connection that has waited longest for a request; for a Unix socket newcomer,
         else the longest waiting one of the Unix socket."""
         for tcp_only in (True, False) if unix else (True,):
-            victim = next((t for t in self.waiting if not (tcp_only and self.held[t].unix)), None)
+            victim = next((t for t in self.waiting if not (tcp_only and self.held[t])), None)
             if victim is not None:
                 log.info("closed the connection that waited longest for a request, to make room for a new one")
                 self.release(victim)
@@ -149,9 +142,9 @@ class ConnectionTable:
             self.waiting.pop(transport, None)
 
     def release(self, transport: Any) -> None:
-        held = self.held.pop(transport, None)
-        if held is not None:
-            self.tcp_count -= not held.unix
+        unix = self.held.pop(transport, None)
+        if unix is not None:
+            self.tcp_count -= not unix
             self.waiting.pop(transport, None)
 
 
@@ -168,7 +161,7 @@ class _GuardedHttp(PeerH11Protocol):
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not self.table.admit(transport, self):
+        if not self.table.admit(transport):
             transport.close()
             return
         self._watch()
@@ -221,7 +214,7 @@ class _GuardedWebSocket(PeerWebSocketProtocol):
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not self.table.admit(transport, self):
+        if not self.table.admit(transport):
             transport.close()
             return
         self.table.set_waiting(transport, False)
