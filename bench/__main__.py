@@ -70,7 +70,7 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
     bench.sdk_create_stopped(sizes.docker_containers)
     daemon = bench.daemon(seed=sizes.rows)
     ctx = cases.new_context(bench, daemon, sizes)
-    for case in (cases.listing, cases.cli_listing, cases.tab_completion):
+    for case in (cases.listing, cases.list_under_load, cases.cli_listing, cases.tab_completion):
         results += run_case(case, ctx, progress)
     results.append(cases.memory(daemon, f"{sizes.rows} workspaces, after the list runs"))
     ctx.api.close()

@@ -29,9 +29,10 @@ import httpx
 from docker.models.containers import Container
 
 import vmhost
+from bench import load
 from bench.environment import Bench
 from bench.measure import Plan, Result, Summary, Target, paired
-from vmhost.testing import DaemonProcess
+from vmhost.testing import DaemonProcess, free_port
 
 API = "/api/v1"
 WAIT = 120
@@ -50,12 +51,17 @@ class Sizes:
     clients: int             # concurrent list clients ...
     rate_seconds: float      # ... for this long a round
     rate_rounds: int
+    connections: int         # kept-alive connections listing at once against the floor ...
+    load_seconds: float      # ... for this long a round (after a second of warm-up)
+    load_rounds: int
 
 
 FULL = Sizes(plan=Plan(3, 20), list_plan=Plan(20, 200), cli_plan=Plan(2, 25), concurrent_plan=Plan(0, 2),
-             rows=1000, docker_containers=100, users=10, per_user=5, clients=16, rate_seconds=4, rate_rounds=3)
+             rows=1000, docker_containers=100, users=10, per_user=5, clients=16, rate_seconds=4, rate_rounds=3,
+             connections=100, load_seconds=4, load_rounds=3)
 QUICK = Sizes(plan=Plan(1, 1), list_plan=Plan(2, 12), cli_plan=Plan(1, 2), concurrent_plan=Plan(0, 1),
-              rows=50, docker_containers=5, users=2, per_user=2, clients=4, rate_seconds=0.5, rate_rounds=1)
+              rows=50, docker_containers=5, users=2, per_user=2, clients=4, rate_seconds=0.5, rate_rounds=1,
+             connections=10, load_seconds=0.5, load_rounds=1)
 
 
 @dataclass
@@ -364,6 +370,88 @@ def listing(ctx: Context) -> list[Result]:
         Result(f"GET /workspaces, {len(listed)} workspaces, {sizes.clients} clients", "req/s",
                Summary(tuple(rates)), Summary(tuple(docker_rates)), reference, Target(min_median=300)),
     ]
+
+
+@contextmanager
+def floor(bench: Bench, body: bytes, unix: bool) -> Iterator[tuple[load.Target, int]]:
+    """The bare FastAPI floor (bench/floor.py) answering `body`, on a Unix socket or a loopback port;
+    where it listens, and its pid."""
+    body_file = bench.dir / "floor-body.json"
+    body_file.write_bytes(body)
+    target = load.Target(socket=bench.dir / "floor.sock") if unix else load.Target(port=free_port())
+    where = ["--uds", str(target.socket)] if unix else ["--port", str(target.port)]
+    process = subprocess.Popen([sys.executable, "-m", "bench.floor", "--body", str(body_file), *where],
+                               cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        transport = httpx.HTTPTransport(uds=str(target.socket)) if unix else None
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{target.port or 80}", timeout=5) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/floor").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the floor did not start: {process.stderr.read()[-300:]!r}") from None
+                    time.sleep(0.1)
+        yield target, process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def list_under_load(ctx: Context) -> list[Result]:
+    """`GET /api/v1/workspaces` from many kept-alive connections at once, over TCP with an admin token and
+    over the Unix socket, with a few and with many workspaces, each against the floor: a bare FastAPI
+    route answering the same bytes, driven by the same client, interleaved round by round."""
+    results = []
+    few = ctx.bench.daemon(seed=8)
+    try:
+        for daemon in (few, ctx.daemon):
+            results += _list_under_load(ctx, daemon)
+    finally:
+        few.cleanup()
+    return results
+
+
+def _list_under_load(ctx: Context, daemon: DaemonProcess) -> list[Result]:
+    sizes, path = ctx.sizes, f"{API}/workspaces"
+    token = daemon.token("bench-lister", admin=True)
+    with daemon.tcp(token) as client:
+        body = client.get(path).content
+    count = len(json.loads(body))
+    results = []
+    for unix in (False, True):
+        door = "Unix socket (peer credentials)" if unix else "TCP (bearer token)"
+        server = load.Target(socket=daemon.socket) if unix else load.Target(port=daemon.port)
+        vmhost_runs, floor_runs, cpu = [], [], {"vmhost": [0.0, 0], "floor": [0.0, 0]}
+
+        def hammer(pid: int, kind: str, target: load.Target, url: str, bearer: str | None) -> load.Load:
+            before = load.cpu_seconds(pid)
+            done = load.hammer(target, url, sizes.connections, sizes.load_seconds, token=bearer)
+            cpu[kind][0] += load.cpu_seconds(pid) - before
+            cpu[kind][1] += done.sent
+            return done
+
+        assert daemon.process is not None
+        with floor(ctx.bench, body, unix) as (bare, floor_pid):
+            for _ in range(sizes.load_rounds):
+                floor_runs.append(hammer(floor_pid, "floor", bare, "/floor", None))
+                vmhost_runs.append(hammer(daemon.process.pid, "vmhost", server, path, None if unix else token))
+        per_request = {kind: 1e6 * seconds / max(sent, 1) for kind, (seconds, sent) in cpu.items()}
+        name = f"GET /workspaces, {count} workspaces, {sizes.connections} connections, {door}"
+        reference = "bare FastAPI route, same body (bench/floor.py)"
+        results += [
+            Result(name, "req/s", Summary(tuple(r.rate for r in vmhost_runs)),
+                   Summary(tuple(r.rate for r in floor_runs)), reference, Target(min_ratio=0.8),
+                   note=f"server CPU a request: vmhost {per_request['vmhost']:.0f} us, "
+                        f"floor {per_request['floor']:.0f} us (the same client drives both)"),
+            Result(f"{name}, p99", "ms", Summary(tuple(r.p99 for r in vmhost_runs)),
+                   Summary(tuple(r.p99 for r in floor_runs)), reference, Target(max_ratio=2),
+                   note="p99 latency of each round's requests"),
+        ]
+    return results
 
 
 def run_on_terminal(argv: list[str], env: dict[str, str]) -> bytes:

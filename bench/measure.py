@@ -35,6 +35,7 @@ class Target:
     """What a result must meet. Times and sizes must stay under their bound, rates over theirs."""
 
     max_ratio: float | None = None      # vmhost median / baseline median
+    min_ratio: float | None = None      # the same, for rates
     max_added: float | None = None      # vmhost median - baseline median, in the result's unit
     max_median: float | None = None
     min_median: float | None = None     # for rates (requests per second)
@@ -43,6 +44,8 @@ class Target:
         parts = []
         if self.max_ratio is not None:
             parts.append(f"<= {self.max_ratio:g}x")
+        if self.min_ratio is not None:
+            parts.append(f">= {self.min_ratio:g}x")
         if self.max_added is not None:
             parts.append(f"+{self.max_added:g} {unit}")
         if self.max_median is not None:
@@ -77,6 +80,8 @@ class Result:
         checks = []
         if target.max_ratio is not None and ratio is not None:
             checks.append(ratio <= target.max_ratio)
+        if target.min_ratio is not None and ratio is not None:
+            checks.append(ratio >= target.min_ratio)
         if target.max_added is not None and self.baseline is not None:
             checks.append(median - self.baseline.median <= target.max_added)
         if target.max_median is not None:

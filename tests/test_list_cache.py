@@ -69,3 +69,25 @@ def test_writes_to_other_tables_keep_the_list_and_workspace_writes_renew_it(orch
     finally:
         other.close()
     assert listing() == b"['renamed']" and len(builds) == 2
+
+
+def test_requests_that_miss_together_build_the_list_once(orchestrator) -> None:
+    import asyncio
+    import time
+
+    import anyio
+
+    from vmhost.daemon.listcache import WorkspaceListCache
+
+    cache, builds = WorkspaceListCache(orchestrator.store), []
+
+    def build() -> bytes:
+        builds.append(1)
+        time.sleep(0.3)  # a thousand workspaces take a while: the others arrive meanwhile
+        return b"[]"
+
+    async def twenty_at_once() -> list[bytes]:
+        return await asyncio.gather(*(cache.answer("all", build, anyio.CapacityLimiter(4)) for _ in range(20)))
+
+    assert asyncio.run(twenty_at_once()) == [b"[]"] * 20
+    assert len(builds) == 1

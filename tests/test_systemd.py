@@ -54,7 +54,7 @@ def test_units_say_what_the_issue_asks() -> None:
     service = (UNITS / "vmhost.service").read_text().splitlines()
     for line in ("User=vmhost", "SupplementaryGroups=docker", "Restart=on-failure", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/var/lib/vmhost", "ProtectHome=yes", "PrivateTmp=yes",
-                 "Requires=vmhost.socket"):
+                 "Requires=vmhost.socket", "LimitNOFILE=65536"):
         assert line in service
     sockets = (UNITS / "vmhost.socket").read_text().splitlines()
     for line in ("ListenStream=/run/vmhost/vmhost.sock", "ListenStream=127.0.0.1:3121", "SocketMode=0660",

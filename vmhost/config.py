@@ -152,6 +152,14 @@ OPTIONS: tuple[Option, ...] = (
            "PEM private key for tls_cert"),
     Option("allow_insecure_tcp", ("VMHOST_ALLOW_INSECURE_TCP",), lambda: False, _flag,
            "serve plain HTTP on a non-loopback address without a trusted proxy (not recommended)"),
+    Option("max_connections", ("VMHOST_MAX_CONNECTIONS",), lambda: 4096, _positive_int,
+           "connections held at once, TCP and Unix socket together (fewer if the descriptor limit is lower)"),
+    Option("socket_reserve", ("VMHOST_SOCKET_RESERVE",), lambda: 64, _positive_int,
+           "of max_connections, how many TCP may not take: kept for the Unix socket (admins on the host)"),
+    Option("header_timeout", ("VMHOST_HEADER_TIMEOUT",), lambda: 20.0, _positive_float,
+           "seconds a connection has to send a whole request head, from its opening or its first byte"),
+    Option("keepalive_timeout", ("VMHOST_KEEPALIVE_TIMEOUT",), lambda: 330.0, _positive_float,
+           "seconds an idle keep-alive connection is kept (longer than clients keep theirs)"),
 )
 
 
@@ -197,6 +205,10 @@ class Settings:
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool
+    max_connections: int
+    socket_reserve: int
+    header_timeout: float
+    keepalive_timeout: float
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

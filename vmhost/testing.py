@@ -105,11 +105,12 @@ class DaemonProcess:
         }
         self.log_path = self.dir / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.launcher: list[str] = []  # a command the daemon runs under, e.g. ["prlimit", "--nofile=512"]
 
     def start(self, timeout: float = 20) -> Self:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "vmhost", "daemon"], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
+        self.process = subprocess.Popen([*self.launcher, sys.executable, "-m", "vmhost", "daemon"], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 WS_MAX_MESSAGE = 4 * 1024 * 1024
+RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# what a request meets when the daemon closed the kept-alive connection it went out on
+CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class VmhostClient:
@@ -61,7 +64,14 @@ class VmhostClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with self._errors():
-            response = self.http.request(method, path, **kwargs)
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except CLOSED_UNDER_US:
+                # A kept-alive connection can close at the moment a request goes out on it: nothing was
+                # answered, so a read is sent again, once, on a new connection. Writes are not repeated.
+                if method not in RETRIED_METHODS:
+                    raise
+                response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise self._error(response)
         if response.status_code == 204 or not response.content:

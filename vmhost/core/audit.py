@@ -73,8 +73,7 @@ class AuditLog:
             where.append("time <= ?")
             params.append(to_text(until))
         sql = f"SELECT * FROM audit{where_clause(where)} ORDER BY id DESC LIMIT ?"
-        with self.store.transaction() as conn:
-            rows = conn.execute(sql, (*params, min(limit, MAX_ENTRIES))).fetchall()
+        rows = self.store.read(sql, (*params, min(limit, MAX_ENTRIES)))
         return [_entry(r) for r in rows]
 
     def prune(self, retention_seconds: float) -> int:

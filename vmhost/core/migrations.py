@@ -181,6 +181,16 @@ def m007_quota_pids_snapshot_bytes(db: Database) -> None:
     db.execute("ALTER TABLE quotas ADD COLUMN max_snapshot_bytes INTEGER")
 
 
+@migrations()
+def m008_tokens_version(db: Database) -> None:
+    # Like m005, for tokens: the daemon keeps checked tokens in memory only while this stands, so a
+    # revocation (or any other change to a token), by this process or another, takes effect at once.
+    db.execute("INSERT INTO table_versions (name, version) VALUES ('tokens', 0)")
+    for change in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER tokens_version_{change.lower()} AFTER {change} ON tokens BEGIN "
+                   "UPDATE table_versions SET version = version + 1 WHERE name = 'tokens'; END")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import logging
 import os
 import re
@@ -49,6 +48,7 @@ from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
+from vmhost.core.tokencache import TokenCache
 from vmhost.errors import (
     Forbidden,
     InvalidInput,
@@ -108,6 +108,7 @@ class Orchestrator:
                  provision_timeout: float = PROVISION_TIMEOUT) -> None:
         self.store = store
         self.quotas = quotas or Quotas(store)
+        self.tokens = TokenCache(store)
         self.provider = provider
         self.templates = templates
         self.instance = instance
@@ -776,11 +777,9 @@ class Orchestrator:
         return self.store.get_token(token_id)
 
     def authenticate_token(self, secret: str, address: str | None = None) -> Caller:
-        computed = hash_token(secret)
-        found = self.store.token_by_hash(computed)
-        if found is None or not hmac.compare_digest(found[1], computed):
+        token = self.tokens.find(hash_token(secret))
+        if token is None:
             raise Unauthenticated("invalid API token")
-        token = found[0]
         if token.revoked_at is not None:
             raise Unauthenticated("this API token was revoked")
         if token.expires_at is not None and token.expires_at <= utcnow():

@@ -99,7 +99,7 @@ class Quotas:
         return replace(self.defaults, **self._overrides(conn, user))
 
     def quota(self, user: str, exempt: bool = False) -> UserQuota:
-        with self.store.transaction() as conn:
+        with self.store.reading() as conn:
             overrides = self._overrides(conn, user)
             usage = self._usage(conn, user)
         return UserQuota(user=user, limits=replace(self.defaults, **overrides), overrides=overrides, usage=usage,

@@ -1,8 +1,10 @@
 """The database: the source of truth for workspaces, operations, tokens and events.
 
-One SQLite connection in WAL mode, shared by the daemon's threads behind one lock (SQLite allows one
-writer at a time anyway). Every change that others may wait on notifies `changed`; every event is
-handed to the subscribers after its transaction commits.
+SQLite in WAL mode: one writing connection, shared by the daemon's threads behind one lock (SQLite
+allows one writer at a time anyway), and read connections of their own, so a read never waits for a
+write transaction (WAL readers see the last commit). A thread inside a write transaction reads through
+the writer, to see its own changes. Every change that others may wait on notifies `changed`; every
+event is handed to the subscribers after its transaction commits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -138,26 +141,39 @@ def _make_private(db_path: Path) -> None:
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
+        self.in_memory = str(path) == ":memory:"  # one connection only: readers could not see it
+        if not self.in_memory:
             _make_private(self.path)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")
+        conn = self._connect()
         self.db = Database(conn)
-        if str(path) != ":memory:":
+        if not self.in_memory:
             self.db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
+        self._local = threading.local()  # .depth: this thread's nesting of write transactions; .reader
+        self._readers: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()  # every thread's, to close them
+        self._readers_lock = threading.Lock()
         self._subscribers: list[Callable[[Event], None]] = []
         self._pending_events: list[Event] = []
-        self.backup_written = migrations.migrate(self.db, None if str(path) == ":memory:" else self.path)
+        self.backup_written = migrations.migrate(self.db, None if self.in_memory else self.path)
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _connect(self, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT,
+                               factory=factory)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")
+        return conn
 
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
+        with self._readers_lock:
+            readers = list(self._readers)
+        for conn in readers:
+            conn.close()
 
     @property
     def schema_version(self) -> int:
@@ -172,6 +188,7 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             events_before = len(self._pending_events)
+            self._local.depth = getattr(self._local, "depth", 0) + 1
             try:
                 with self.db.atomic() if self.db.conn.in_transaction else self._immediate():
                     yield self.db.conn
@@ -181,6 +198,8 @@ class Store:
             except BaseException:
                 del self._pending_events[events_before:]
                 raise
+            finally:
+                self._local.depth -= 1
             if not self.db.conn.in_transaction:
                 self._publish()
 
@@ -218,12 +237,62 @@ class Store:
                 except Exception:  # a broken subscriber must not break writers
                     log.exception("event subscriber failed")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read through, several statements in one consistent snapshot; it does not
+        wait for a write transaction (inside one, it is the writer's, to see the changes made so far)."""
+        if self.in_memory or getattr(self._local, "depth", 0):
+            with self._lock, self._mapping_errors():
+                yield self.db.conn
+            return
+        with self._mapping_errors(), self._reader() as conn:
+            if conn.in_transaction:  # a reading() inside another: the same snapshot
+                yield conn
+                return
+            conn.execute("BEGIN")
             try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self.in_memory or getattr(self._local, "depth", 0):
+            with self._lock, self._mapping_errors():
                 return self.db.conn.execute(sql, params).fetchall()
+        with self._mapping_errors(), self._reader() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one query, from a read connection: it does not wait for a write transaction."""
+        return self._query(sql, params)
+
+    @contextmanager
+    def _mapping_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable("read", exc) from exc
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection, opened at its first read and closed when the thread ends (or
+        the store closes); one that failed is replaced at the next read."""
+        conn = getattr(self._local, "reader", None)
+        if conn is None:
+            try:
+                conn = self._connect(_ReadConnection)
+                conn.execute("PRAGMA query_only = 1")
             except sqlite3.OperationalError as exc:
                 raise self._unavailable("read", exc) from exc
+            self._local.reader = conn
+            with self._readers_lock:
+                self._readers.add(conn)
+        try:
+            yield conn
+        except sqlite3.Error:
+            self._local.reader = None
+            conn.close()
+            raise
 
     def ping(self) -> bool:
         try:
@@ -235,7 +304,14 @@ class Store:
     def workspaces_version(self) -> int:
         """A number that grows with every write to the workspaces table, by this process or another
         (a trigger bumps it), so answers built from that table alone can be cached on it."""
-        return self._query("SELECT version FROM table_versions WHERE name = 'workspaces'")[0][0]
+        return self._table_version("workspaces")
+
+    def tokens_version(self) -> int:
+        """The same for the tokens table: grows with every token created, changed, revoked or deleted."""
+        return self._table_version("tokens")
+
+    def _table_version(self, table: str) -> int:
+        return self._query("SELECT version FROM table_versions WHERE name = ?", (table,))[0][0]
 
     def integrity_check(self) -> list[str]:
         """SQLite's own check of the whole file: ['ok'], or the problems it found."""
@@ -587,6 +663,10 @@ class Store:
                             (workspace_id, type, json.dumps(payload))).fetchone():
                 return None
             return self.add_event(conn, type, workspace_id, owner, payload)
+
+
+class _ReadConnection(sqlite3.Connection):
+    """A thread's read connection (a subclass only to be weakly referenced)."""
 
 
 def _like_prefix(prefix: str) -> str:

@@ -66,6 +66,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
         # life (a shell's reader, a log stream) takes it from its own pool, so it never starves them
         anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
+        # threads of their own for routes that only read the database: never queued behind the default
+        # pool's requests, some of which wait on Docker
+        app.state.read_limiter = anyio.CapacityLimiter(16)
         await anyio.to_thread.run_sync(orchestrator.recover)
         for worker in workers:
             worker.start()
@@ -88,8 +91,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.state.sessions = session_gate(settings)
     app.state.token_sessions = LiveSessions()
     errors.install(app)
-    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths
-    for module in (admin, health, edits, commands, snapshots, files, workspaces, operations, templates, tokens, ui,
+    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths;
+    # the busiest routes early, as each request tries the routes in this order
+    for module in (edits, commands, snapshots, workspaces, operations, health, admin, files, templates, tokens, ui,
                    events, shell, quotas, me, audit):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)

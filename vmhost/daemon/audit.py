@@ -116,6 +116,9 @@ class AuditTrail:
         scope[AUDIT_KEY] = record
         state: dict[str, Any] = {"status": None, "body": b"", "done": False, "started": False}
 
+        def recorded(status: int) -> bool:
+            return websocket or method not in READS or status in REFUSED
+
         async def save(entry: AuditEntry) -> None:
             try:
                 await anyio.to_thread.run_sync(self.audit.record, entry)
@@ -129,7 +132,7 @@ class AuditTrail:
             await save(self._entry(scope, method, state["status"] or 101, record, {}, "start"))
 
         async def write(status: int) -> None:
-            if state["done"] or not (websocket or method not in READS or status in REFUSED):
+            if state["done"] or not recorded(status):
                 return
             state["done"] = True
             phase = "end" if state["started"] else None
@@ -144,7 +147,7 @@ class AuditTrail:
                 if not websocket and method not in READS and _streamed(message):
                     await start()
             elif kind in ("http.response.body", "websocket.http.response.body"):
-                if len(state["body"]) < MAX_CAPTURE:
+                if len(state["body"]) < MAX_CAPTURE and recorded(state["status"] or 500):
                     state["body"] += message.get("body", b"")[:MAX_CAPTURE]
                 if not message.get("more_body", False):
                     await write(state["status"] or 500)

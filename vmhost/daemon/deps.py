@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
@@ -13,17 +15,31 @@ from vmhost.daemon.audit import READS
 from vmhost.errors import Forbidden
 
 
-def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
+async def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
     return conn.app.state.orchestrator
 
 
-def get_caller(conn: HTTPConnection) -> Caller:
+async def get_caller(conn: HTTPConnection) -> Caller:
     """Who is calling. Read-only callers are refused every HTTP method but reads here, in one place for
-    every route (the core checks again for callers that do not come through HTTP)."""
+    every route (the core checks again for callers that do not come through HTTP).
+
+    Both dependencies run on the event loop, not in the thread pool: a hop to a thread for every request
+    cost more than the work, and no request waits for a free thread just to be identified. So telling
+    who calls must stay quick and never wait on Docker or the network: tokens are checked through an
+    in-memory cache (vmhost.core.tokencache), peer credentials come with the connection."""
     caller = conn.app.state.authenticator.caller(conn)
     if conn.scope["type"] == "http" and conn.scope["method"] not in READS and caller.scope != Scope.WRITE:
         raise Forbidden(f"this token is read-only: it may not {conn.scope['method']} {conn.url.path}")
     return caller
+
+
+T = TypeVar("T")
+
+
+async def in_read_pool(conn: HTTPConnection, read: Callable[[], T]) -> T:
+    """`read()` in the threads kept for routes that only read the database (never Docker): they do not
+    queue behind the default pool's requests, some of which wait on Docker."""
+    return await anyio.to_thread.run_sync(read, limiter=conn.app.state.read_limiter)
 
 
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]

@@ -85,6 +85,7 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes x methods x statuses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,5 +104,17 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = route_template(scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
+            count, seconds = self._series(scope["method"], route, status)
+            count.inc()
+            seconds.observe(time.perf_counter() - started)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The counter and histogram children of a method, route and status (looking them up through
+        `labels()` each time costs more than the rest of this middleware)."""
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (self.metrics.requests.labels(method, route, str(status)),
+                      self.metrics.request_seconds.labels(method, route))
+            self._children[key] = series
+        return series

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from vmhost.daemon.deps import CallerDep
+from vmhost.daemon.deps import CallerDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import AuditEntryOut
 from vmhost.errors import InvalidInput
@@ -25,14 +25,18 @@ def _utc(moment: datetime | None, name: str) -> datetime | None:
 
 
 @router.get("", response_model=list[AuditEntryOut], summary="Read the audit log (admins)", responses=errors(403))
-def read_audit(request: Request, caller: CallerDep,
-               user: Annotated[str | None, Query(description="only this caller")] = None,
-               workspace: Annotated[str | None, Query(description="only this workspace (id or name)")] = None,
-               since: Annotated[datetime | None, Query(description="from this time (ISO 8601; UTC if no zone)")] = None,
-               until: Annotated[datetime | None, Query(description="up to this time")] = None,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[AuditEntryOut]:
+async def read_audit(request: Request, caller: CallerDep,
+                     user: Annotated[str | None, Query(description="only this caller")] = None,
+                     workspace: Annotated[str | None, Query(description="only this workspace (id or name)")] = None,
+                     since: Annotated[datetime | None,
+                                      Query(description="from this time (ISO 8601; UTC if no zone)")] = None,
+                     until: Annotated[datetime | None, Query(description="up to this time")] = None,
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[AuditEntryOut]:
     """Mutating requests, refused requests (401/403) and WebSocket handshakes, newest first: who, through
     which door, from where, what, on which workspace, and the answer. Entries outlive their workspaces."""
-    entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
-                                             until=_utc(until, "until"), limit=limit)
-    return [AuditEntryOut.model_validate(e) for e in entries]
+    def read() -> list[AuditEntryOut]:
+        entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
+                                                 until=_utc(until, "until"), limit=limit)
+        return [AuditEntryOut.model_validate(e) for e in entries]
+
+    return await in_read_pool(request, read)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 
 from vmhost.core.models import OperationStatus
 from vmhost.core.sessions import SessionKind
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import OperationOut
 from vmhost.daemon.sessions import hold
@@ -18,19 +18,24 @@ MAX_WAIT = 300
 
 
 @router.get("", response_model=list[OperationOut], summary="List operations", responses=errors(404))
-def list_operations(caller: CallerDep, orchestrator: OrchestratorDep,
-                    workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
-                    type: str | None = None, status: OperationStatus | None = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[OperationOut]:
+async def list_operations(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                          workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
+                          type: str | None = None, status: OperationStatus | None = None,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[OperationOut]:
     """The caller's operations, newest first (everyone's for admins). History outlives workspaces."""
-    found = orchestrator.list_operations(caller, workspace=workspace_id, type=type,
-                                         status=status.value if status else None, limit=limit)
-    return [OperationOut.model_validate(o) for o in found]
+    def read() -> list[OperationOut]:
+        found = orchestrator.list_operations(caller, workspace=workspace_id, type=type,
+                                             status=status.value if status else None, limit=limit)
+        return [OperationOut.model_validate(o) for o in found]
+
+    return await in_read_pool(request, read)
 
 
 @router.get("/{operation_id}", response_model=OperationOut, summary="Get an operation", responses=errors(404))
-def get_operation(operation_id: str, caller: CallerDep, orchestrator: OrchestratorDep) -> OperationOut:
-    return OperationOut.model_validate(orchestrator.get_operation(caller, operation_id))
+async def get_operation(operation_id: str, request: Request, caller: CallerDep,
+                        orchestrator: OrchestratorDep) -> OperationOut:
+    return await in_read_pool(request, lambda: OperationOut.model_validate(orchestrator.get_operation(caller,
+                                                                                                     operation_id)))
 
 
 @router.get("/{operation_id}/wait", response_model=OperationOut, summary="Wait for an operation to end",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from vmhost.core.quotas import UserQuota
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import QuotaLimits, QuotaOut, QuotaOverrides, QuotaUsage
 
@@ -20,10 +20,10 @@ def quota_out(quota: UserQuota) -> QuotaOut:
 
 
 @router.get("/{user}", response_model=QuotaOut, summary="A user's quota and use", responses=errors(403))
-def get_quota(user: str, caller: CallerDep, orchestrator: OrchestratorDep) -> QuotaOut:
+async def get_quota(user: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> QuotaOut:
     """The limits that apply to `user` (overrides over the configured defaults) and what they use now.
     Users may read their own; admins anyone's."""
-    return quota_out(orchestrator.quotas.show(caller, user))
+    return await in_read_pool(request, lambda: quota_out(orchestrator.quotas.show(caller, user)))
 
 
 @router.put("/{user}", response_model=QuotaOut, summary="Set a user's quota (admins)", responses=errors(403))

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors, locate_operation
 from vmhost.daemon.schemas import (
     OperationOut,
@@ -18,9 +18,11 @@ router = APIRouter(prefix=f"{API}/workspaces/{{ref}}/snapshots", tags=["snapshot
 
 
 @router.get("", response_model=list[SnapshotOut], summary="List a workspace's snapshots", responses=errors(404))
-def list_snapshots(ref: str, caller: CallerDep, orchestrator: OrchestratorDep) -> list[SnapshotOut]:
+async def list_snapshots(ref: str, request: Request, caller: CallerDep,
+                         orchestrator: OrchestratorDep) -> list[SnapshotOut]:
     """Oldest first, with their sizes; `creating` ones are still being taken."""
-    return [SnapshotOut.model_validate(s) for s in orchestrator.snapshots.list(caller, ref)]
+    return await in_read_pool(request, lambda: [SnapshotOut.model_validate(s)
+                                                for s in orchestrator.snapshots.list(caller, ref)])
 
 
 @router.post("", status_code=202, response_model=SnapshotAccepted, summary="Take a snapshot",
@@ -36,9 +38,11 @@ def create_snapshot(ref: str, body: SnapshotCreate, response: Response, caller: 
 
 
 @router.get("/{snapshot}", response_model=SnapshotOut, summary="Get a snapshot", responses=errors(404))
-def get_snapshot(ref: str, snapshot: str, caller: CallerDep, orchestrator: OrchestratorDep) -> SnapshotOut:
+async def get_snapshot(ref: str, snapshot: str, request: Request, caller: CallerDep,
+                       orchestrator: OrchestratorDep) -> SnapshotOut:
     """A snapshot by id or by name."""
-    return SnapshotOut.model_validate(orchestrator.snapshots.get(caller, ref, snapshot))
+    return await in_read_pool(request, lambda: SnapshotOut.model_validate(orchestrator.snapshots.get(caller, ref,
+                                                                                                     snapshot)))
 
 
 @router.delete("/{snapshot}", response_model=SnapshotOut, summary="Delete a snapshot",

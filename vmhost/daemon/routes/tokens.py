@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import TokenCreate, TokenCreated, TokenOut
 
@@ -20,9 +20,9 @@ def create_token(body: TokenCreate, caller: CallerDep, orchestrator: Orchestrato
 
 
 @router.get("", response_model=list[TokenOut], summary="List API tokens", responses=errors())
-def list_tokens(caller: CallerDep, orchestrator: OrchestratorDep) -> list[TokenOut]:
+async def list_tokens(request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> list[TokenOut]:
     """The caller's tokens (everyone's for admins), without their secrets."""
-    return [TokenOut.model_validate(t) for t in orchestrator.list_tokens(caller)]
+    return await in_read_pool(request, lambda: [TokenOut.model_validate(t) for t in orchestrator.list_tokens(caller)])
 
 
 @router.delete("/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=errors(403, 404))
