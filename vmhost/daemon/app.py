@@ -24,6 +24,7 @@ from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
 from vmhost.daemon.origin import SameOrigin
+from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes import (
     admin,
     audit,
@@ -42,7 +43,6 @@ from vmhost.daemon.routes import (
     ui,
     workspaces,
 )
-from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.sessions import ReleaseSessions, session_gate
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,8 @@ def _workspace_id(orchestrator: Orchestrator, caller: Caller, ref: str) -> str:
 
 @router.get(f"{API}/events", response_model=EventPage, summary="Poll events", responses=errors(404))
 def list_events(caller: CallerDep, orchestrator: OrchestratorDep,
-                since: Annotated[int, Query(ge=0, le=MAX_INT, description="answer events after this id; 0: the oldest kept")] = 0,
+                since: Annotated[int, Query(ge=0, le=MAX_INT,
+                                            description="answer events after this id; 0: the oldest kept")] = 0,
                 types: TypesQuery = None,
                 workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:

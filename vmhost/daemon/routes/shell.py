@@ -24,8 +24,8 @@ from vmhost.core.provider import LogStream, Terminal
 from vmhost.core.sessions import SessionKind
 from vmhost.core.terminal import check_terminal_size, open_shell, workspace_logs
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
-from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.revocation import LiveSessions
+from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.sessions import hold
 from vmhost.daemon.websockets import accepted_as, close_with
 from vmhost.errors import InvalidInput, VmhostError
@@ -107,8 +107,9 @@ async def _control(websocket: WebSocket, terminal: Terminal, text: str) -> None:
 
 
 @router.get(f"{API}/workspaces/{{ref}}/logs", response_class=StreamingResponse, summary="A workspace's output",
-            responses={**errors(404, 409, 429, 502, 503), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                                                           "description": "the container's output"}},
+            responses={**errors(404, 409, 429, 502, 503),
+                       200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "the container's output"}},
             name="read_workspace_logs")
 async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
                                follow: Annotated[bool, Query(description="keep streaming new output")] = False,
