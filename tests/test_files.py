@@ -9,6 +9,7 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -200,3 +201,22 @@ def test_cp_copies_files_and_directories_both_ways_like_docker_cp(
     assert neither.returncode == 2 and "exactly one side" in neither.stderr
     escape = daemon.cli("ws", "cp", str(tmp_path / "notes.txt"), f"{ws}:/../../x")
     assert escape.returncode == 2 and "outside" in escape.stderr
+
+
+def test_files_of_a_workspace_whose_container_is_gone_are_a_conflict(orchestrator: Any, name: str,
+                                                                     docker_client: docker.DockerClient) -> None:
+    """Between a container vanishing and the reconciler noticing (none runs here), the files API answers
+    409 with the workspace's name, never a 502 about a container Docker cannot find."""
+    from vmhost.core.files import WorkspaceFiles
+    from vmhost.core.orchestrator import Caller, WorkspaceRequest
+    from vmhost.errors import InvalidState
+
+    alice = Caller(user="alice")
+    workspace, operation = orchestrator.create(alice, WorkspaceRequest(name=name))
+    assert orchestrator.store.wait_operation(operation.id, 60).status.value == "succeeded"
+    docker_client.containers.get(orchestrator.store.get_workspace(workspace.id).container_id).remove(force=True)
+    files = WorkspaceFiles(orchestrator)
+    for attempt in (lambda: files.stat(alice, name, "x"), lambda: files.download(alice, name, "x"),
+                    lambda: files.upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)):
+        with pytest.raises(InvalidState, match=name):
+            attempt()

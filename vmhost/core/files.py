@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING
 
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.core.provider import PathStat
-from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge
+from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge, ProviderError
 
 if TYPE_CHECKING:
     from vmhost.core.orchestrator import Orchestrator
@@ -269,8 +269,19 @@ class WorkspaceFiles:
                                "rebuild or delete it")
         return workspace, workspace.container_id
 
+    def _stat_if_any(self, workspace: Workspace, container_id: str, path: str) -> PathStat | None:
+        """The stat of `path`, None when nothing is there; every use of the files API looks first, so a
+        container that went away under the workspace (a race with a delete or rebuild) is a 409 here."""
+        try:
+            return self.provider.stat_path(container_id, path)
+        except ProviderError as exc:
+            if not exc.extra.get("missing"):
+                raise
+            raise InvalidState(f"workspace {workspace.name!r} has no container now (status {workspace.status}); "
+                               "wait for its operation to end, or rebuild it") from exc
+
     def _stat(self, workspace: Workspace, container_id: str, path: str) -> PathStat:
-        stat = self.provider.stat_path(container_id, path)
+        stat = self._stat_if_any(workspace, container_id, path)
         if stat is None:
             raise NotFound(f"no file or directory {path} in workspace {workspace.name!r}")
         return stat
@@ -295,7 +306,7 @@ class WorkspaceFiles:
         self.orchestrator.require_write(caller)
         workspace, container_id = self._container(caller, ref)
         path = container_path(path)
-        existing = self.provider.stat_path(container_id, path)
+        existing = self._stat_if_any(workspace, container_id, path)
         if is_tar:
             if existing is not None and existing.kind != "directory":
                 raise InvalidState(f"{path} in workspace {workspace.name!r} is not a directory; "
