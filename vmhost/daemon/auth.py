@@ -105,6 +105,13 @@ class Authenticator:
                 return hop
         return None
 
+    def asks_account_database(self, conn: HTTPConnection) -> bool:
+        """Whether identifying this caller looks names up in the host's users and groups (beyond the cached
+        uid -> name): a proxy user is checked against system accounts, a socket user against the admin group."""
+        if conn.scope.get(PEER_KEY) is not None:
+            return self.admin_group is not None
+        return "authorization" not in conn.headers and "x-vm-user" in conn.headers
+
     def caller(self, conn: HTTPConnection) -> Caller:
         """Who is calling (raises Unauthenticated); remembered for the request's audit entry."""
         remember_forwarded_for(conn.scope, self.forwarded_for(conn))

@@ -26,8 +26,14 @@ async def get_caller(conn: HTTPConnection) -> Caller:
     Both dependencies run on the event loop, not in the thread pool: a hop to a thread for every request
     cost more than the work, and no request waits for a free thread just to be identified. So telling
     who calls must stay quick and never wait on Docker or the network: tokens are checked through an
-    in-memory cache (vmhost.core.tokencache), peer credentials come with the connection."""
-    caller = conn.app.state.authenticator.caller(conn)
+    in-memory cache (vmhost.core.tokencache), peer credentials come with the connection. Only a caller
+    whose identity needs the host's account database (a proxy user, a socket user when there is an admin
+    group) is identified in a thread."""
+    authenticator = conn.app.state.authenticator
+    if authenticator.asks_account_database(conn):  # which may be a network directory (sssd, LDAP)
+        caller = await anyio.to_thread.run_sync(authenticator.caller, conn)
+    else:
+        caller = authenticator.caller(conn)
     if conn.scope["type"] == "http" and conn.scope["method"] not in READS and caller.scope != Scope.WRITE:
         raise Forbidden(f"this token is read-only: it may not {conn.scope['method']} {conn.url.path}")
     return caller
