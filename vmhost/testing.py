@@ -71,11 +71,16 @@ def free_port() -> int:
 
 def remove_instance_objects(client: Any, instance: str) -> None:
     """Remove every container, network, image and volume labelled `vmhost.instance=<instance>`."""
+    import docker.errors
+
     filters = {"label": [f"vmhost.instance={instance}"]}
     for container in client.containers.list(all=True, filters=filters):
         container.remove(force=True)
     for network in client.networks.list(filters=filters):
-        network.remove()
+        try:
+            network.remove()
+        except docker.errors.APIError:  # gone already, or a container still on it: the rest goes anyway
+            pass
     for image in client.images.list(filters=filters):
         client.images.remove(image.id, force=True)
     for volume in client.volumes.list(filters=filters):

@@ -74,6 +74,7 @@ OWNER_LABEL = "vmhost.owner"
 _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
+NETWORK_ATTEMPTS = 3
 PROVISION_TIMEOUT = 1800  # seconds one provision command may run
 CANCELLABLE_WHEN_RUNNING = (OperationType.EXEC, OperationType.CREATE, OperationType.REBUILD)
 T = TypeVar("T")
@@ -552,13 +553,14 @@ class Orchestrator:
     def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
         """Create or start a container on `network`. Until the container runs, Docker lets the network go
         (release_networks may see none of its owner's containers left): when Docker finds something
-        missing, make the network again and try once more."""
-        try:
-            return act()
-        except ProviderError as exc:
-            if not exc.extra.get("missing"):
-                raise
-        self.provider.ensure_network(network)
+        missing, make the network again and try again, a few times."""
+        for _ in range(NETWORK_ATTEMPTS - 1):
+            try:
+                return act()
+            except ProviderError as exc:
+                if not exc.extra.get("missing"):
+                    raise
+            self.provider.ensure_network(network)
         return act()
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
@@ -681,7 +683,7 @@ class Orchestrator:
 
     def release_networks(self, owner: str | None = None) -> None:
         """Remove the networks (one owner's, or every owner's) that none of the owner's containers is on.
-        A create that races with this makes the network again (see DockerProvider.create_container)."""
+        A create that races with this makes the network again (see _on_network)."""
         labels = {**self.instance_labels, **({OWNER_LABEL: owner} if owner is not None else {})}
         networks = self.provider.list_managed(labels, kinds=("network",))
         if not networks:

@@ -193,7 +193,7 @@ class Quotas:
 
     def snapshot_room(self, owner: str) -> int:
         """Bytes a new snapshot of `owner`'s may take: what their budget leaves beside the snapshots taken."""
-        with self.store.transaction() as conn:
+        with self.store.reading() as conn:
             return self._limits(conn, owner).max_snapshot_bytes - self._snapshot_bytes(conn, owner)
 
     def snapshot_too_large(self, owner: str, room: int) -> QuotaExceeded:
@@ -204,7 +204,7 @@ class Quotas:
 
     def container_limits(self, workspace: Workspace) -> ContainerLimits:
         """The CPU, memory and process limits of the workspace's container (for admins' workspaces too)."""
-        with self.store.transaction() as conn:
+        with self.store.reading() as conn:
             limits = self._limits(conn, workspace.owner)
         return ContainerLimits(cpus=self._cpus(workspace), memory_mb=self._memory_mb(workspace),
                                pids=max(1, limits.max_pids // max(1, limits.max_workspaces)))
