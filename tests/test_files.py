@@ -220,3 +220,26 @@ def test_files_of_a_workspace_whose_container_is_gone_are_a_conflict(orchestrato
                     lambda: files.upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)):
         with pytest.raises(InvalidState, match=name):
             attempt()
+
+
+def test_a_container_that_goes_in_the_middle_of_an_upload_is_a_conflict(orchestrator: Any, name: str,
+                                                                         docker_client: docker.DockerClient,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container is there when the upload looks, and gone (a rebuild replacing it) when it writes."""
+    from vmhost.core.files import WorkspaceFiles
+    from vmhost.core.orchestrator import Caller, WorkspaceRequest
+    from vmhost.errors import InvalidState
+
+    alice = Caller(user="alice")
+    workspace, operation = orchestrator.create(alice, WorkspaceRequest(name=name))
+    assert orchestrator.store.wait_operation(operation.id, 60).status.value == "succeeded"
+    provider = orchestrator.provider
+    write = provider.put_archive
+
+    def removed_first(container_id: str, path: str, archive: Any) -> None:
+        docker_client.containers.get(container_id).remove(force=True)
+        write(container_id, path, archive)
+
+    monkeypatch.setattr(provider, "put_archive", removed_first)
+    with pytest.raises(InvalidState, match=name):
+        WorkspaceFiles(orchestrator).upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)

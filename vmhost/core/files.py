@@ -19,6 +19,7 @@ import tarfile
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -269,16 +270,21 @@ class WorkspaceFiles:
                                "rebuild or delete it")
         return workspace, workspace.container_id
 
-    def _stat_if_any(self, workspace: Workspace, container_id: str, path: str) -> PathStat | None:
-        """The stat of `path`, None when nothing is there; every use of the files API looks first, so a
-        container that went away under the workspace (a race with a delete or rebuild) is a 409 here."""
+    @contextmanager
+    def _container_there(self, workspace: Workspace) -> Iterator[None]:
+        """Docker finding no container (or not `/` in it) means the container went away under the workspace,
+        in a race with a delete, rebuild or restore: a 409 naming the workspace, not a 502."""
         try:
-            return self.provider.stat_path(container_id, path)
+            yield
         except ProviderError as exc:
             if not exc.extra.get("missing"):
                 raise
             raise InvalidState(f"workspace {workspace.name!r} has no container now (status {workspace.status}); "
                                "wait for its operation to end, or rebuild it") from exc
+
+    def _stat_if_any(self, workspace: Workspace, container_id: str, path: str) -> PathStat | None:
+        with self._container_there(workspace):
+            return self.provider.stat_path(container_id, path)
 
     def _stat(self, workspace: Workspace, container_id: str, path: str) -> PathStat:
         stat = self._stat_if_any(workspace, container_id, path)
@@ -295,7 +301,8 @@ class WorkspaceFiles:
         workspace, container_id = self._container(caller, ref)
         path = container_path(path)
         self._stat(workspace, container_id, path)
-        chunks, stat = self.provider.get_archive(container_id, path)
+        with self._container_there(workspace):
+            chunks, stat = self.provider.get_archive(container_id, path)
         return Download(path, stat, file_content(chunks) if stat.kind == "file" else chunks)
 
     def upload(self, caller: Caller, ref: str, path: str, body: IO[bytes], size: int, is_tar: bool,
@@ -317,5 +324,6 @@ class WorkspaceFiles:
                 raise InvalidState(f"{path} in workspace {workspace.name!r} is a directory; name the file to write")
             single_file(body, size, path, spool)
             entries = 1
-        self.provider.put_archive(container_id, "/", spool)
+        with self._container_there(workspace):
+            self.provider.put_archive(container_id, "/", spool)
         return Upload(path, entries)
