@@ -27,6 +27,8 @@ def test_reads_answer_while_a_write_waits_on_a_long_write_transaction(daemon: Da
             assert reader.get("/api/v1/workspaces").status_code == 200
             assert reader.get("/api/v1/tokens").status_code == 200
             assert reader.get("/api/v1/me").status_code == 200
+            assert reader.get("/api/v1/events").status_code == 200
+            assert reader.get("/api/v1/templates").status_code == 200
     finally:
         holder.execute("ROLLBACK")
         holder.close()
