@@ -209,4 +209,5 @@ def test_trusted_proxy_answers_are_remembered_for_a_bounded_number_of_peers() ->
         assert not authenticator.is_trusted_proxy(f"192.0.2.{n & 255}")
     assert len(authenticator._judged) <= JUDGED_HOSTS
     assert not authenticator.is_trusted_proxy("not an address")
-    assert not Authenticator(Settings.load(env={}), orchestrator=None).is_trusted_proxy("10.0.0.1")  # type: ignore[arg-type]
+    untrusting = Authenticator(Settings.load(env={}), orchestrator=None)  # type: ignore[arg-type]
+    assert not untrusting.is_trusted_proxy("10.0.0.1")
