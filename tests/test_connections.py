@@ -71,6 +71,32 @@ def test_a_connection_that_sends_no_whole_request_head_is_closed(make_daemon: An
         assert client.get("/health").status_code == 200
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_request_body_that_stops_arriving_is_answered_408_and_closed(make_daemon: Any) -> None:
+    daemon = make_daemon({"VMHOST_BODY_TIMEOUT": "1"})
+    head = (b"POST /api/v1/workspaces HTTP/1.1\r\nHost: vmhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    with contextlib.ExitStack() as stack:
+        trickling_unix = stack.enter_context(socket.socket(socket.AF_UNIX))
+        trickling_unix.settimeout(30)
+        trickling_unix.connect(str(daemon.socket))
+        trickling_tcp = stack.enter_context(socket.create_connection(("127.0.0.1", daemon.port), timeout=30))
+        for sock in (trickling_unix, trickling_tcp):
+            sock.sendall(head + b'{"name": "')  # 10 of the 100 bytes promised, then nothing
+        answer = read_until_closed(trickling_unix)  # closed by the daemon, not by the 30 s timeout
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"VMHOST_BODY_TIMEOUT" in answer
+        assert read_until_closed(trickling_tcp).startswith(b"HTTP/1.1 4")
+    with daemon.client() as client:  # the daemon goes on serving
+        assert client.get("/health").status_code == 200
+
+
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     opened: list[socket.socket] = []
     failures = 0

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from pathlib import Path
 
 import httpx
 
 from tests.conftest import Daemon
+from vmhost.core.models import Scope, Token, utcnow
 from vmhost.core.store import Store
+from vmhost.core.tokencache import TokenCache
 
 
 def test_reads_answer_while_a_write_waits_on_a_long_write_transaction(daemon: Daemon, api: httpx.Client) -> None:
@@ -27,6 +30,8 @@ def test_reads_answer_while_a_write_waits_on_a_long_write_transaction(daemon: Da
             assert reader.get("/api/v1/workspaces").status_code == 200
             assert reader.get("/api/v1/tokens").status_code == 200
             assert reader.get("/api/v1/me").status_code == 200
+            assert reader.get("/api/v1/events").status_code == 200
+            assert reader.get("/api/v1/templates").status_code == 200
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -55,3 +60,34 @@ def test_a_revoked_token_is_refused_at_once_though_tokens_are_cached(daemon: Dae
             other.close()
         refused = by_second.get("/api/v1/workspaces")
         assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+
+
+def found_id(cache: TokenCache, token_hash: str) -> str | None:
+    token = cache.find(token_hash)
+    return token and token.id
+
+
+def test_unknown_token_hashes_are_remembered_until_a_token_is_created(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tokens.db")
+    reads: list[str] = []
+    token_by_hash = store.token_by_hash
+    store.token_by_hash = lambda h: reads.append(h) or token_by_hash(h)  # type: ignore[method-assign]
+    cache = TokenCache(store, entries=2, unknown_entries=4)
+    try:
+        real = Token(id="tok_real", user="rita", name="r", scope=Scope.WRITE, admin=False, created_at=utcnow())
+        store.insert_token(real, "real-hash")
+        assert found_id(cache, "real-hash") == "tok_real"
+        for _ in range(3):
+            assert cache.find("guess") is None
+        assert reads.count("guess") == 1  # an unknown hash is read once while the tokens stand still
+
+        for n in range(100):  # a flood of guesses stays bounded and leaves the real token in place
+            assert cache.find(f"guess-{n}") is None
+        assert len(cache._unknown) == 4
+        assert found_id(cache, "real-hash") == "tok_real" and reads.count("real-hash") == 1
+
+        later = Token(id="tok_later", user="rita", name="l", scope=Scope.WRITE, admin=False, created_at=utcnow())
+        store.insert_token(later, "guess")  # a token created after its hash was refused is found at once
+        assert found_id(cache, "guess") == "tok_later"
+    finally:
+        store.close()

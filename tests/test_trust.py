@@ -13,7 +13,9 @@ import pytest
 from conftest import Daemon, create_ws
 from httpx_ws import WebSocketDisconnect, connect_ws
 
+from vmhost.config import Settings
 from vmhost.core import validation
+from vmhost.daemon.auth import JUDGED_HOSTS, Authenticator
 from vmhost.daemon.logs import redact
 from vmhost.daemon.origin import same_origin
 from vmhost.errors import InvalidInput
@@ -196,3 +198,16 @@ def test_one_user_name_rule_and_origin_matching() -> None:
         assert not same_origin(foreign, ["127.0.0.1:3121"]), foreign
     assert redact("/ws/events?since=1&token=vmh_s3cr3t&types=x") == "/ws/events?since=1&token=[redacted]&types=x"
     assert redact("secret vmh_s3cr3t-x_y here") == "secret vmh_[redacted] here"
+
+
+def test_trusted_proxy_answers_are_remembered_for_a_bounded_number_of_peers() -> None:
+    settings = Settings.load(env={"VMHOST_TRUSTED_PROXIES": "10.0.0.0/8"})
+    authenticator = Authenticator(settings, orchestrator=None)  # type: ignore[arg-type]  (not asked here)
+    for n in range(JUDGED_HOSTS + 10):  # a flood of peers costs parsing again, not memory
+        host = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        assert authenticator.is_trusted_proxy(host) and authenticator.is_trusted_proxy(host)
+        assert not authenticator.is_trusted_proxy(f"192.0.2.{n & 255}")
+    assert len(authenticator._judged) <= JUDGED_HOSTS
+    assert not authenticator.is_trusted_proxy("not an address")
+    untrusting = Authenticator(Settings.load(env={}), orchestrator=None)  # type: ignore[arg-type]
+    assert not untrusting.is_trusted_proxy("10.0.0.1")

@@ -158,6 +158,8 @@ OPTIONS: tuple[Option, ...] = (
            "of max_connections, how many TCP may not take: kept for the Unix socket (admins on the host)"),
     Option("header_timeout", ("VMHOST_HEADER_TIMEOUT",), lambda: 20.0, _positive_float,
            "seconds a connection has to send a whole request head, from its opening or its first byte"),
+    Option("body_timeout", ("VMHOST_BODY_TIMEOUT",), lambda: 60.0, _positive_float,
+           "seconds a request body may go without a byte arriving before the connection is closed (408)"),
     Option("keepalive_timeout", ("VMHOST_KEEPALIVE_TIMEOUT",), lambda: 330.0, _positive_float,
            "seconds an idle keep-alive connection is kept (longer than clients keep theirs)"),
 )
@@ -208,6 +210,7 @@ class Settings:
     max_connections: int
     socket_reserve: int
     header_timeout: float
+    body_timeout: float
     keepalive_timeout: float
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

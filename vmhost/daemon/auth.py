@@ -29,6 +29,7 @@ from vmhost.errors import InvalidInput, Unauthenticated
 FIRST_USER_UID = 1000  # Debian's UID_MIN: below it, accounts of the system
 NOBODY_UID = 65534
 UNNAMED_PREFIX = "uid"  # a socket caller whose uid has no account is "uid<N>"
+JUDGED_HOSTS = 4096  # peer addresses whose trust is remembered at once
 
 
 @lru_cache(maxsize=1024)
@@ -80,15 +81,22 @@ class Authenticator:
         self.orchestrator = orchestrator
         self.admin_group = settings.admin_group
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self._judged: dict[str, bool] = {}  # host: trusted? (parsing an address costs more than a request's auth)
 
     def is_trusted_proxy(self, host: str | None) -> bool:
-        if host is None:
+        if host is None or not self.trusted:
             return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted)
+        judged = self._judged.get(host)
+        if judged is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                return False
+            judged = any(address in network for network in self.trusted)
+            if len(self._judged) >= JUDGED_HOSTS:  # bounded: many peers cost parsing again, not memory
+                self._judged.clear()
+            self._judged[host] = judged
+        return judged
 
     def forwarded_for(self, conn: HTTPConnection) -> str | None:
         """The client a trusted proxy says it forwards: the right-most X-Forwarded-For address that is
@@ -150,7 +158,7 @@ class Authenticator:
     def token_secret(conn: HTTPConnection) -> str | None:
         """The bearer token of a TCP request: the Authorization header, or `?token=` on a WebSocket
         (browsers cannot set headers there; anywhere else a token in a URL only leaks into logs)."""
-        in_url = conn.query_params.getlist("token")
+        in_url = conn.query_params.getlist("token") if conn.scope.get("query_string") else []
         if in_url and conn.scope["type"] != "websocket":
             raise Unauthenticated("a token in the URL (?token=) is accepted on WebSocket routes only; "
                                   "send 'Authorization: Bearer <token>'")

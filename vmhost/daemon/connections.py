@@ -1,8 +1,11 @@
 """How many connections the daemon holds, and for how long one may sit waiting for a request.
 
 - A connection has `header_timeout` seconds from its opening (or from the first byte of its next
-  request) to send a whole request head; then it is closed. Idle keep-alive connections are closed
-  after uvicorn's `timeout_keep_alive`, set longer than common clients keep theirs (see serve.py).
+  request) to send a whole request head; then it is closed. A request body that goes `body_timeout`
+  seconds without a byte arriving (while the daemon is ready to read it) is answered 408, if nothing
+  was answered yet, and its connection closed: a client trickling a body holds no connection. Idle
+  keep-alive connections are closed after uvicorn's `timeout_keep_alive`, set longer than common
+  clients keep theirs (see serve.py).
 - At most `limit` connections are held, and TCP may use all but `unix_reserve` of them, so an admin
   on the host can always come in over the Unix socket. When a new connection finds no room, the one
   that has waited longest for a request (idle, or still sending its head) is closed to make room;
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 FDS_PER_CONNECTION = 4  # its socket, a thread's two SQLite descriptors, a Docker stream
 FD_HEADROOM = 256       # the database, Docker's connection pool, listeners, logs, spares
 SUMMARY_INTERVAL = 60.0
+_TIMEOUT_DETAIL = b'{"detail":"the request body stopped arriving (VMHOST_BODY_TIMEOUT); send it again"}'
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                   b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_DETAIL), _TIMEOUT_DETAIL))
 
 
 def raise_descriptor_limit() -> int:
@@ -94,6 +100,7 @@ class ConnectionTable:
     limit: int
     unix_reserve: int
     header_timeout: float
+    body_timeout: float
     held: dict[Any, bool] = field(default_factory=dict)  # transport: on the Unix socket?
     waiting: OrderedDict[Any, None] = field(default_factory=OrderedDict)  # transports, oldest first
     tcp_count: int = 0
@@ -154,10 +161,12 @@ def _is_unix(transport: Any) -> bool:
 
 
 class _GuardedHttp(PeerH11Protocol):
-    """HTTP/1.1 with the table's admission and the request-head timeout."""
+    """HTTP/1.1 with the table's admission, the request-head timeout and the request-body timeout."""
 
     table: ConnectionTable
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_at: float = 0.0  # when the body last moved (a byte came, or the app was busy reading)
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -176,6 +185,7 @@ class _GuardedHttp(PeerH11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         if self.transport.get_protocol() is self:  # else it was upgraded: the WebSocket releases it
             self.table.release(self.transport)
         super().connection_lost(exc)
@@ -186,7 +196,9 @@ class _GuardedHttp(PeerH11Protocol):
         transport = self.transport
         if transport.is_closing() or transport.get_protocol() is not self:
             self._stop_head_timer()
+            self._stop_body_timer()
             return
+        self._watch_body()
         waiting = self.conn.their_state is h11.IDLE
         self.table.set_waiting(transport, waiting)
         idle = self.cycle is not None and not self.conn.trailing_data[0]  # uvicorn's keep-alive timer runs
@@ -200,6 +212,36 @@ class _GuardedHttp(PeerH11Protocol):
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.table.release(self.transport)
             self.transport.close()
+
+    def _watch_body(self) -> None:
+        """While a request body is being received, each step counts as movement; the timer (one per
+        body, not one per chunk) looks at the last movement when it fires."""
+        if self.conn.their_state is not h11.SEND_BODY:
+            self._stop_body_timer()
+            return
+        self._body_at = self.loop.time()
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.table.body_timeout, self._body_check)
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        if self.flow.read_paused:  # the app has not taken what came: the client is not the slow one
+            self._body_at = self.loop.time()
+        left = self._body_at + self.table.body_timeout - self.loop.time()
+        if left > 0:
+            self._body_timer = self.loop.call_later(left, self._body_check)
+            return
+        if self.conn.our_state is h11.SEND_RESPONSE:  # nothing answered yet
+            self.transport.write(REQUEST_TIMEOUT)
+        self.table.release(self.transport)
+        self.transport.close()
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

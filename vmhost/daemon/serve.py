@@ -179,7 +179,7 @@ def run(settings: Settings) -> None:
     if limit < settings.max_connections:
         log.warning("the process may open %d descriptors: holding at most %d connections, not %d "
                     "(raise LimitNOFILE / ulimit -n)", descriptors, limit, settings.max_connections)
-    table = ConnectionTable(limit, settings.socket_reserve, settings.header_timeout)
+    table = ConnectionTable(limit, settings.socket_reserve, settings.header_timeout, settings.body_timeout)
     http, websocket = guarded_protocols(table)
     tls = tls_context(settings)
     if settings.tcp_address is not None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, Query, Request, WebSocket
 
 from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
 from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import SessionKind
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import EventPage
 from vmhost.daemon.websockets import MAX_INT, accepted_as, int_param, send_until_disconnect
@@ -39,24 +39,26 @@ def _workspace_id(orchestrator: Orchestrator, caller: Caller, ref: str) -> str:
 
 
 @router.get(f"{API}/events", response_model=EventPage, summary="Poll events", responses=errors(404))
-def list_events(caller: CallerDep, orchestrator: OrchestratorDep,
-                since: Annotated[int, Query(ge=0, le=MAX_INT,
-                                            description="answer events after this id; 0: the oldest kept")] = 0,
-                types: TypesQuery = None,
-                workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:
+async def list_events(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                      since: Annotated[int, Query(ge=0, le=MAX_INT,
+                                                  description="answer events after this id; 0: the oldest kept")] = 0,
+                      types: TypesQuery = None,
+                      workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:
     """The caller's events after `since` (everyone's for admins), oldest first. Pass the answer's
     `last_id` as the next `since`; `gap` says which events were pruned before you asked for them."""
-    store = orchestrator.store
-    newest = store.last_event_id()  # read before the page: nothing committed later is skipped
-    pruned = store.pruned_through()
-    event_filter = EventFilter.for_caller(
-        caller, workspace_id and _workspace_id(orchestrator, caller, workspace_id), parse_types(types))
-    events = store.list_events(max(since, pruned), event_filter.owner, event_filter.workspace_id,
-                               event_filter.types, limit)
-    last_id = events[-1].id if len(events) == limit else max([newest, since, *(e.id for e in events)])
-    return EventPage(events=[event_message(e) for e in events], last_id=last_id,
-                     gap=gap_message(since + 1, pruned) if 0 < since < pruned else None)
+    def read() -> EventPage:
+        store = orchestrator.store
+        newest = store.last_event_id()  # read before the page: nothing committed later is skipped
+        pruned = store.pruned_through()
+        event_filter = EventFilter.for_caller(
+            caller, workspace_id and _workspace_id(orchestrator, caller, workspace_id), parse_types(types))
+        events = store.list_events(max(since, pruned), event_filter.owner, event_filter.workspace_id,
+                                   event_filter.types, limit)
+        last_id = events[-1].id if len(events) == limit else max([newest, since, *(e.id for e in events)])
+        return EventPage(events=[event_message(e) for e in events], last_id=last_id,
+                         gap=gap_message(since + 1, pruned) if 0 < since < pruned else None)
+    return await in_read_pool(request, read)
 
 
 async def _stream(websocket: WebSocket, ref: str | None) -> None:
