@@ -59,6 +59,10 @@ class VmhostClient:
             raise DaemonUnreachable(
                 f"cannot reach the vmhost daemon at {self.where} ({exc}); start it with 'vmhost daemon' "
                 "(or 'systemctl start vmhost'), or point --url/--socket at a running one") from exc
+        except (httpx.ReadError, httpx.WriteError) as exc:  # a reset, where a clean close is RemoteProtocolError
+            raise DaemonUnreachable(
+                f"the vmhost daemon at {self.where} closed the connection before answering ({exc}); a change "
+                "may or may not have been made: check with 'vmhost ops ls'") from exc
         except httpx.TimeoutException as exc:
             raise DaemonUnreachable(f"the vmhost daemon at {self.where} did not answer in time ({exc})") from exc
 
