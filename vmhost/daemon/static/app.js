@@ -103,7 +103,8 @@ function askForToken(error) {
   $("login").hidden = false;
   $("sign-out").hidden = true;
   $("identity").textContent = "";
-  $("login-error").textContent = state.token ? `Your token was refused: ${error.message}` : "";
+  // a second refusal (the list refresh racing the event socket's 4401) finds no token: keep the first's reason
+  if (state.token) $("login-error").textContent = `Your token was refused: ${error.message}`;
   if (state.token) { state.token = ""; sessionStorage.removeItem(TOKEN_KEY); }
   setLive("signed out", "");
   $("token").focus();
