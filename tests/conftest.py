@@ -130,6 +130,12 @@ def wait_op(client: httpx.Client, operation_id: str, timeout: float = 60) -> dic
     return operation
 
 
+def workspace_ids(client: httpx.Client) -> set[str]:
+    """The ids of the workspaces the client sees (ids only: other tests' workspaces on a shared daemon may
+    change status meanwhile)."""
+    return {workspace["id"] for workspace in client.get("/api/v1/workspaces").json()}
+
+
 def create_ws(client: httpx.Client, name: str, wait: bool = True, **body: Any) -> dict[str, Any]:
     """Create a workspace through the API; with `wait`, require it to reach running."""
     response = client.post("/api/v1/workspaces", json={"name": name, "template": "base", **body})

@@ -6,7 +6,7 @@ import stat
 
 import httpx
 import pytest
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, create_ws, wait_op, workspace_ids
 
 
 def test_health_needs_no_auth_and_reports_docker_and_database(daemon: Daemon) -> None:
@@ -115,15 +115,12 @@ def test_users_cannot_create_tokens_for_others(daemon: Daemon) -> None:
     ({}, "name"),
 ])
 def test_bad_create_input_is_a_clear_422_and_nothing_is_stored(api: httpx.Client, body: dict, fragment: str) -> None:
-    def stored() -> set[str]:  # ids only: other tests' workspaces on the shared daemon may change status meanwhile
-        return {workspace["id"] for workspace in api.get("/api/v1/workspaces").json()}
-
-    before = stored()
+    before = workspace_ids(api)
     response = api.post("/api/v1/workspaces", json=body)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert isinstance(detail, str) and fragment in detail
-    assert stored() <= before
+    assert workspace_ids(api) <= before
 
 
 def test_request_bodies_take_json_types_as_they_are(api: httpx.Client, name: str) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, create_ws, wait_op, workspace_ids
 from httpx_ws import WebSocketDisconnect, connect_ws
 
 import vmhost.daemon.routes
@@ -282,14 +282,11 @@ def test_clone_from_the_servers_disk_is_for_admins_only(daemon: Daemon, api: htt
 
 
 def test_bad_bodies_leave_the_daemon_well(daemon: Daemon, api: httpx.Client, name: str) -> None:
-    def stored() -> set[str]:  # ids only: other tests' workspaces on the shared daemon may change status meanwhile
-        return {workspace["id"] for workspace in api.get("/api/v1/workspaces").json()}
-
-    before = stored()
+    before = workspace_ids(api)
     for content in (b"{", b"[]", b"null", b'{"name": 1}', "{\"name\": \"\u00e9\"}".encode(), b"\xff\xfe"):
         response = api.post("/api/v1/workspaces", content=content, headers={"content-type": "application/json"})
         assert response.status_code == 422, (content, response.text)
-    assert stored() <= before
+    assert workspace_ids(api) <= before
     assert api.get("/health").json()["status"] == "ok"
     wait_op(api, create_ws(api, name, wait=False)["operation"]["id"])
 
