@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from vmhost.core.models import Caller, utcnow
 from vmhost.core.store import Store, equal_to, from_text, to_text, where_clause
-from vmhost.errors import Forbidden
 
 MAX_ENTRIES = 10_000
 
@@ -60,8 +59,7 @@ class AuditLog:
                since: datetime | None = None, until: datetime | None = None,
                limit: int = 1000) -> list[AuditEntry]:
         """Newest first. `workspace` matches a workspace's id or its name."""
-        if not caller.admin:
-            raise Forbidden("only admins read the audit log")
+        caller.require_admin("read the audit log")
         where, params = equal_to(user=user)
         if workspace is not None:
             where.append("(workspace_id = ? OR workspace_name = ?)")

@@ -129,7 +129,7 @@ class CommandRunner:
         self._lock = threading.Lock()
 
     def _target(self, caller: Caller, ref: str, request: CommandRequest) -> tuple[Workspace, CommandRequest]:
-        self.orchestrator.require_write(caller)
+        caller.require_write()
         request = check_command(request)
         workspace = self.orchestrator.get(caller, ref)
         if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:

@@ -65,7 +65,7 @@ def extend_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, secon
 
 def _editable(orchestrator: Orchestrator, caller: Caller, ref: str) -> Workspace:
     """The workspace, unless it is on its way out."""
-    orchestrator.require_write(caller)
+    caller.require_write()
     workspace = orchestrator.get(caller, ref)
     leaving = workspace.status == WorkspaceStatus.DELETING
     if workspace.current_operation_id and not leaving:

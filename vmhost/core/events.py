@@ -54,7 +54,7 @@ class EventFilter:
 
     @classmethod
     def for_caller(cls, caller: Caller, workspace_id: str | None = None, types: Sequence[str] = ()) -> EventFilter:
-        return cls(owner=None if caller.admin else caller.user, workspace_id=workspace_id, types=tuple(types))
+        return cls(owner=caller.owner_filter, workspace_id=workspace_id, types=tuple(types))
 
     def matches(self, event: Event) -> bool:
         if self.owner is not None and event.owner != self.owner:

@@ -310,7 +310,7 @@ class WorkspaceFiles:
         """Write a file at `path`, or (`is_tar`) extract an archive into the directory `path` (made when
         missing) if it unpacks to at most `max_unpacked` bytes. `spool` is a scratch file for the checked
         archive."""
-        self.orchestrator.require_write(caller)
+        caller.require_write()
         workspace, container_id = self._container(caller, ref)
         path = container_path(path)
         existing = self._stat_if_any(workspace, container_id, path)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vmhost.errors import Forbidden
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -61,6 +63,9 @@ class Scope(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Caller:
+    """Who is calling, and the one place that says what they may do: a user sees and changes their own
+    workspaces, an admin everyone's, with no quota; a read-only token changes nothing."""
+
     user: str
     admin: bool = False
     door: Door = Door.INTERNAL
@@ -69,8 +74,38 @@ class Caller:
     token_id: str | None = None
     email: str | None = None
 
+    @property
+    def sees_everyone(self) -> bool:
+        """Whether this caller sees what every user owns, not only their own."""
+        return self.admin
+
     def can_see(self, owner: str) -> bool:
-        return self.admin or self.user == owner
+        return self.sees_everyone or self.user == owner
+
+    @property
+    def owner_filter(self) -> str | None:
+        """The owner whose things a listing shows this caller: None (everyone's) for an admin."""
+        return None if self.sees_everyone else self.user
+
+    @property
+    def exempt_from_quotas(self) -> bool:
+        return self.admin
+
+    @property
+    def may_clone_from_host(self) -> bool:
+        """Whether a clone for this caller may read the host's disk and reach the host's own network (the
+        clone runs on the host; see vmhost.core.clone)."""
+        return self.admin
+
+    def require_write(self, doing: str | None = None) -> None:
+        """Refuse a read-only token, saying what it tried to do when `doing` is given."""
+        if self.scope != Scope.WRITE:
+            raise Forbidden("this token is read-only" + (f": it may not {doing}" if doing else ""))
+
+    def require_admin(self, doing: str) -> None:
+        """Refuse anyone but an admin, with the message "only admins " + `doing` ("set quotas")."""
+        if not self.admin:
+            raise Forbidden(f"only admins {doing}")
 
 
 SYSTEM = Caller(user="vmhost", admin=True, door=Door.INTERNAL)

@@ -50,7 +50,6 @@ from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 from vmhost.core.tokencache import TokenCache
 from vmhost.errors import (
-    Forbidden,
     InvalidInput,
     InvalidState,
     OperationFailed,
@@ -170,7 +169,7 @@ class Orchestrator:
     def list(self, caller: Caller, status: str | None = None, labels: dict[str, str] | None = None) -> list[Workspace]:
         if status is not None and status not in WorkspaceStatus.__members__.values():
             raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(s.value for s in WorkspaceStatus)}")
-        return self.store.list_workspaces(owner=None if caller.admin else caller.user, status=status, labels=labels)
+        return self.store.list_workspaces(owner=caller.owner_filter, status=status, labels=labels)
 
     def get(self, caller: Caller, ref: str) -> Workspace:
         """A workspace by id, or by the caller's name for it (admins: anyone's, when unambiguous)."""
@@ -183,7 +182,7 @@ class Orchestrator:
         workspace = self.store.find_workspace(caller.user, ref)
         if workspace is not None:
             return workspace
-        if caller.admin:
+        if caller.sees_everyone:
             named = self.store.find_workspaces_named(ref)
             if len(named) == 1:
                 return named[0]
@@ -206,7 +205,7 @@ class Orchestrator:
                 workspace_id = self.get(caller, workspace).id
             except WorkspaceNotFound:
                 workspace_id = workspace  # history of a deleted workspace, by its id
-        return self.store.list_operations(owner=None if caller.admin else caller.user, workspace_id=workspace_id,
+        return self.store.list_operations(owner=caller.owner_filter, workspace_id=workspace_id,
                                           type=type, status=status, limit=limit)
 
     def wait_operation(self, caller: Caller, operation_id: str, timeout: float) -> Operation:
@@ -229,20 +228,15 @@ class Orchestrator:
 
     # -- mutations ------------------------------------------------------------------------------
 
-    @staticmethod
-    def require_write(caller: Caller) -> None:
-        if caller.scope != Scope.WRITE:
-            raise Forbidden("this token is read-only")
-
     def create(self, caller: Caller, request: WorkspaceRequest) -> tuple[Workspace, Operation]:
-        self.require_write(caller)
+        caller.require_write()
         validation.check_name(request.name)
         try:
             template = self.templates.get(request.template)
         except TemplateNotFound as exc:  # in a create request, bad input rather than a missing resource
             raise InvalidInput(exc.detail) from exc
-        # the clone runs on the host: only admins may name a repository on the host's disk
-        repo_url, branch = validation.check_repo(request.repo_url, request.branch, allow_local=caller.admin)
+        repo_url, branch = validation.check_repo(request.repo_url, request.branch,
+                                                 allow_local=caller.may_clone_from_host)
         ttl = self.quotas.ttl_for(caller, validation.check_ttl(request.ttl_seconds))
         now = utcnow()
         provision = list(template.provision) + validation.check_provision(request.provision)
@@ -273,8 +267,8 @@ class Orchestrator:
             capabilities=list(template.capabilities),
         )
         workspace.volume = f"vmhost-{workspace.id}-workspace"
-        # the clone runs on the host: only admins may reach the host's own network (see clone.py)
-        clone_from = {"clone_from": CLONE_FROM_ANYWHERE if caller.admin else "public"} if repo_url else None
+        clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
+                      if repo_url else None)
         operation = self._new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self._submit(operation.id)
@@ -304,7 +298,7 @@ class Orchestrator:
         """With `force`, first cancel whatever is in flight on the workspace, so that a workspace stuck
         behind an operation that will not finish can still go."""
         if force:
-            self.require_write(caller)
+            caller.require_write()
             workspace = self.get(caller, ref)
             in_flight = [o for status in (OperationStatus.RUNNING, OperationStatus.PENDING)
                          for o in self.store.list_operations(workspace_id=workspace.id, status=status)]
@@ -319,7 +313,7 @@ class Orchestrator:
         """Cancel a pending operation, kill the command of a running "exec" operation, or stop the
         provisioning of a running create or rebuild (which then fails). Other running operations
         cannot be stopped half-way (InvalidState says what to do instead)."""
-        self.require_write(caller)
+        caller.require_write()
         operation = self.get_operation(caller, operation_id)
         reason = f"cancelled by {caller.user}"
         if operation.status == OperationStatus.PENDING:
@@ -356,7 +350,7 @@ class Orchestrator:
         return operation
 
     def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
-        self.require_write(caller)
+        caller.require_write()
         workspace = self.get(caller, ref)
         self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = self._new_operation(caller, workspace, type, params)
@@ -753,10 +747,10 @@ class Orchestrator:
 
     def create_token(self, caller: Caller, user: str | None = None, name: str = "", scope: Scope = Scope.WRITE,
                      admin: bool = False, ttl_seconds: int | None = None) -> tuple[Token, str]:
-        self.require_write(caller)
+        caller.require_write()
         user = user or caller.user
-        if (user != caller.user or admin) and not caller.admin:
-            raise Forbidden("only admins create tokens for other users or admin tokens")
+        if user != caller.user or admin:
+            caller.require_admin("create tokens for other users or admin tokens")
         validation.check_user(user)
         if ttl_seconds is not None:
             validation.check_ttl(ttl_seconds)
@@ -768,10 +762,10 @@ class Orchestrator:
         return token, secret
 
     def list_tokens(self, caller: Caller) -> list[Token]:
-        return self.store.list_tokens(user=None if caller.admin else caller.user)
+        return self.store.list_tokens(user=caller.owner_filter)
 
     def revoke_token(self, caller: Caller, token_id: str) -> Token:
-        self.require_write(caller)
+        caller.require_write()
         token = self.store.get_token(token_id)
         if token is None or not caller.can_see(token.user):
             raise TokenNotFound(f"no token {token_id!r}")

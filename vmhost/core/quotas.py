@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from vmhost.core import validation
-from vmhost.core.models import Caller, Scope, Workspace, utcnow
+from vmhost.core.models import Caller, Workspace, utcnow
 from vmhost.core.store import Store, to_text
-from vmhost.errors import Forbidden, InvalidInput, QuotaExceeded
+from vmhost.errors import InvalidInput, QuotaExceeded
 
 
 @dataclass(frozen=True)
@@ -108,18 +108,16 @@ class Quotas:
     def show(self, caller: Caller, user: str) -> UserQuota:
         """A user's limits and use; users may see their own, admins anyone's."""
         validation.check_user(user)
-        if not caller.can_see(user):
-            raise Forbidden(f"only admins see the quota of another user ({user})")
-        return self.quota(user, exempt=caller.admin and user == caller.user)
+        if user != caller.user:
+            caller.require_admin(f"see the quota of another user ({user})")
+        return self.quota(user, exempt=caller.exempt_from_quotas and user == caller.user)
 
     # -- admin ----------------------------------------------------------------------------------
 
     def set(self, caller: Caller, user: str, overrides: dict[str, Any]) -> UserQuota:
         """Replace a user's overrides; a limit left out (or None) goes back to the default."""
-        if not caller.admin:
-            raise Forbidden("only admins set quotas")
-        if caller.scope != Scope.WRITE:
-            raise Forbidden("this token is read-only")
+        caller.require_admin("set quotas")
+        caller.require_write()
         validation.check_user(user)
         unknown = set(overrides) - set(LIMIT_NAMES)
         if unknown:
@@ -139,7 +137,7 @@ class Quotas:
 
     def ttl_for(self, caller: Caller, ttl_seconds: int | None) -> int | None:
         """The TTL a new workspace gets: the one asked for, if the quota allows it; else the longest."""
-        if caller.admin:
+        if caller.exempt_from_quotas:
             return ttl_seconds
         longest = self.quota(caller.user).limits.max_ttl_seconds
         if ttl_seconds is None:
@@ -151,7 +149,7 @@ class Quotas:
 
     def create_check(self, caller: Caller, workspace: Workspace) -> Callable[[sqlite3.Connection], None] | None:
         """A check for Store.insert_workspace, run inside its transaction (None for admins)."""
-        if caller.admin:
+        if caller.exempt_from_quotas:
             return None
         user = caller.user
 
@@ -176,7 +174,7 @@ class Quotas:
         """For the snapshot feature: raise QuotaExceeded when `workspace` already has as many snapshots as
         its owner may keep, or its owner's snapshots already fill their disk budget. Pass the `conn` of the
         transaction that adds the snapshot to hold under races."""
-        if caller.admin:
+        if caller.exempt_from_quotas:
             return
         if conn is None:
             with self.store.transaction() as own:

@@ -83,7 +83,7 @@ class Snapshots:
     def create(self, caller: Caller, ref: str, name: str) -> tuple[Snapshot, Operation]:
         """Queue a snapshot of the workspace's filesystem and /workspace volume."""
         orchestrator = self.orchestrator
-        orchestrator.require_write(caller)
+        caller.require_write()
         validation.check_name(name, "snapshot name")
         workspace = orchestrator.get(caller, ref)
         if not workspace.container_id:
@@ -93,7 +93,7 @@ class Snapshots:
         # admins have no quota: a snapshot they take is not held to its owner's disk budget
         operation = orchestrator._new_operation(caller, workspace, OperationType.SNAPSHOT,
                                                 {"snapshot_id": snapshot_id, "snapshot": name,
-                                                 "within_quota": not caller.admin})
+                                                 "within_quota": not caller.exempt_from_quotas})
         snapshot = Snapshot(id=snapshot_id, workspace_id=workspace.id, name=name, owner=workspace.owner,
                             status=SnapshotStatus.CREATING, image=f"{SNAPSHOT_REPOSITORY}:{snapshot_id}",
                             archive=str(self.directory / workspace.id / f"{snapshot_id}.tar"),
@@ -107,7 +107,7 @@ class Snapshots:
                 as_new: str | None = None) -> tuple[Workspace, Operation]:
         """Queue a restore: in place, or (`as_new`) into a new workspace of the caller's with the same settings."""
         orchestrator = self.orchestrator
-        orchestrator.require_write(caller)
+        caller.require_write()
         workspace = orchestrator.get(caller, ref)
         snapshot = self._find(workspace, snapshot_ref)
         if snapshot.status != SnapshotStatus.READY:
@@ -137,7 +137,7 @@ class Snapshots:
         return copy, operation
 
     def delete(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
-        self.orchestrator.require_write(caller)
+        caller.require_write()
         snapshot = self._find(self.orchestrator.get(caller, ref), snapshot_ref)
         for operation in self.store.operations_with_status(OperationStatus.PENDING, OperationStatus.RUNNING):
             if operation.params.get("snapshot_id") == snapshot.id:

@@ -27,7 +27,7 @@ def _running(orchestrator: Orchestrator, caller: Caller, ref: str) -> Workspace:
 def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[str] | None = None,
                workdir: str | None = None) -> Terminal:
     """A terminal running `argv` (default: the workspace's shell from its template) in the workspace."""
-    orchestrator.require_write(caller)
+    caller.require_write()
     workspace = _running(orchestrator, caller, ref)
     if argv is not None and (not argv or not argv[0] or any("\0" in a for a in argv)):
         raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")

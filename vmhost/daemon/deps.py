@@ -9,10 +9,9 @@ import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from vmhost.core.models import Caller, Scope
+from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.daemon.audit import READS
-from vmhost.errors import Forbidden
 
 
 async def get_orchestrator(conn: HTTPConnection) -> Orchestrator:
@@ -34,8 +33,8 @@ async def get_caller(conn: HTTPConnection) -> Caller:
         caller = await anyio.to_thread.run_sync(authenticator.caller, conn)
     else:
         caller = authenticator.caller(conn)
-    if conn.scope["type"] == "http" and conn.scope["method"] not in READS and caller.scope != Scope.WRITE:
-        raise Forbidden(f"this token is read-only: it may not {conn.scope['method']} {conn.url.path}")
+    if conn.scope["type"] == "http" and conn.scope["method"] not in READS:
+        caller.require_write(f"{conn.scope['method']} {conn.url.path}")
     return caller
 
 

@@ -13,22 +13,13 @@ from starlette.background import BackgroundTask
 
 from vmhost.core import doctor
 from vmhost.core.backup import online_backup
-from vmhost.core.models import Caller, Scope
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import Reconciler
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import DoctorCheck, Orphan
-from vmhost.errors import Forbidden
 
 router = APIRouter(tags=["admin"])
-
-
-def require_admin(caller: Caller, doing: str, write: bool = False) -> None:
-    if not caller.admin:
-        raise Forbidden(f"only admins may {doing}")
-    if write and caller.scope != Scope.WRITE:
-        raise Forbidden("this token is read-only")
 
 
 def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
@@ -40,7 +31,7 @@ def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
 def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep) -> list[DoctorCheck]:
     """Admins only. Docker, the database (integrity and schema version), each template's image, free
     disk and orphaned Docker objects, each passed or failed with a hint. Always 200: read `ok`."""
-    require_admin(caller, "run the doctor")
+    caller.require_admin("may run the doctor")
     checks = doctor.run_checks(orchestrator.store, orchestrator.templates, reconciler_of(orchestrator))
     return [DoctorCheck.model_validate(c) for c in checks]
 
@@ -50,7 +41,7 @@ def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep) -> list[DoctorC
 def list_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orphan]:
     """Admins only. Containers, volumes and images with this daemon's labels whose workspace is not in
     the database (left behind by a crash, or by a database restored from an older backup)."""
-    require_admin(caller, "list orphaned Docker objects")
+    caller.require_admin("may list orphaned Docker objects")
     return [Orphan.model_validate(o) for o in reconciler_of(orchestrator).orphans()]
 
 
@@ -58,7 +49,8 @@ def list_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orpha
                responses=errors(403, 502, 503))
 def remove_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orphan]:
     """Admins only. Removes the orphans found at the time of the call and lists what was removed."""
-    require_admin(caller, "remove orphaned Docker objects", write=True)
+    caller.require_admin("may remove orphaned Docker objects")
+    caller.require_write()
     return [Orphan.model_validate(o) for o in reconciler_of(orchestrator).remove_orphans()]
 
 
@@ -73,7 +65,7 @@ def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
     """Admins only. An online backup (SQLite's backup API) taken while the daemon keeps serving,
     streamed to the caller, who writes it wherever they may: the daemon writes nothing but a
     temporary copy next to its database."""
-    require_admin(caller, "back up the database")
+    caller.require_admin("may back up the database")
     db_path: Path = orchestrator.store.path
     handle, name = tempfile.mkstemp(prefix=".vmhost-backup-", suffix=".db", dir=db_path.parent)
     os.close(handle)
@@ -95,6 +87,6 @@ def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
 def metrics(request: Request, caller: CallerDep) -> Response:
     """Admins only (give Prometheus an admin token with read scope). Workspaces by status, operations
     by type and result with durations, HTTP requests by route and status, background worker runs."""
-    require_admin(caller, "read the metrics")
+    caller.require_admin("may read the metrics")
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(request.app.state.metrics.registry), headers={"Content-Type": content_type})

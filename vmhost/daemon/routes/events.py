@@ -32,7 +32,7 @@ def _workspace_id(orchestrator: Orchestrator, caller: Caller, ref: str) -> str:
     try:
         return orchestrator.get(caller, ref).id
     except WorkspaceNotFound:
-        owned = orchestrator.store.list_events(owner=None if caller.admin else caller.user, workspace_id=ref, limit=1)
+        owned = orchestrator.store.list_events(owner=caller.owner_filter, workspace_id=ref, limit=1)
         if owned:
             return ref
         raise

@@ -15,6 +15,7 @@ router = APIRouter(prefix=API, tags=["identity"])
 @router.get("/me", response_model=Me, summary="Who am I?", responses=errors(), name="get_me")
 async def me(request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> Me:
     """The caller's identity, role, door, scope, and quota use (admins have no quota: `exempt`)."""
-    quota = await in_read_pool(request, lambda: orchestrator.quotas.quota(caller.user, exempt=caller.admin))
+    quota = await in_read_pool(request,
+                               lambda: orchestrator.quotas.quota(caller.user, exempt=caller.exempt_from_quotas))
     return Me(user=caller.user, role="admin" if caller.admin else "user", door=caller.door, scope=caller.scope,
               address=caller.address, email=caller.email, token_id=caller.token_id, quota=quota_out(quota))
