@@ -133,6 +133,7 @@ class VmhostClient:
 
         url = httpx.URL(path, params={k: v for k, v in params.items() if v is not None})
         with self._errors():
+            session: WebSocketSession
             try:
                 with connect_ws(str(url), self.http, max_message_size_bytes=WS_MAX_MESSAGE) as session:
                     yield session

@@ -115,9 +115,10 @@ def connection_at_name(args: list[str], incomplete: str) -> dict[str, str] | Non
         if option not in CONNECTION_OPTIONS:
             return None
         if not has_value:
-            value = next(words, None)
-            if value is None:  # completing this option's value
+            next_word = next(words, None)
+            if next_word is None:  # completing this option's value
                 return None
+            value = next_word
         connection[CONNECTION_OPTIONS[option]] = value
         word = next(words, None)
     if word not in GROUPS:

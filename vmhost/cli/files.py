@@ -51,13 +51,13 @@ def upload(client: "VmhostClient", local: Path, name: str, remote: str) -> str:
     if not local.exists():
         raise InvalidInput(f"no such file or directory: {local}")
     stat = _remote_stat(client, name, remote)
-    into_directory = stat is not None and stat["kind"] == "directory"
+    existing_directory = stat["path"] if stat is not None and stat["kind"] == "directory" else None
     if local.is_dir():
-        if stat is not None and not into_directory:
+        if stat is not None and existing_directory is None:
             raise InvalidInput(f"cannot copy directory {local} onto {name}:{remote}, which is not a directory")
         with tempfile.TemporaryFile() as archive:
             with tarfile.open(fileobj=archive, mode="w") as tar:
-                if into_directory:  # like docker cp: DIR into an existing directory lands as DIR/
+                if existing_directory is not None:  # like docker cp: DIR into an existing directory lands as DIR/
                     tar.add(local, arcname=local.name)
                 else:
                     for child in sorted(local.iterdir()):
@@ -65,8 +65,8 @@ def upload(client: "VmhostClient", local: Path, name: str, remote: str) -> str:
             archive.seek(0)
             done = client.put_content(f"/workspaces/{name}/files", _chunks(archive), TAR, {"path": remote})
         return f"{done['path']} ({done['entries']} entries)"
-    if into_directory:
-        remote = posixpath.join(stat["path"], local.name)
+    if existing_directory is not None:
+        remote = posixpath.join(existing_directory, local.name)
     elif remote.endswith("/"):
         raise InvalidInput(f"{name}:{remote} is not an existing directory")
     with open(local, "rb") as handle:
@@ -103,7 +103,10 @@ def download(client: "VmhostClient", name: str, remote: str, local: Path) -> str
                 if local.is_dir():  # like docker cp: lands inside as its own name
                     archive.extractall(local, filter="data")
                     return str(local / posixpath.basename(remote.rstrip("/")))
-                top = archive.next().name.split("/")[0]
+                first = archive.next()
+                if first is None:
+                    raise tarfile.ReadError("the daemon sent an empty archive")
+                top = first.name.split("/")[0]
                 archive.extractall(local.parent, members=_renamed(archive, top, local.name), filter="data")
     return str(local)
 
@@ -129,14 +132,14 @@ def ws_cp(
     """Copy a file or directory into or out of a workspace, like 'docker cp' (NAME:PATH on one side)."""
     source_ws, source_path = split_remote(source)
     target_ws, target_path = split_remote(target)
-    if (source_ws is None) == (target_ws is None):
-        fail(InvalidInput("name a workspace on exactly one side, as NAME:PATH (e.g. vmhost ws cp notes.txt web:/tmp)"))
-    if target_ws is not None:
+    if source_ws is None and target_ws is not None:
         copied = run(_locally(lambda c: upload(c, Path(source_path), target_ws, target_path)))
         message = f"copied {source} to {target_ws}:{copied}"
-    else:
+    elif source_ws is not None and target_ws is None:
         copied = run(_locally(lambda c: download(c, source_ws, source_path, Path(target_path))))
         message = f"copied {source} to {copied}"
+    else:
+        fail(InvalidInput("name a workspace on exactly one side, as NAME:PATH (e.g. vmhost ws cp notes.txt web:/tmp)"))
     from vmhost.cli import render
 
     render.out().print(message, markup=False)
