@@ -25,6 +25,7 @@ from vmhost.testing import (  # free_port: imported from here by tests
 
 RUN_ID = uuid.uuid4().hex[:8]
 REPO = Path(__file__).resolve().parent.parent
+UNIT_TIER = Path(__file__).parent / "unit"
 _instances: list[str] = []
 _counter = itertools.count(1)
 
@@ -148,14 +149,26 @@ def create_ws(client: httpx.Client, name: str, wait: bool = True, **body: Any) -
     return accepted
 
 
+def in_unit_tier(item: pytest.Item) -> bool:
+    return UNIT_TIER in item.path.parents
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`@pytest.mark.slow` tests run only with VMHOST_SLOW=1; CI runs their shorter versions."""
+    """The unit tier (tests/unit: seconds, no Docker) runs first. `@pytest.mark.slow` tests run only
+    with VMHOST_SLOW=1; CI runs their shorter versions."""
+    items.sort(key=lambda item: not in_unit_tier(item))  # a stable sort: each tier keeps its order
     if os.environ.get("VMHOST_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: set VMHOST_SLOW=1 to run it")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """A failure in the unit tier ends the run before the Docker-backed tests (minutes) start."""
+    if in_unit_tier(item) and item.session.testsfailed and (nextitem is None or not in_unit_tier(nextitem)):
+        item.session.shouldfail = "the unit tier (tests/unit) failed; the Docker-backed tests did not run"
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ NameArg = Annotated[str, typer.Argument(help="Workspace name or id.", autocomple
 
 @app.callback()
 def connection(
+    ctx: typer.Context,
     url: Annotated[str | None, typer.Option("--url", envvar="VMHOST_URL",
                                             help="Daemon URL over TCP, e.g. http://127.0.0.1:3121.")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="VMHOST_TOKEN",
@@ -53,7 +54,8 @@ def connection(
     socket: Annotated[Path | None, typer.Option("--socket", envvar="VMHOST_SOCKET",
                                                 help="Daemon's Unix socket.")] = None,
 ) -> None:
-    _connection.update(url=url, token=token, socket=socket)
+    # whoever runs the commands in-process (tests) may hand an httpx transport in as the context's object
+    _connection.update(url=url, token=token, socket=socket, transport=ctx.obj)
 
 
 def fail(error: VmhostError) -> NoReturn:

@@ -32,21 +32,20 @@ CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 class VmhostClient:
     def __init__(self, url: str | None = None, socket: Path | None = None, token: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        """`transport`, when given, carries the requests instead of TCP or the socket (tests)."""
         headers = {"User-Agent": "vmhost-cli"}
         if url:
-            self.where = url
+            self.where = base_url = url
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers,
-                                     timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
         else:
             socket = paths.client_socket_path(socket)
-            self.where = f"unix:{socket}"
-            self.http = httpx.Client(base_url="http://vmhost", headers=headers,
-                                     # no TLS on a Unix socket: skip loading the CA bundle (20+ ms a run)
-                                     transport=httpx.HTTPTransport(uds=str(socket), verify=False),
-                                     timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+            self.where, base_url = f"unix:{socket}", "http://vmhost"
+            # no TLS on a Unix socket: skip loading the CA bundle (20+ ms a run)
+            transport = transport or httpx.HTTPTransport(uds=str(socket), verify=False)
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, transport=transport,
+                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
 
     def close(self) -> None:
         self.http.close()
