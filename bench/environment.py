@@ -27,9 +27,9 @@ from vmhost.core.models import (
     OperationType,
     Workspace,
     WorkspaceStatus,
+    new_id,
     utcnow,
 )
-from vmhost.core.orchestrator import new_id
 from vmhost.core.provider import DEFAULT_CAPABILITIES
 from vmhost.core.store import Store
 from vmhost.testing import DaemonProcess, build_image, remove_instance_objects

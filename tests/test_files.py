@@ -207,7 +207,6 @@ def test_files_of_a_workspace_whose_container_is_gone_are_a_conflict(orchestrato
                                                                      docker_client: docker.DockerClient) -> None:
     """Between a container vanishing and the reconciler noticing (none runs here), the files API answers
     409 with the workspace's name, never a 502 about a container Docker cannot find."""
-    from vmhost.core.files import WorkspaceFiles
     from vmhost.core.orchestrator import Caller, WorkspaceRequest
     from vmhost.errors import InvalidState
 
@@ -215,7 +214,7 @@ def test_files_of_a_workspace_whose_container_is_gone_are_a_conflict(orchestrato
     workspace, operation = orchestrator.create(alice, WorkspaceRequest(name=name))
     assert orchestrator.store.wait_operation(operation.id, 60).status.value == "succeeded"
     docker_client.containers.get(orchestrator.store.get_workspace(workspace.id).container_id).remove(force=True)
-    files = WorkspaceFiles(orchestrator)
+    files = orchestrator.files
     for attempt in (lambda: files.stat(alice, name, "x"), lambda: files.download(alice, name, "x"),
                     lambda: files.upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)):
         with pytest.raises(InvalidState, match=name):
@@ -226,7 +225,6 @@ def test_a_container_that_goes_in_the_middle_of_an_upload_is_a_conflict(orchestr
                                                                          docker_client: docker.DockerClient,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The container is there when the upload looks, and gone (a rebuild replacing it) when it writes."""
-    from vmhost.core.files import WorkspaceFiles
     from vmhost.core.orchestrator import Caller, WorkspaceRequest
     from vmhost.errors import InvalidState
 
@@ -242,4 +240,4 @@ def test_a_container_that_goes_in_the_middle_of_an_upload_is_a_conflict(orchestr
 
     monkeypatch.setattr(provider, "put_archive", removed_first)
     with pytest.raises(InvalidState, match=name):
-        WorkspaceFiles(orchestrator).upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)
+        orchestrator.files.upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)

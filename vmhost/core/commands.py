@@ -12,7 +12,7 @@ import codecs
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vmhost.core import validation
 from vmhost.core.channel import Channel
@@ -23,7 +23,9 @@ from vmhost.core.models import (
     Workspace,
     WorkspaceStatus,
 )
-from vmhost.core.provider import CommandOutcome
+from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
+from vmhost.core.provider import CommandOutcome, Provider
+from vmhost.core.store import Store
 from vmhost.errors import (
     InvalidInput,
     InvalidState,
@@ -31,9 +33,6 @@ from vmhost.errors import (
     ProviderError,
     VmhostError,
 )
-
-if TYPE_CHECKING:
-    from vmhost.core.orchestrator import Orchestrator
 
 DEFAULT_TIMEOUT = 600
 MAX_TIMEOUT = 24 * 3600
@@ -119,28 +118,30 @@ class CommandStream:
 
 
 class CommandRunner:
-    """Runs commands for the orchestrator, and remembers the running "exec" operations so they can be
-    cancelled."""
+    """Runs commands in workspaces, streamed or as "exec" operations. `find(caller, ref)` is the workspace
+    `ref` names for `caller` (Orchestrator.get)."""
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self.orchestrator = orchestrator
-        self._cancels: dict[str, threading.Event] = {}
-        self._reasons: dict[str, str] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: Store, provider: Provider, queue: OperationQueue,
+                 find: Callable[[Caller, str], Workspace]) -> None:
+        self.store = store
+        self.provider = provider
+        self.queue = queue
+        self.find = find
 
-    def _target(self, caller: Caller, ref: str, request: CommandRequest) -> tuple[Workspace, CommandRequest]:
+    def _target(self, caller: Caller, ref: str, request: CommandRequest) -> tuple[Workspace, str, CommandRequest]:
+        """The workspace, its container's id and the checked request."""
         caller.require_write()
         request = check_command(request)
-        workspace = self.orchestrator.get(caller, ref)
+        workspace = self.find(caller, ref)
         if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; commands run only in a running "
                                f"workspace (start it with 'vmhost ws start {workspace.name}')")
-        return workspace, request
+        return workspace, workspace.container_id, request
 
-    def _execute(self, workspace: Workspace, request: CommandRequest, on_output: Callable[[str, bytes], None],
+    def _execute(self, container_id: str, request: CommandRequest, on_output: Callable[[str, bytes], None],
                  cancel: threading.Event) -> CommandOutcome:
-        outcome = self.orchestrator.provider.run_command(
-            workspace.container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
+        outcome = self.provider.run_command(
+            container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
             stdin=None if request.stdin is None else request.stdin.encode(), timeout=request.timeout_seconds,
             cancel=cancel)
         if outcome.error:
@@ -152,7 +153,7 @@ class CommandRunner:
     def stream(self, caller: Caller, ref: str, request: CommandRequest) -> CommandStream:
         """Start the command at once (bad input and a workspace that is not running raise here) and
         answer its output as it comes."""
-        workspace, request = self._target(caller, ref, request)
+        workspace, container_id, request = self._target(caller, ref, request)
         items: Channel[dict[str, Any] | None] = Channel(STREAM_BUFFER)
         cancel = threading.Event()
         decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
@@ -164,7 +165,7 @@ class CommandRunner:
 
         def work() -> None:
             try:
-                outcome = self._execute(workspace, request, emit, cancel)
+                outcome = self._execute(container_id, request, emit, cancel)
                 for stream in decoders:
                     emit(stream, b"", final=True)
                 items.put(ending(outcome))
@@ -181,23 +182,22 @@ class CommandRunner:
     def submit(self, caller: Caller, ref: str, request: CommandRequest) -> Operation:
         """Queue the command as an "exec" operation. It does not hold the workspace: lifecycle actions
         may run beside it."""
-        workspace, request = self._target(caller, ref, request)
-        operation = self.orchestrator._new_operation(caller, workspace, OperationType.EXEC, asdict(request))
-        self.orchestrator.store.add_operation(operation, exclusive=False)
-        self.orchestrator._submit(operation.id)
+        workspace, _, request = self._target(caller, ref, request)
+        operation = new_operation(caller, workspace, OperationType.EXEC, asdict(request))
+        self.queue.add(operation, exclusive=False)
         return operation
 
     def run_operation(self, operation: Operation) -> dict[str, Any]:
         """The "exec" operation's handler. Its result: exit_code, stdout, stderr (each at most
         MAX_CAPTURE bytes; `truncated` says whether any was cut), timed_out, cancelled."""
         request = CommandRequest(**operation.params)
-        workspace = self.orchestrator.store.get_workspace(operation.workspace_id)
+        workspace = self.store.get_workspace(workspace_id_of(operation))
         if not workspace.container_id:
             raise ProviderError(f"workspace {workspace.name!r} has no container (status {workspace.status})")
         captured = {"stdout": _Capture(), "stderr": _Capture()}
-        outcome = self._execute(workspace, request, lambda stream, chunk: captured[stream].add(chunk),
-                                self.cancel_event(operation.id))
-        reason = self.cancel_reason(operation.id)
+        outcome = self._execute(workspace.container_id, request, lambda stream, chunk: captured[stream].add(chunk),
+                                self.queue.cancels.event(operation.id))
+        reason = self.queue.cancels.reason(operation.id)
         result = {**ending(outcome), "stdout": captured["stdout"].text(), "stderr": captured["stderr"].text(),
                   "truncated": any(c.truncated for c in captured.values())}
         if outcome.timed_out:
@@ -208,26 +208,3 @@ class CommandRunner:
         if outcome.error:
             raise OperationFailed(outcome.error, result=result)
         return result
-
-    def cancel_event(self, operation_id: str) -> threading.Event:
-        """The event `cancel` sets for this operation, for the commands it runs (already set when the
-        operation was cancelled before). `forget` drops it once the operation has ended."""
-        with self._lock:
-            return self._cancels.setdefault(operation_id, threading.Event())
-
-    def cancel_reason(self, operation_id: str) -> str:
-        with self._lock:
-            return self._reasons.get(operation_id, "cancelled")
-
-    def forget(self, operation_id: str) -> None:
-        """The operation has ended: drop what `cancel` kept for it."""
-        with self._lock:
-            self._cancels.pop(operation_id, None)
-            self._reasons.pop(operation_id, None)
-
-    def cancel(self, operation_id: str, reason: str) -> None:
-        """Kill the command a running operation runs ("exec", or a create's or rebuild's provisioning),
-        and any it would start; the operation then fails with `reason`."""
-        with self._lock:
-            self._reasons[operation_id] = reason
-            self._cancels.setdefault(operation_id, threading.Event()).set()

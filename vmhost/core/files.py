@@ -18,17 +18,14 @@ import posixpath
 import tarfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
-from vmhost.core.provider import PathStat
+from vmhost.core.provider import PathStat, Provider
 from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge, ProviderError
-
-if TYPE_CHECKING:
-    from vmhost.core.orchestrator import Orchestrator
 
 WORKSPACE_DIR = "/workspace"
 MAX_PATH = 4096
@@ -256,12 +253,14 @@ class Upload:
 
 
 class WorkspaceFiles:
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self.orchestrator = orchestrator
-        self.provider = orchestrator.provider
+    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
+
+    def __init__(self, provider: Provider, find: Callable[[Caller, str], Workspace]) -> None:
+        self.provider = provider
+        self.find = find
 
     def _container(self, caller: Caller, ref: str) -> tuple[Workspace, str]:
-        workspace = self.orchestrator.get(caller, ref)
+        workspace = self.find(caller, ref)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
         if workspace.status in (WorkspaceStatus.ERROR, WorkspaceStatus.DELETING):  # its container is gone or going

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,11 @@ from vmhost.errors import Forbidden
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_id(prefix: str, nbytes: int = 6) -> str:
+    """A new random id such as ws_3f2a9c1b7e04."""
+    return f"{prefix}_{secrets.token_hex(nbytes)}"
 
 
 class WorkspaceStatus(enum.StrEnum):

@@ -13,12 +13,14 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.lifecycle import Lifecycle, volume_name, volume_of
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -28,30 +30,32 @@ from vmhost.core.models import (
     SnapshotStatus,
     Workspace,
     WorkspaceStatus,
+    new_id,
     utcnow,
 )
+from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
+from vmhost.core.provider import Provider
+from vmhost.core.quotas import Quotas
+from vmhost.core.store import Store
 from vmhost.errors import InvalidState, OperationInFlight, ProviderError, SnapshotNotFound
 from vmhost.paths import make_private_dir, private_file
-
-if TYPE_CHECKING:
-    from vmhost.core.orchestrator import Orchestrator
 
 SNAPSHOT_REPOSITORY = "vmhost-snapshot"
 SNAPSHOT_LABEL = "vmhost.snapshot"
 VOLUME_PATH = "/workspace"
 
 
-def _new_id(prefix: str) -> str:
-    from vmhost.core.orchestrator import new_id  # the orchestrator imports this module
-
-    return new_id(prefix)
-
-
 class Snapshots:
-    def __init__(self, orchestrator: Orchestrator, directory: Path | None = None) -> None:
-        self.orchestrator = orchestrator
-        self.store = orchestrator.store
-        self.provider = orchestrator.provider
+    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
+
+    def __init__(self, store: Store, provider: Provider, queue: OperationQueue, lifecycle: Lifecycle, quotas: Quotas,
+                 find: Callable[[Caller, str], Workspace], directory: Path | None = None) -> None:
+        self.store = store
+        self.provider = provider
+        self.queue = queue
+        self.lifecycle = lifecycle
+        self.quotas = quotas
+        self.find = find
         self._directory = directory
 
     @property
@@ -67,10 +71,10 @@ class Snapshots:
     # -- reads ----------------------------------------------------------------------------------
 
     def list(self, caller: Caller, ref: str) -> list[Snapshot]:
-        return self.store.list_snapshots(self.orchestrator.get(caller, ref).id)
+        return self.store.list_snapshots(self.find(caller, ref).id)
 
     def get(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
-        return self._find(self.orchestrator.get(caller, ref), snapshot_ref)
+        return self._find(self.find(caller, ref), snapshot_ref)
 
     def _find(self, workspace: Workspace, snapshot_ref: str) -> Snapshot:
         snapshot = self.store.find_snapshot(workspace.id, snapshot_ref)
@@ -82,33 +86,31 @@ class Snapshots:
 
     def create(self, caller: Caller, ref: str, name: str) -> tuple[Snapshot, Operation]:
         """Queue a snapshot of the workspace's filesystem and /workspace volume."""
-        orchestrator = self.orchestrator
         caller.require_write()
         validation.check_name(name, "snapshot name")
-        workspace = orchestrator.get(caller, ref)
+        workspace = self.find(caller, ref)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
         self.provider.ping()
-        snapshot_id = _new_id("snap")
+        snapshot_id = new_id("snap")
         # admins have no quota: a snapshot they take is not held to its owner's disk budget
-        operation = orchestrator._new_operation(caller, workspace, OperationType.SNAPSHOT,
-                                                {"snapshot_id": snapshot_id, "snapshot": name,
-                                                 "within_quota": not caller.exempt_from_quotas})
+        operation = new_operation(caller, workspace, OperationType.SNAPSHOT,
+                                  {"snapshot_id": snapshot_id, "snapshot": name,
+                                   "within_quota": not caller.exempt_from_quotas})
         snapshot = Snapshot(id=snapshot_id, workspace_id=workspace.id, name=name, owner=workspace.owner,
                             status=SnapshotStatus.CREATING, image=f"{SNAPSHOT_REPOSITORY}:{snapshot_id}",
                             archive=str(self.directory / workspace.id / f"{snapshot_id}.tar"),
                             created_at=utcnow(), operation_id=operation.id)
         self.store.insert_snapshot(snapshot, operation, check=lambda conn, existing:
-                                   orchestrator.quotas.check_snapshot(caller, workspace, existing, conn))
-        orchestrator._submit(operation.id)
+                                   self.quotas.check_snapshot(caller, workspace, existing, conn))
+        self.queue.submit(operation.id)
         return snapshot, operation
 
     def restore(self, caller: Caller, ref: str, snapshot_ref: str,
                 as_new: str | None = None) -> tuple[Workspace, Operation]:
         """Queue a restore: in place, or (`as_new`) into a new workspace of the caller's with the same settings."""
-        orchestrator = self.orchestrator
         caller.require_write()
-        workspace = orchestrator.get(caller, ref)
+        workspace = self.find(caller, ref)
         snapshot = self._find(workspace, snapshot_ref)
         if snapshot.status != SnapshotStatus.READY:
             raise InvalidState(f"snapshot {snapshot.name!r} is not ready yet; "
@@ -116,29 +118,27 @@ class Snapshots:
         params: dict[str, Any] = {"snapshot_id": snapshot.id, "snapshot": snapshot.name}
         if as_new is None:
             self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
-            operation = orchestrator._new_operation(caller, workspace, OperationType.RESTORE, params)
-            self.store.add_operation(operation)
-            orchestrator._submit(operation.id)
+            operation = new_operation(caller, workspace, OperationType.RESTORE, params)
+            self.queue.add(operation)
             return workspace, operation
         validation.check_name(as_new)
         self.provider.ping()
         now = utcnow()
-        ttl = orchestrator.quotas.ttl_for(caller, workspace.ttl_seconds)
+        ttl = self.quotas.ttl_for(caller, workspace.ttl_seconds)
         copy = dataclasses.replace(
-            workspace, id=_new_id("ws"), name=as_new, owner=caller.user, image=snapshot.image,
+            workspace, id=new_id("ws"), name=as_new, owner=caller.user, image=snapshot.image,
             status=WorkspaceStatus.PENDING, status_reason=None, container_id=None, created_at=now, updated_at=now,
             ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl) if ttl else None,
             ports={port: "" for port in workspace.ports}, current_operation_id=None)
-        copy.volume = f"vmhost-{copy.id}-workspace"
-        operation = orchestrator._new_operation(caller, copy, OperationType.RESTORE,
-                                                {**params, "source_workspace_id": workspace.id})
-        self.store.insert_workspace(copy, operation, check=orchestrator.quotas.create_check(caller, copy))
-        orchestrator._submit(operation.id)
+        copy.volume = volume_name(copy.id)
+        operation = new_operation(caller, copy, OperationType.RESTORE, {**params, "source_workspace_id": workspace.id})
+        self.store.insert_workspace(copy, operation, check=self.quotas.create_check(caller, copy))
+        self.queue.submit(operation.id)
         return copy, operation
 
     def delete(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
         caller.require_write()
-        snapshot = self._find(self.orchestrator.get(caller, ref), snapshot_ref)
+        snapshot = self._find(self.find(caller, ref), snapshot_ref)
         for operation in self.store.operations_with_status(OperationStatus.PENDING, OperationStatus.RUNNING):
             if operation.params.get("snapshot_id") == snapshot.id:
                 raise OperationInFlight(f"snapshot {snapshot.name!r} is in use by {operation.type} operation "
@@ -153,17 +153,17 @@ class Snapshots:
         snapshot = self.store.get_snapshot(operation.params["snapshot_id"])
         if snapshot is None:
             raise InvalidState("the snapshot was deleted before it was taken")
-        workspace = self.orchestrator._with_container(operation)
-        quotas = self.orchestrator.quotas
+        workspace, container_id = self.lifecycle.with_container(operation)
+        quotas = self.quotas
         room = quotas.snapshot_room(workspace.owner) if operation.params.get("within_quota") else None
         archive = Path(snapshot.archive)
         try:
-            image = self.provider.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
-                                         {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
+            image = self.provider.commit(container_id, SNAPSHOT_REPOSITORY, snapshot.id,
+                                         {**self.lifecycle.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
             if room is not None and image.added_bytes > room:
                 raise quotas.snapshot_too_large(workspace.owner, room)
             make_private_dir(archive.parent)
-            chunks, _ = self.provider.get_archive(workspace.container_id, VOLUME_PATH)
+            chunks, _ = self.provider.get_archive(container_id, VOLUME_PATH)
             partial = archive.with_suffix(".partial")
             private_file(partial)
             with open(partial, "wb") as handle, closing(chunks):
@@ -184,27 +184,27 @@ class Snapshots:
 
     def run_restore(self, operation: Operation) -> dict[str, Any]:
         """A new container from the snapshot's image on a fresh volume filled from its archive."""
-        orchestrator = self.orchestrator
+        lifecycle = self.lifecycle
         snapshot = self.store.get_snapshot(operation.params["snapshot_id"])
         if snapshot is None or not Path(snapshot.archive).is_file():
             raise InvalidState(f"snapshot {operation.params.get('snapshot')!r} was deleted")
-        workspace = self.store.get_workspace(operation.workspace_id)
+        workspace = self.store.get_workspace(workspace_id_of(operation))
         in_place = workspace.id == snapshot.workspace_id
         start = not in_place or bool(workspace.container_id and self.provider.inspect(workspace.container_id).running)
         workspace = self.store.update_workspace(workspace.id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=f"restoring snapshot {snapshot.name}")
         self.provider.ensure_image(snapshot.image)
-        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
-        self.provider.remove_volume(workspace.volume)
-        self.provider.create_volume(workspace.volume, orchestrator.labels_for(workspace))
-        container_id = orchestrator._create_container(dataclasses.replace(workspace, image=snapshot.image))
+        lifecycle.remove_container(workspace)
+        self.provider.remove_volume(volume_of(workspace))
+        self.provider.create_volume(volume_of(workspace), lifecycle.labels_for(workspace))
+        container_id = lifecycle.create_container(dataclasses.replace(workspace, image=snapshot.image))
         workspace = self.store.update_workspace(workspace.id, image=snapshot.image, container_id=container_id)
         with open(snapshot.archive, "rb") as archive:
-            self.provider.put_archive(workspace.container_id, "/", archive)
+            self.provider.put_archive(container_id, "/", archive)
         if start:
-            orchestrator._start_container(workspace)
-            orchestrator._confirm_running(workspace)
-        orchestrator._sync_status(workspace)
+            lifecycle.start_container(workspace)
+            lifecycle.confirm_running(workspace)
+        lifecycle.sync_status(workspace)
         return {"snapshot_id": snapshot.id, "snapshot": snapshot.name, "container_id": workspace.container_id}
 
     # -- removal --------------------------------------------------------------------------------
@@ -214,12 +214,12 @@ class Snapshots:
         for snapshot in self.store.list_snapshots(workspace.id):
             self.store.delete_snapshot(snapshot)
         shutil.rmtree(self.directory / workspace.id, ignore_errors=True)
-        self._remove_images({**self.orchestrator.instance_labels, "vmhost.workspace": workspace.id})
+        self._remove_images({**self.lifecycle.instance_labels, "vmhost.workspace": workspace.id})
         self._sweep(leaving=workspace.id)
 
     def _discard(self, snapshot: Snapshot) -> None:
         try:
-            self._remove_images({**self.orchestrator.instance_labels, SNAPSHOT_LABEL: snapshot.id})
+            self._remove_images({**self.lifecycle.instance_labels, SNAPSHOT_LABEL: snapshot.id})
         except ProviderError:
             pass  # left for the sweep
         Path(snapshot.archive).unlink(missing_ok=True)
@@ -233,7 +233,7 @@ class Snapshots:
     def _sweep(self, leaving: str | None = None) -> None:
         """Remove snapshot images whose snapshot is gone and that no workspace (but `leaving`) runs from."""
         in_use = self.store.images_in_use(excluding=leaving)
-        for found in self.provider.list_managed(self.orchestrator.instance_labels, kinds=("image",)):
+        for found in self.provider.list_managed(self.lifecycle.instance_labels, kinds=("image",)):
             snapshot_id = found.labels.get(SNAPSHOT_LABEL)
             if snapshot_id and found.name not in in_use and self.store.get_snapshot(snapshot_id) is None:
                 self.provider.remove_image(found.id)

@@ -1,0 +1,351 @@
+"""A workspace's container through its life on the engine: the steps (create, start, provision, confirm,
+stop, remove), the lifecycle operations' handlers made of them, and how a workspace stays when one of
+its operations does not succeed (the operation queue's Settler).
+
+Each owner's containers share a bridge network of their own: other owners' containers cannot reach them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from vmhost.core.clone import clone
+from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
+from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
+from vmhost.core.output import OperationOutput
+from vmhost.core.provider import ContainerSpec, NetworkSpec, Provider
+from vmhost.core.quotas import Quotas
+from vmhost.core.store import Store
+from vmhost.core.templates import TemplateCatalog
+from vmhost.errors import OperationFailed, ProviderError, TemplateNotFound, VmhostError, WorkspaceNotFound
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10
+PROVISION_TIMEOUT = 1800  # seconds one provision command may run
+NETWORK_ATTEMPTS = 3
+CLONE_FROM_ANYWHERE = "anywhere"
+MANAGED_LABEL = "vmhost.managed"
+OWNER_LABEL = "vmhost.owner"
+_UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
+T = TypeVar("T")
+
+
+def container_of(workspace: Workspace) -> str:
+    """The id of the workspace's container; ProviderError when it has none."""
+    if not workspace.container_id:
+        raise ProviderError(f"workspace {workspace.name!r} has no container (status {workspace.status}); "
+                            "delete it and create it again")
+    return workspace.container_id
+
+
+def volume_name(workspace_id: str) -> str:
+    """The name a new workspace's /workspace volume is given."""
+    return f"vmhost-{workspace_id}-workspace"
+
+
+def volume_of(workspace: Workspace) -> str:
+    """The name of the workspace's /workspace volume (every workspace is given one when it is made)."""
+    return workspace.volume or volume_name(workspace.id)
+
+
+class Lifecycle:
+    """`purge_snapshots(workspace)` removes what a workspace's snapshots keep (see Snapshots.purge): a
+    function, since the snapshots are built on this object."""
+
+    def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, quotas: Quotas, cancels: Cancels,
+                 purge_snapshots: Callable[[Workspace], None], *, instance: str = "default",
+                 publish_address: str = "127.0.0.1", provision_timeout: float = PROVISION_TIMEOUT) -> None:
+        self.store = store
+        self.provider = provider
+        self.templates = templates
+        self.quotas = quotas
+        self.cancels = cancels
+        self.purge_snapshots = purge_snapshots
+        self.instance = instance
+        self.publish_address = publish_address
+        self.provision_timeout = provision_timeout
+
+    # -- labels and networks --------------------------------------------------------------------
+
+    def labels_for(self, workspace: Workspace) -> dict[str, str]:
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, "vmhost.workspace": workspace.id,
+                OWNER_LABEL: workspace.owner}
+
+    @property
+    def instance_labels(self) -> dict[str, str]:
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance}
+
+    def network_for(self, owner: str) -> NetworkSpec:
+        """The bridge network all of one owner's containers join: other owners' containers cannot reach them."""
+        name = f"vmhost-{self.instance}-{owner}"
+        safe = _UNSAFE_IN_NAMES.sub("-", name)
+        if safe != name:  # keep names that differ only in such characters apart
+            safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner})
+
+    def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
+        """Create or start a container on `network`. Until the container runs, Docker lets the network go
+        (release_networks may see none of its owner's containers left): when Docker finds something
+        missing, make the network again and try again, a few times."""
+        for _ in range(NETWORK_ATTEMPTS - 1):
+            try:
+                return act()
+            except ProviderError as exc:
+                if not exc.extra.get("missing"):
+                    raise
+            self.provider.ensure_network(network)
+        return act()
+
+    def release_networks(self, owner: str | None = None) -> None:
+        """Remove the networks (one owner's, or every owner's) that none of the owner's containers is on.
+        A create that races with this makes the network again (see _on_network)."""
+        labels = {**self.instance_labels, **({OWNER_LABEL: owner} if owner is not None else {})}
+        networks = self.provider.list_managed(labels, kinds=("network",))
+        if not networks:
+            return
+        in_use = {c.labels.get(OWNER_LABEL) for c in self.provider.list_managed(labels, kinds=("container",))}
+        for network in networks:
+            if network.labels.get(OWNER_LABEL) not in in_use:
+                self.provider.remove_network(network.id)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def create_container(self, workspace: Workspace) -> str:
+        limits = self.quotas.container_limits(workspace)
+        network = self.network_for(workspace.owner)
+        spec = ContainerSpec(
+            name=f"vmhost-{workspace.id}", image=workspace.image, command=workspace.command,
+            labels=self.labels_for(workspace), volume=volume_of(workspace), env=workspace.env, cpus=limits.cpus,
+            memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
+            publish_address=self.publish_address, hostname=workspace.name,
+            capabilities=tuple(workspace.capabilities))
+        self.provider.ensure_network(network)
+        return self._on_network(network, lambda: self.provider.create_container(spec))
+
+    def start_container(self, workspace: Workspace) -> None:
+        self._on_network(self.network_for(workspace.owner), lambda: self.provider.start(container_of(workspace)))
+
+    def _provision(self, workspace: Workspace, operation: Operation) -> None:
+        """Run the provision commands in order; each may run `provision_timeout` seconds, and a cancel
+        (a forced delete) kills the one running with all its processes."""
+        cancel = self.cancels.event(operation.id)
+        with self._output(operation) as write:
+            for number, command in enumerate(workspace.provision, start=1):
+                argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+                shown = command if isinstance(command, str) else " ".join(command)
+                self._stop_if_cancelled(operation, cancel)
+                write("stdout", f"$ {shown}\n".encode())
+                outcome = self.provider.run_command(container_of(workspace), argv, on_output=write,
+                                                    workdir="/workspace", timeout=self.provision_timeout,
+                                                    cancel=cancel)
+                self._stop_if_cancelled(operation, cancel)
+                if outcome.timed_out:
+                    raise OperationFailed(f"provision command {number} ({shown}) ran longer than "
+                                          f"{self.provision_timeout:g} s (the provision_timeout setting) and was "
+                                          "killed with all its processes; see the operation's output")
+                if outcome.error:
+                    raise ProviderError(f"provision command {number} ({shown}) could not run: {outcome.error}")
+                if outcome.exit_code != 0:
+                    raise ProviderError(f"provision command {number} ({shown}) exited with {outcome.exit_code}; "
+                                        "see the operation's output")
+        self._stop_if_cancelled(operation, cancel)  # also when cancelled before provisioning, or with none
+
+    def _stop_if_cancelled(self, operation: Operation, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise OperationFailed(self.cancels.reason(operation.id))
+
+    def confirm_running(self, workspace: Workspace) -> ContainerState:
+        state = self.provider.inspect(container_of(workspace))
+        if not state.running:
+            raise ProviderError(f"the container stopped right after starting (Docker says {state.status}); "
+                                f"check the template's command {workspace.command}")
+        return state
+
+    def _clone_into(self, workspace: Workspace, operation: Operation) -> None:
+        """Clone the workspace's repository, when it has one, into its /workspace."""
+        repo_url = workspace.repo_url
+        if not repo_url:
+            return
+        with self._output(operation) as write:
+            write("stdout", f"$ git clone {repo_url}"
+                            f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
+        with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
+            checkout = os.path.join(tmp, "src")
+            clone(repo_url, workspace.branch, checkout,
+                  anywhere=operation.params.get("clone_from") == CLONE_FROM_ANYWHERE)
+            with tempfile.TemporaryFile(dir=tmp) as archive:
+                with tarfile.open(fileobj=archive, mode="w") as tar:
+                    for entry in sorted(os.listdir(checkout)):
+                        tar.add(os.path.join(checkout, entry), arcname=entry)
+                archive.seek(0)
+                self.provider.put_archive(container_of(workspace), "/workspace", archive)
+            shutil.rmtree(checkout, ignore_errors=True)
+
+    def _output(self, operation: Operation) -> OperationOutput:
+        """Where a step records output: after what earlier steps (or attempts) recorded."""
+        return OperationOutput(self.store, operation.id, self.store.get_operation(operation.id).output)
+
+    def sync_status(self, workspace: Workspace, reason: str | None = None) -> Workspace:
+        """Make the stored status say what Docker shows."""
+        state = self.provider.inspect(workspace.container_id) if workspace.container_id else None
+        if state is None or not state.exists:
+            return self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                               status_reason=reason or "container removed outside vmhost")
+        status = WorkspaceStatus.RUNNING if state.running else WorkspaceStatus.STOPPED
+        return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
+                                           ports=state.ports or workspace.ports)
+
+    def with_container(self, operation: Operation) -> tuple[Workspace, str]:
+        """The operation's workspace and its container's id; ProviderError when it has no container."""
+        workspace = self.store.get_workspace(workspace_id_of(operation))
+        return workspace, container_of(workspace)
+
+    def remove_container(self, workspace: Workspace) -> None:
+        """Remove the workspace's container, by its name when its id was never recorded."""
+        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+
+    def remove_resources(self, workspace: Workspace) -> None:
+        """Remove a workspace's container, volume and snapshots (images and volume archives), and its
+        owner's network when no other container of theirs is on it."""
+        self.remove_container(workspace)
+        self.purge_snapshots(workspace)
+        if workspace.volume:
+            self.provider.remove_volume(workspace.volume)
+        self.release_networks(workspace.owner)
+
+    # -- the operations' handlers ---------------------------------------------------------------
+
+    def run_create(self, operation: Operation) -> dict[str, Any]:
+        workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
+                                                status_reason=None)
+        self.provider.ensure_image(workspace.image)
+        self.provider.create_volume(volume_of(workspace), self.labels_for(workspace))
+        container_id = self.create_container(workspace)
+        workspace = self.store.update_workspace(workspace.id, container_id=container_id)
+        self._clone_into(workspace, operation)
+        self.start_container(workspace)
+        self._provision(workspace, operation)
+        state = self.confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        return {"container_id": container_id}
+
+    def run_start(self, operation: Operation) -> dict[str, Any]:
+        workspace, _ = self.with_container(operation)
+        self.start_container(workspace)
+        self.sync_status(workspace)
+        return {}
+
+    def run_stop(self, operation: Operation) -> dict[str, Any]:
+        workspace, container_id = self.with_container(operation)
+        self.provider.stop(container_id, STOP_TIMEOUT)
+        self.sync_status(workspace)
+        return {}
+
+    def run_restart(self, operation: Operation) -> dict[str, Any]:
+        workspace, container_id = self.with_container(operation)
+        self.provider.restart(container_id, STOP_TIMEOUT)
+        self.sync_status(workspace)
+        return {}
+
+    def run_rebuild(self, operation: Operation) -> dict[str, Any]:
+        """A fresh container from the template's current image, keeping the /workspace volume."""
+        workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
+                                                status_reason=None)
+        try:
+            image = self.templates.get(workspace.template).image
+        except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
+            image = workspace.image
+        self.provider.ensure_image(image)
+        self.remove_container(workspace)
+        workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
+        workspace = self.store.update_workspace(workspace.id, container_id=self.create_container(workspace))
+        self.start_container(workspace)
+        self._provision(workspace, operation)
+        state = self.confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        return {"container_id": workspace.container_id, "image": image}
+
+    def run_delete(self, operation: Operation) -> dict[str, Any]:
+        try:
+            workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.DELETING)
+        except WorkspaceNotFound:
+            return {}
+        self.remove_resources(workspace)
+        self.store.delete_workspace(workspace.id)
+        return {}
+
+    def run_expire(self, operation: Operation) -> dict[str, Any]:
+        workspace = self.store.get_workspace(workspace_id_of(operation))
+        if workspace.container_id and self.provider.inspect(workspace.container_id).running:
+            self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        return self.run_delete(operation)
+
+    # -- settling (the operation queue's Settler) -----------------------------------------------
+
+    def settle_failed(self, operation: Operation, reason: str) -> None:
+        try:
+            workspace = self.store.get_workspace(workspace_id_of(operation))
+        except WorkspaceNotFound:
+            return
+        if operation.type == OperationType.CREATE:
+            self._discard_failed_create(workspace, f"create failed: {reason}")
+        elif operation.type in (OperationType.DELETE, OperationType.EXPIRE):
+            self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                        status_reason=f"{operation.type} failed: {reason}")
+        else:
+            self.sync_status(workspace, reason=f"{operation.type} failed: {reason}")
+
+    def settle_cancelled(self, operation: Operation) -> None:
+        """After a forced delete, remove what the operation's thread may have made in Docker since;
+        otherwise leave the workspace to whoever acts on it now."""
+        if operation.workspace_id is None:
+            return
+        try:
+            gone = self.store.get_workspace(operation.workspace_id).status == WorkspaceStatus.DELETING
+        except WorkspaceNotFound:
+            gone = True
+        if gone:
+            try:
+                self._purge(operation.workspace_id, operation.owner)
+            except VmhostError as exc:
+                log.warning("could not clean up after cancelled %s operation %s: %s", operation.type, operation.id,
+                            exc.detail)
+
+    def settle_abandoned(self, operation: Operation, workspace: Workspace) -> None:
+        if operation.type == OperationType.CREATE:
+            self._discard_failed_create(workspace, f"create {INTERRUPTED} ({MAX_ATTEMPTS} attempts)")
+        else:
+            self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
+                                        status_reason=f"{operation.type} {INTERRUPTED}")
+
+    def settle_interrupted(self, operation: Operation, workspace: Workspace) -> str | None:
+        workspace = self.sync_status(workspace)
+        wanted = WorkspaceStatus.STOPPED if operation.type == OperationType.STOP else WorkspaceStatus.RUNNING
+        return None if workspace.status == wanted else f"Docker shows the workspace {workspace.status}"
+
+    def _purge(self, workspace_id: str, owner: str) -> None:
+        """Remove every Docker object labelled as this workspace's, and its owner's network if now idle."""
+        labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
+        removers = {"container": self.provider.remove_container, "volume": self.provider.remove_volume,
+                    "image": self.provider.remove_image}  # remove_image leaves one a restored copy runs from
+        for found in sorted(self.provider.list_managed(labels), key=lambda o: o.kind != "container"):
+            removers[found.kind](found.id)
+        self.release_networks(owner)
+
+    def _discard_failed_create(self, workspace: Workspace, reason: str) -> None:
+        """A failed create leaves its row in error (the operation keeps the output) and nothing in Docker."""
+        try:
+            self.remove_resources(workspace)
+        except VmhostError as exc:
+            reason += f"; its container and volume are still in Docker ({exc.detail}): delete the workspace"
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR, status_reason=reason)
