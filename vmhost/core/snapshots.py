@@ -30,6 +30,7 @@ from vmhost.core.models import (
     WorkspaceStatus,
     utcnow,
 )
+from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.errors import InvalidState, OperationInFlight, ProviderError, SnapshotNotFound
 from vmhost.paths import make_private_dir, private_file
 
@@ -66,8 +67,8 @@ class Snapshots:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def list(self, caller: Caller, ref: str) -> list[Snapshot]:
-        return self.store.list_snapshots(self.orchestrator.get(caller, ref).id)
+    def list(self, caller: Caller, ref: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Snapshot]:
+        return self.store.page_snapshots(self.orchestrator.get(caller, ref).id, limit=limit, cursor=cursor)
 
     def get(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
         return self._find(self.orchestrator.get(caller, ref), snapshot_ref)
