@@ -176,7 +176,7 @@ def workspace_names(incomplete: str, url: str | None = None, token: str | None =
             connection.sock = _unix_socket(str(paths.client_socket_path(socket_path)))
         names: set[str] = set()
         try:
-            cursor = ""
+            cursor: str | None = None
             while True:  # page after page on the one kept-alive connection
                 query = f"limit={PAGE_SIZE}" + (f"&cursor={quote(cursor)}" if cursor else "")
                 connection.request("GET", f"{prefix}/api/v1/workspaces?{query}", headers=headers)

@@ -10,7 +10,6 @@ pages. Each order ends with a unique column (the id) as a tiebreaker, so no two 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ class Order:
     cursor is refused by another."""
 
     collection: str
-    columns: dict[str, type[str] | type[int]]
+    columns: dict[str, type[str | int]]
     descending: bool = False
 
     @property
@@ -69,7 +68,7 @@ class Order:
             raise _refused(cursor, f"longer than {MAX_CURSOR_LENGTH} characters")
         try:
             data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        except (ValueError, binascii.Error):  # not base64, not UTF-8, not JSON
+        except ValueError:  # not base64 (binascii.Error), not UTF-8, not JSON
             raise _refused(cursor, "not a cursor this daemon wrote") from None
         if not isinstance(data, list) or not data or data[0] != self.collection:
             raise _refused(cursor, f"not a cursor of the {self.collection} list")

@@ -26,7 +26,6 @@ from sqlite_utils import Database
 
 from vmhost import paths
 from vmhost.core import migrations
-from vmhost.core.paging import Order, Page, check_limit
 from vmhost.core.models import (
     Event,
     Operation,
@@ -39,6 +38,7 @@ from vmhost.core.models import (
     WorkspaceStatus,
     utcnow,
 )
+from vmhost.core.paging import Order, Page, check_limit
 from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, StoreUnavailable, WorkspaceNotFound
 
 log = logging.getLogger(__name__)

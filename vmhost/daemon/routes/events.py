@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, WebSocket
 
+from vmhost.core import paging
 from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
 from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
-from vmhost.core import paging
 from vmhost.core.sessions import SessionKind
 from vmhost.core.store import EVENT_ORDER
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
@@ -50,7 +50,7 @@ async def list_events(request: Request, caller: CallerDep, orchestrator: Orchest
     """The caller's events after `since` (everyone's for admins), oldest first. Follow `next_cursor`
     while it is set; then pass the answer's `last_id` as the next poll's `since`. `gap` says which
     events were pruned before you asked for them."""
-    after = since if cursor is None else max(since, EVENT_ORDER.decode(cursor)[0])
+    after = since if cursor is None else max(since, int(EVENT_ORDER.decode(cursor)[0]))
 
     def read() -> EventPage:
         store = orchestrator.store

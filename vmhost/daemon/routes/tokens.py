@@ -3,8 +3,8 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.core import paging
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import Page, TokenCreate, TokenCreated, TokenOut
 
