@@ -32,7 +32,7 @@ import vmhost
 from bench import load
 from bench.environment import Bench
 from bench.measure import Plan, Result, Summary, Target, paired
-from vmhost.testing import DaemonProcess, free_port
+from vmhost.testing import DaemonProcess, all_items, free_port
 
 API = "/api/v1"
 WAIT = 120
@@ -87,6 +87,11 @@ def answer(response: httpx.Response) -> Any:
         raise RuntimeError(f"{response.request.method} {response.request.url.path} answered "
                            f"{response.status_code}: {response.text[:300]}")
     return response.json()
+
+
+LIST_PATH = f"{API}/workspaces?limit=1000"
+"""The list the cases time: a page as large as the API gives, so that the 1,000 seeded workspaces come in
+one answer, as they did before the API paged."""
 
 
 def wait_succeeded(client: httpx.Client, operation: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +223,7 @@ def concurrent_creates(ctx: Context) -> list[Result]:
 
         with ThreadPoolExecutor(users) as pool:
             list(pool.map(one_user, range(users)))
-        running = [w for w in answer(ctx.api.get(f"{API}/workspaces", params={"status": "running"}))
+        running = [w for w in all_items(ctx.api, f"{API}/workspaces", status="running")
                    if w["name"].startswith(f"conc{round_number}-")]
         if len(running) != users * per_user:
             raise RuntimeError(f"{len(running)} of {users * per_user} workspaces reached running")
@@ -234,7 +239,7 @@ def concurrent_creates(ctx: Context) -> list[Result]:
             list(pool.map(one_user, range(users)))
 
     def clean(round_number: int) -> None:
-        workspaces = answer(ctx.api.get(f"{API}/workspaces"))
+        workspaces = all_items(ctx.api, f"{API}/workspaces")
         delete_workspaces(ctx.api, [w["id"] for w in workspaces if w["name"].startswith(f"conc{round_number}-")])
         while containers:
             ctx.bench.sdk_remove(containers.pop())
@@ -338,8 +343,8 @@ def rate(make_client: Callable[[], httpx.Client], path: str, clients: int, secon
 
 def listing(ctx: Context) -> list[Result]:
     sizes, bench = ctx.sizes, ctx.bench
-    path = f"{API}/workspaces"
-    listed = answer(ctx.api.get(path))
+    path = LIST_PATH
+    listed = answer(ctx.api.get(path))["items"]
     if len(listed) < sizes.rows:
         raise RuntimeError(f"the daemon lists {len(listed)} workspaces, not the {sizes.rows} seeded")
     docker_path = f"/containers/json?all=1&filters={json.dumps({'label': [f'vmhost.bench={bench.run_id}']})}"
@@ -416,11 +421,11 @@ def list_under_load(ctx: Context) -> list[Result]:
 
 
 def _list_under_load(ctx: Context, daemon: DaemonProcess) -> list[Result]:
-    sizes, path = ctx.sizes, f"{API}/workspaces"
+    sizes, path = ctx.sizes, LIST_PATH
     token = daemon.token("bench-lister", admin=True)
     with daemon.tcp(token) as client:
         body = client.get(path).content
-    count = len(json.loads(body))
+    count = len(json.loads(body)["items"])
     results = []
     for unix in (False, True):
         door = "Unix socket (peer credentials)" if unix else "TCP (bearer token)"

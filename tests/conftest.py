@@ -16,8 +16,9 @@ import docker
 import httpx
 import pytest
 
-from vmhost.testing import (  # free_port: imported from here by tests
+from vmhost.testing import (  # all_items, free_port: imported from here by tests
     DaemonProcess,
+    all_items,
     build_image,
     free_port,  # noqa: F401
     remove_instance_objects,
@@ -134,7 +135,7 @@ def wait_op(client: httpx.Client, operation_id: str, timeout: float = 60) -> dic
 def workspace_ids(client: httpx.Client) -> set[str]:
     """The ids of the workspaces the client sees (ids only: other tests' workspaces on a shared daemon may
     change status meanwhile)."""
-    return {workspace["id"] for workspace in client.get("/api/v1/workspaces").json()}
+    return {workspace["id"] for workspace in all_items(client, "/api/v1/workspaces")}
 
 
 def create_ws(client: httpx.Client, name: str, wait: bool = True, **body: Any) -> dict[str, Any]:

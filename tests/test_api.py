@@ -6,7 +6,7 @@ import stat
 
 import httpx
 import pytest
-from conftest import Daemon, create_ws, wait_op, workspace_ids
+from conftest import Daemon, all_items, create_ws, wait_op, workspace_ids
 
 
 def test_health_needs_no_auth_and_reports_docker_and_database(daemon: Daemon) -> None:
@@ -48,7 +48,7 @@ def test_proxy_headers_are_believed_from_a_trusted_proxy(make_daemon, name: str)
         assert workspace["owner"] == "carol"
     with proxied.tcp(headers={"X-VM-User": "dave"}) as other:
         assert other.get(f"/api/v1/workspaces/{name}").status_code == 404
-        assert other.get("/api/v1/workspaces").json() == []
+        assert other.get("/api/v1/workspaces").json()["items"] == []
 
 
 def test_tokens_identify_tcp_callers_who_see_only_their_own_workspaces(daemon: Daemon, api: httpx.Client,
@@ -62,11 +62,11 @@ def test_tokens_identify_tcp_callers_who_see_only_their_own_workspaces(daemon: D
         assert as_bob.post(f"/api/v1/workspaces/{workspace['id']}/stop").status_code == 404
         assert as_bob.delete(f"/api/v1/workspaces/{workspace['id']}").status_code == 404
         assert as_bob.get(f"/api/v1/operations/{workspace['current_operation_id'] or 'x'}").status_code == 404
-        assert name not in {w["name"] for w in as_bob.get("/api/v1/workspaces").json()}
+        assert name not in {w["name"] for w in as_bob.get("/api/v1/workspaces").json()["items"]}
         # bob may use the same name for his own
         assert create_ws(as_bob, name, wait=False)["workspace"]["owner"] == "bob"
     # the admin on the socket sees both
-    owners = {w["owner"] for w in api.get("/api/v1/workspaces").json() if w["name"] == name}
+    owners = {w["owner"] for w in all_items(api, "/api/v1/workspaces") if w["name"] == name}
     assert owners == {"alice", "bob"}
     assert api.get(f"/api/v1/workspaces/{name}").status_code == 422  # ambiguous for an admin: use the id
 
@@ -75,7 +75,7 @@ def test_tokens_can_be_listed_without_secrets_and_revoked(daemon: Daemon, api: h
     created = api.post("/api/v1/tokens", json={"user": "erin", "name": "laptop"})
     assert created.status_code == 201
     secret, token_id = created.json()["secret"], created.json()["token"]["id"]
-    listed = api.get("/api/v1/tokens").json()
+    listed = all_items(api, "/api/v1/tokens")
     assert token_id in {t["id"] for t in listed}
     assert secret not in created.text.replace(secret, "", 1)
     assert all("secret" not in t and "hash" not in t for t in listed)

@@ -21,7 +21,7 @@ def test_mutations_are_recorded_with_who_door_address_workspace_and_result(make_
         wait_op(alice, alice.delete(f"/api/v1/workspaces/{workspace['id']}").json()["id"])
         assert alice.get(f"/api/v1/workspaces/{workspace['id']}").status_code == 404
 
-        entries = root.get("/api/v1/audit", params={"user": "alice"}).json()
+        entries = root.get("/api/v1/audit", params={"user": "alice"}).json()["items"]
         seen = [(e["method"], e["action"], e["status"], e["code"]) for e in reversed(entries)]
         assert seen == [("POST", "create_workspace", 202, None), ("POST", "act:stop", 202, None),
                         ("POST", "act_short:start", 404, "workspace_not_found"),
@@ -31,12 +31,12 @@ def test_mutations_are_recorded_with_who_door_address_workspace_and_result(make_
         assert (created["workspace_id"], created["workspace_name"]) == (workspace["id"], name)
         assert created["path"] == "/api/v1/workspaces"
         # kept after the workspace is gone, found by id or by name
-        by_id = root.get("/api/v1/audit", params={"workspace": workspace["id"]}).json()
+        by_id = root.get("/api/v1/audit", params={"workspace": workspace["id"]}).json()["items"]
         assert [e["action"] for e in by_id] == ["delete_workspace", "act:stop", "create_workspace"]
-        assert len(root.get("/api/v1/audit", params={"workspace": name}).json()) == 3
+        assert len(root.get("/api/v1/audit", params={"workspace": name}).json()["items"]) == 3
         # socket callers are recorded with their uid
         root.post("/api/v1/tokens", json={"user": "x"})
-        mine = root.get("/api/v1/audit", params={"user": "root"}).json()[0]
+        mine = root.get("/api/v1/audit", params={"user": "root"}).json()["items"][0]
         assert mine["door"] == "socket" and mine["address"].startswith("unix:uid=0,")
 
 
@@ -50,7 +50,7 @@ def test_refused_requests_are_recorded_even_without_an_identity(make_daemon) -> 
     with process.tcp(reader) as tcp:
         assert tcp.post("/api/v1/workspaces", json={"name": "nope"}).status_code == 403
     with process.client() as root:
-        entries = root.get("/api/v1/audit").json()
+        entries = root.get("/api/v1/audit").json()["items"]
     refused = [(e["user"], e["door"], e["method"], e["path"], e["status"], e["code"]) for e in entries[:3]]
     assert refused == [
         ("rita", "token", "POST", "/api/v1/workspaces", 403, "forbidden"),
@@ -63,13 +63,13 @@ def test_entries_older_than_the_retention_are_pruned(make_daemon) -> None:
     process = make_daemon({"VMHOST_AUDIT_RETENTION": "5"})
     with process.client() as root:
         root.post("/api/v1/tokens", json={"user": "old"})
-        assert [e["action"] for e in root.get("/api/v1/audit").json()] == ["create_token"]
+        assert [e["action"] for e in root.get("/api/v1/audit").json()["items"]] == ["create_token"]
         deadline = time.monotonic() + 30
-        while root.get("/api/v1/audit").json():
+        while root.get("/api/v1/audit").json()["items"]:
             assert time.monotonic() < deadline, "audit entries were never pruned"
             time.sleep(0.3)
         root.post("/api/v1/tokens", json={"user": "new"})  # recording goes on after a prune
-        assert [e["path"] for e in root.get("/api/v1/audit").json()] == ["/api/v1/tokens"]
+        assert [e["path"] for e in root.get("/api/v1/audit").json()["items"]] == ["/api/v1/tokens"]
 
 
 def test_audit_filters_by_time_and_is_for_admins_only(make_daemon) -> None:
@@ -77,9 +77,9 @@ def test_audit_filters_by_time_and_is_for_admins_only(make_daemon) -> None:
     with process.client() as root:
         root.post("/api/v1/tokens", json={"user": "ann"})
         now = datetime.now(UTC)
-        assert len(root.get("/api/v1/audit", params={"since": (now - timedelta(minutes=1)).isoformat()}).json()) == 1
-        assert root.get("/api/v1/audit", params={"since": (now + timedelta(minutes=1)).isoformat()}).json() == []
-        assert root.get("/api/v1/audit", params={"until": (now - timedelta(minutes=1)).isoformat()}).json() == []
+        assert len(root.get("/api/v1/audit", params={"since": (now - timedelta(minutes=1)).isoformat()}).json()["items"]) == 1
+        assert root.get("/api/v1/audit", params={"since": (now + timedelta(minutes=1)).isoformat()}).json()["items"] == []
+        assert root.get("/api/v1/audit", params={"until": (now - timedelta(minutes=1)).isoformat()}).json()["items"] == []
         assert root.get("/api/v1/audit", params={"since": "yesterday"}).status_code == 422
         for name, edge in (("since", "0001-01-01T00:00:00+14:00"), ("until", "9999-12-31T23:59:59-14:00")):
             beyond = root.get("/api/v1/audit", params={name: edge})  # a valid time, but no year in UTC
@@ -88,7 +88,7 @@ def test_audit_filters_by_time_and_is_for_admins_only(make_daemon) -> None:
         refused = ann.get("/api/v1/audit")
         assert refused.status_code == 403 and "admins" in refused.json()["detail"]
     with process.tcp(process.token("boss", admin=True)) as boss:
-        assert boss.get("/api/v1/audit", params={"user": "ann"}).json()[0]["path"] == "/api/v1/audit"
+        assert boss.get("/api/v1/audit", params={"user": "ann"}).json()["items"][0]["path"] == "/api/v1/audit"
 
 
 def test_cli_audit(make_daemon) -> None:
@@ -110,7 +110,7 @@ def test_websocket_sessions_are_recorded_refused_or_not(make_daemon) -> None:
         with connect_ws("/ws/events", wes) as ws:
             ws.receive_text(timeout=10)  # the first frame: accepted
     with process.client() as root:
-        entries = root.get("/api/v1/audit", params={"user": "wes"}).json()
+        entries = root.get("/api/v1/audit", params={"user": "wes"}).json()["items"]
     seen = sorted((e["method"], e["path"], e["status"], e["phase"] or "", e["workspace_name"] or "") for e in entries)
     assert seen == [("WS", "/ws/events", 101, "end", ""), ("WS", "/ws/events", 101, "start", ""),
                     ("WS", "/ws/workspaces/nope/events", 404, "", "nope")]

@@ -37,8 +37,8 @@ def test_orchestrator_drives_the_lifecycle_without_the_daemon(orchestrator: Orch
     bob = Caller(user="bob")
     with pytest.raises(WorkspaceNotFound):
         orchestrator.get(bob, "job")
-    assert orchestrator.list(bob) == []
-    assert [w.name for w in orchestrator.list(SYSTEM)] == ["job"]
+    assert orchestrator.list(bob).items == []
+    assert [w.name for w in orchestrator.list(SYSTEM).items] == ["job"]
 
     stop = orchestrator.stop(alice, "job")
     with pytest.raises(OperationInFlight):
@@ -51,7 +51,7 @@ def test_orchestrator_drives_the_lifecycle_without_the_daemon(orchestrator: Orch
     with pytest.raises(WorkspaceNotFound):
         orchestrator.get(alice, "job")
     history = orchestrator.list_operations(alice, workspace=workspace.id)
-    assert [o.type for o in history] == ["delete", "stop", "create"]
+    assert [o.type for o in history.items] == ["delete", "stop", "create"]
 
 
 def test_janitor_sweep_expires_workspaces_past_their_ttl(orchestrator: Orchestrator,
@@ -65,7 +65,7 @@ def test_janitor_sweep_expires_workspaces_past_their_ttl(orchestrator: Orchestra
     expired = orchestrator.expire_due()
     assert [o.type for o in expired] == ["expire"]
     assert orchestrator.wait_operation(alice, expired[0].id, 60).status == OperationStatus.SUCCEEDED
-    assert orchestrator.list(alice) == []
+    assert orchestrator.list(alice).items == []
     assert not docker_client.containers.list(all=True, filters={"label": f"vmhost.workspace={workspace.id}"})
 
 
@@ -77,7 +77,7 @@ def test_core_validates_input_like_the_api(orchestrator: Orchestrator) -> None:
                 WorkspaceRequest(name="ok", cpus=10_000)):
         with pytest.raises(InvalidInput):
             orchestrator.create(alice, bad)
-    assert orchestrator.list(SYSTEM) == []
+    assert orchestrator.list(SYSTEM).items == []
 
 
 def test_upgrade_from_an_older_schema_backs_up_first_and_keeps_data(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_operations_left_running_by_a_crash_are_settled_at_start(make_daemon,
         # the queued one is picked up and run
         assert wait_op(client, "op_queued")["status"] == "succeeded"
         assert client.get(f"/api/v1/workspaces/{name}").json()["status"] == "running"
-        assert client.get("/api/v1/operations", params={"status": "running"}).json() == []
+        assert client.get("/api/v1/operations", params={"status": "running"}).json()["items"] == []
 
 
 def test_the_janitor_expires_workspaces_and_records_an_expire_operation(make_daemon, name: str,
@@ -71,7 +71,7 @@ def test_the_janitor_expires_workspaces_and_records_an_expire_operation(make_dae
             import time
 
             time.sleep(0.1)
-        history = client.get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()
+        history = client.get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()["items"]
         assert history[0]["type"] == "expire" and history[0]["status"] == "succeeded"
         assert history[0]["requested_by"] == "janitor"
     assert not docker_client.containers.list(all=True, filters={"label": f"vmhost.workspace={workspace['id']}"})

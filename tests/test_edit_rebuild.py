@@ -9,7 +9,7 @@ from typing import Any
 
 import docker
 import httpx
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, all_items, create_ws, wait_op
 
 
 def expiry(workspace: dict[str, Any]) -> datetime:
@@ -33,7 +33,7 @@ def test_patch_renames_sets_expiry_labels_and_plugins(api: httpx.Client, name: s
     assert edited["status"] == "running"
 
     assert api.get(f"/api/v1/workspaces/{name}").status_code == 404
-    listed = api.get("/api/v1/workspaces", params={"label": "team=infra"}).json()
+    listed = all_items(api, "/api/v1/workspaces", label="team=infra")
     assert workspace["id"] in {w["id"] for w in listed}
 
     cleared = api.patch(f"/api/v1/workspaces/{name}-new", json={"ttl_seconds": None}).json()

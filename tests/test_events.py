@@ -66,7 +66,7 @@ def last_id(client: httpx.Client) -> int:
     since = 0
     while True:
         page = client.get("/api/v1/events", params={"since": since, "limit": 1000}).json()
-        if len(page["events"]) < 1000:
+        if page["next_cursor"] is None:
             return page["last_id"]
         since = page["last_id"]
 
@@ -104,7 +104,7 @@ def test_reconnect_with_last_id_neither_misses_nor_repeats(api: httpx.Client, na
     with events_socket(api, f"/ws/workspaces/{workspace['id']}/events", since=first[-1]["id"]) as ws:
         second = events_only(frames_until(ws, op_ended(stop_then_start)))
     seen = [f["id"] for f in first + second]
-    stored = api.get("/api/v1/events", params={"since": start, "workspace_id": name}).json()["events"]
+    stored = api.get("/api/v1/events", params={"since": start, "workspace_id": name, "limit": 1000}).json()["items"]
     assert seen == [e["id"] for e in stored][:len(seen)]
     assert len(seen) == len(set(seen))
     assert {"workspace.created", "workspace.status", "operation.status"} <= {f["type"] for f in first + second}
@@ -142,7 +142,7 @@ def test_type_filters_exact_and_by_family(api: httpx.Client, name: str) -> None:
                                                                                "workspace.created"}
     assert {f["type"] for f in exact} <= {"operation.status", "workspace.created"}
     polled = api.get("/api/v1/events", params={"since": start, "types": "workspace.created"}).json()
-    assert {e["type"] for e in polled["events"]} == {"workspace.created"}
+    assert {e["type"] for e in polled["items"]} == {"workspace.created"}
     assert refusal(api, types="work*").code == 4422
 
 
@@ -164,7 +164,7 @@ def test_client_behind_retention_gets_an_explicit_gap(make_daemon, name: str) ->
     with daemon.client() as client:
         create_ws(client, name)
         deadline = time.monotonic() + 30
-        while client.get("/api/v1/events", params={"since": 0}).json()["events"]:
+        while client.get("/api/v1/events", params={"since": 0}).json()["items"]:
             assert time.monotonic() < deadline, "events were never pruned"
             time.sleep(0.3)
         newest = last_id(client)
@@ -214,7 +214,7 @@ def test_websockets_authenticate_like_rest_and_hide_other_users_workspaces(daemo
         with events_socket(nobody, f"/ws/workspaces/{name}/events", token=alice, since=start) as ws:  # browsers
             assert events_only(frames_until(ws, caught_up))[0]["owner"] == f"alice-{name}"
         assert as_bob.get("/api/v1/events", params={"workspace_id": workspace["id"]}).status_code == 404
-        assert as_bob.get("/api/v1/events", params={"since": start}).json()["events"] == []
+        assert as_bob.get("/api/v1/events", params={"since": start}).json()["items"] == []
 
 
 def test_a_refusal_too_long_for_a_close_frame_is_cut_between_words_and_sent_whole_before(api: httpx.Client) -> None:
@@ -298,9 +298,10 @@ def test_cli_follow_resumes_across_a_daemon_restart_without_missing_or_repeating
         daemon.start()
         with daemon.client() as client:
             wait_op(client, client.post(f"/api/v1/workspaces/{name}/start").json()["id"])
-            stored = client.get("/api/v1/events", params={"since": start, "types": "operation.status"}).json()
+            stored = client.get("/api/v1/events", params={"since": start, "types": "operation.status",
+                                                          "limit": 1000}).json()
         after = [json.loads(lines.get(timeout=60)) for _ in range(3)]
     finally:
         follower.terminate()
         follower.wait(10)
-    assert [e["id"] for e in before + after] == [e["id"] for e in stored["events"]]
+    assert [e["id"] for e in before + after] == [e["id"] for e in stored["items"]]

@@ -35,9 +35,9 @@ def test_a_body_over_the_limit_is_413_and_the_daemon_goes_on(make_daemon, name: 
 
         streamed = client.post("/api/v1/workspaces", content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413
-        assert client.get("/api/v1/workspaces").json() == []
+        assert client.get("/api/v1/workspaces").json()["items"] == []
         assert client.get("/health").json()["status"] == "ok"
-        assert client.get("/api/v1/audit").json()[0]["status"] == 413
+        assert client.get("/api/v1/audit").json()["items"][0]["status"] == 413
 
 
 def test_containers_get_no_extra_privileges(make_daemon, test_image: str, tmp_path: Path,

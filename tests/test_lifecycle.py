@@ -6,7 +6,7 @@ import subprocess
 
 import docker
 import httpx
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, all_items, create_ws, wait_op
 
 
 def test_create_answers_202_pending_with_location_then_runs_with_labels_init_and_volume(
@@ -84,7 +84,7 @@ def test_stop_start_restart_and_delete_follow_docker(api: httpx.Client, docker_c
     assert not docker_client.volumes.list(filters={"name": volume_name})
 
     # the history outlives the workspace
-    history = api.get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()
+    history = api.get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()["items"]
     assert [o["type"] for o in history] == ["delete", "restart", "start", "stop", "create"]
 
 
@@ -102,9 +102,9 @@ def test_list_filters_by_status_and_label(api: httpx.Client, name: str) -> None:
     second = create_ws(api, f"{name}-b", labels={"tier": "two"})["workspace"]
     wait_op(api, api.post(f"/api/v1/workspaces/{second['id']}/stop").json()["id"])
 
-    names = {w["name"] for w in api.get("/api/v1/workspaces", params={"label": "tier=one"}).json()}
+    names = {w["name"] for w in api.get("/api/v1/workspaces", params={"label": "tier=one"}).json()["items"]}
     assert names == {f"{name}-a"}
-    stopped = {w["name"] for w in api.get("/api/v1/workspaces", params={"status": "stopped"}).json()}
+    stopped = {w["name"] for w in all_items(api, "/api/v1/workspaces", status="stopped")}
     assert f"{name}-b" in stopped and f"{name}-a" not in stopped
     assert api.get("/api/v1/workspaces", params={"status": "sleeping"}).status_code == 422
     assert api.get("/api/v1/workspaces", params={"label": "nokey"}).status_code == 422
@@ -112,9 +112,9 @@ def test_list_filters_by_status_and_label(api: httpx.Client, name: str) -> None:
 
 def test_operations_filter_by_type_and_status(api: httpx.Client, name: str) -> None:
     workspace = create_ws(api, name)["workspace"]
-    creates = api.get("/api/v1/operations", params={"workspace_id": name, "type": "create"}).json()
+    creates = api.get("/api/v1/operations", params={"workspace_id": name, "type": "create"}).json()["items"]
     assert [o["workspace_id"] for o in creates] == [workspace["id"]]
-    succeeded = api.get("/api/v1/operations", params={"status": "succeeded", "type": "create"}).json()
+    succeeded = api.get("/api/v1/operations", params={"status": "succeeded", "type": "create"}).json()["items"]
     assert workspace["id"] in {o["workspace_id"] for o in succeeded}
     assert api.get("/api/v1/operations", params={"status": "bogus"}).status_code == 422
 

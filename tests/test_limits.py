@@ -74,7 +74,7 @@ def test_a_snapshot_past_the_disk_budget_is_refused_and_leaves_nothing_behind(ma
         assert failed["error"] == (f"quota exceeded: alice's snapshots may take {200 * 1024} bytes and this one needs "
                                    f"more than the {200 * 1024 - taken['size_bytes']} left; it was discarded "
                                    "(delete snapshots to make room)")
-        assert [s["name"] for s in alice.get(f"/api/v1/workspaces/{name}/snapshots").json()] == ["small"]
+        assert [s["name"] for s in alice.get(f"/api/v1/workspaces/{name}/snapshots").json()["items"]] == ["small"]
         assert [p.name for p in (process.dir / "snapshots" / workspace["id"]).iterdir()] == [f"{taken['id']}.tar"]
         assert not docker_client.images.list(filters={"label": f"vmhost.snapshot={big['snapshot']['id']}"})
 

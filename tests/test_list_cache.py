@@ -4,13 +4,13 @@ through the daemon or by another process writing the database file, shows in the
 from __future__ import annotations
 
 import httpx
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, all_items, create_ws, wait_op
 
 from vmhost.core.store import Store
 
 
 def listed(api: httpx.Client, workspace_id: str) -> dict:
-    return next(w for w in api.get("/api/v1/workspaces").json() if w["id"] == workspace_id)
+    return next(w for w in all_items(api, "/api/v1/workspaces") if w["id"] == workspace_id)
 
 
 def test_list_shows_a_change_through_the_daemon_at_once(api: httpx.Client, name: str) -> None:
@@ -37,9 +37,9 @@ def test_list_shows_a_change_written_by_another_process(api: httpx.Client, daemo
 def test_each_caller_gets_only_their_own_list(daemon: Daemon, api: httpx.Client, name: str) -> None:
     create_ws(api, name)
     with daemon.tcp(daemon.token(f"{name}-other")) as other:
-        assert other.get("/api/v1/workspaces").json() == []
-        assert name in {w["name"] for w in api.get("/api/v1/workspaces").json()}
-        assert other.get("/api/v1/workspaces").json() == []
+        assert other.get("/api/v1/workspaces").json()["items"] == []
+        assert name in {w["name"] for w in all_items(api, "/api/v1/workspaces")}
+        assert other.get("/api/v1/workspaces").json()["items"] == []
 
 
 def test_writes_to_other_tables_keep_the_list_and_workspace_writes_renew_it(orchestrator) -> None:
@@ -52,7 +52,7 @@ def test_writes_to_other_tables_keep_the_list_and_workspace_writes_renew_it(orch
     def listing() -> bytes:
         def build() -> bytes:
             builds.append(1)
-            return str(sorted(w.name for w in orchestrator.list(Caller(user="root", admin=True)))).encode()
+            return str(sorted(w.name for w in orchestrator.list(Caller(user="root", admin=True)).items)).encode()
         return cache.get("all", build)
 
     alice = Caller(user="alice")

@@ -107,7 +107,7 @@ def test_a_flood_of_provisioning_output_is_bounded(api: httpx.Client, name: str)
     total = len(f"$ {command}\n") + 20_000_000
     assert operation["output"] == dropped_line(total - MAX_OUTPUT) + ("y\n" * MAX_OUTPUT)[-MAX_OUTPUT:]
     events = api.get("/api/v1/events", params={"workspace_id": accepted["workspace"]["id"],
-                                               "types": "operation.output", "limit": 1000}).json()["events"]
+                                               "types": "operation.output", "limit": 1000}).json()["items"]
     assert 0 < len(events) < 200
 
 

@@ -27,7 +27,7 @@ def test_a_user_over_the_workspace_quota_gets_403_naming_limit_and_use(make_daem
         refused = alice.post("/api/v1/workspaces", json={"name": f"{name}-3"})
         assert refused.status_code == 403
         assert refused.json() == {"detail": "quota exceeded: alice has 2 of 2 workspaces", "code": "quota_exceeded"}
-        assert len(alice.get("/api/v1/workspaces").json()) == 2
+        assert len(alice.get("/api/v1/workspaces").json()["items"]) == 2
         # deleting one makes room again
         wait_op(alice, first["operation"]["id"])
         wait_op(alice, alice.delete(f"/api/v1/workspaces/{name}-1").json()["id"])
@@ -88,7 +88,7 @@ def test_twenty_parallel_creates_never_end_above_the_limit(make_daemon, name: st
         statuses = list(pool.map(create, range(20)))
     assert sorted(statuses) == [202] * 3 + [403] * 17
     with process.tcp(secret) as client:
-        assert len(client.get("/api/v1/workspaces").json()) == 3
+        assert len(client.get("/api/v1/workspaces").json()["items"]) == 3
         assert client.get("/api/v1/me").json()["quota"]["usage"]["workspaces"] == 3
 
 

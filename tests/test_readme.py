@@ -58,6 +58,6 @@ def test_the_readme_examples_run_in_order(make_daemon: Any, tmp_path: Path) -> N
     assert done.returncode == 0, report
     assert '"status":"failed"' not in done.stdout, report
     with daemon.client() as client:
-        names = {w["name"]: w["owner"] for w in client.get("/api/v1/workspaces").json()}
+        names = {w["name"]: w["owner"] for w in client.get("/api/v1/workspaces").json()["items"]}
     assert names == {"demo": "root", "admin-box": "root", "web": "alice", "web-copy": "alice"}, report
     assert (tmp_path / "src" / "app.py").read_text() == 'print("hi")\n'

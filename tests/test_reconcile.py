@@ -180,7 +180,7 @@ def test_orphans_are_listed_by_doctor_and_removed_by_doctor_fix(
         (tmp_path / "inuse.toml").write_text(f'image = "{in_use}"\n')
         create_ws(api, f"{name}-inuse", template="inuse")
 
-        orphans = api.get("/api/v1/orphans").json()
+        orphans = api.get("/api/v1/orphans").json()["items"]
         assert {(o["kind"], o["workspace_id"]) for o in orphans} == {
             ("container", "ws_gone0000"), ("volume", "ws_gone0000"), ("image", "ws_gone0000")}
 
@@ -194,7 +194,7 @@ def test_orphans_are_listed_by_doctor_and_removed_by_doctor_fix(
         assert {o["kind"] for o in report["removed"]} == {"container", "volume", "image"}
         assert [c["ok"] for c in report["checks"] if c["name"] == "orphans"] == [True]
 
-        assert api.get("/api/v1/orphans").json() == []
+        assert api.get("/api/v1/orphans").json()["items"] == []
         with pytest.raises(docker.errors.NotFound):
             docker_client.containers.get(made["container"])
         with pytest.raises(docker.errors.NotFound):

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import Daemon, create_ws, wait_op, workspace_ids
+from conftest import Daemon, all_items, create_ws, wait_op, workspace_ids
 from httpx_ws import WebSocketDisconnect, connect_ws
 
 import vmhost.daemon.routes
@@ -103,10 +103,10 @@ def victim(daemon: Daemon, name: str) -> dict[str, Any]:
     bob = daemon.token("bob")
     with daemon.tcp(bob) as as_bob:
         workspace = create_ws(as_bob, name)["workspace"]
-        token_id = as_bob.get("/api/v1/tokens").json()[0]["id"]
+        token_id = as_bob.get("/api/v1/tokens").json()["items"][0]["id"]
     return {"workspace": workspace, "token": bob, "token_id": token_id,
             "operation_id": workspace["current_operation_id"] or
-            daemon.client().get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()[0]["id"]}
+            daemon.client().get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()["items"][0]["id"]}
 
 
 def test_another_users_workspace_is_404_on_every_endpoint(daemon: Daemon, victim: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ def test_another_users_workspace_is_404_on_every_endpoint(daemon: Daemon, victim
 def test_a_read_token_gets_403_on_every_mutation(daemon: Daemon, api: httpx.Client, name: str) -> None:
     workspace = create_ws(api, name)["workspace"]
     reader = daemon.token("root", scope="read")
-    before = api.get("/api/v1/tokens").json()
+    before = all_items(api, "/api/v1/tokens")
     refused = []
     with daemon.tcp(reader) as tcp:
         assert tcp.get("/api/v1/workspaces").status_code == 200
@@ -164,7 +164,7 @@ def test_a_read_token_gets_403_on_every_mutation(daemon: Daemon, api: httpx.Clie
             refused.append(template)
     assert "/api/v1/workspaces" in refused and "/api/v1/tokens" in refused
     assert api.get(f"/api/v1/workspaces/{workspace['id']}").json() == workspace
-    assert api.get("/api/v1/tokens").json() == before
+    assert all_items(api, "/api/v1/tokens") == before
 
 
 def test_core_refuses_read_only_callers_without_http(tmp_path) -> None:
@@ -233,7 +233,7 @@ def test_users_manage_only_their_own_tokens(daemon: Daemon, api: httpx.Client) -
         assert kim.post("/api/v1/tokens", json={"admin": True}).status_code == 403
         assert kim.delete(f"/api/v1/tokens/{other}").status_code == 404
         assert kim.delete(f"/api/v1/tokens/{mine.json()['token']['id']}").json()["revoked_at"] is not None
-        assert {t["user"] for t in kim.get("/api/v1/tokens").json()} == {"kim"}
+        assert {t["user"] for t in kim.get("/api/v1/tokens").json()["items"]} == {"kim"}
     with daemon.tcp(daemon.token("lead", admin=True)) as lead:  # an admin token may make tokens for others
         assert lead.post("/api/v1/tokens", json={"user": "judy", "scope": "read"}).status_code == 201
         assert lead.get("/api/v1/me").json()["role"] == "admin"
@@ -256,7 +256,7 @@ BAD_CREATES = [
 
 def test_injection_attempts_are_refused_and_change_nothing(daemon: Daemon, api: httpx.Client) -> None:
     with daemon.tcp(daemon.token("oscar")) as oscar:
-        before = (api.get("/api/v1/workspaces").json(), oscar.get("/api/v1/tokens").json())
+        before = (all_items(api, "/api/v1/workspaces"), all_items(oscar, "/api/v1/tokens"))
         for body in BAD_CREATES:
             response = oscar.post("/api/v1/workspaces", json=body)
             assert response.status_code == 422, (body, response.text)
@@ -271,7 +271,7 @@ def test_injection_attempts_are_refused_and_change_nothing(daemon: Daemon, api: 
                 response = oscar.request(method, path, json=body_for(operation, spec),
                                          params=query_for(operation, spec, SAMPLES))
                 assert response.status_code in (403, 404, 405, 422), (method, path, response.text)
-        assert (api.get("/api/v1/workspaces").json(), oscar.get("/api/v1/tokens").json()) == before
+        assert (all_items(api, "/api/v1/workspaces"), all_items(oscar, "/api/v1/tokens")) == before
     assert api.get("/health").json()["status"] == "ok"
 
 

@@ -68,7 +68,7 @@ def test_restore_in_place_brings_back_the_filesystem_and_workspace_then_delete_p
     assert sh(docker_client, api, name, "cat /workspace/kept.txt /etc/marker") == "kept\nfs\n"
     assert "added.txt" not in sh(docker_client, api, name, "ls /workspace")
     assert "later" not in sh(docker_client, api, name, "ls /etc")
-    assert [s["name"] for s in api.get(f"/api/v1/workspaces/{name}/snapshots").json()] == ["before"]
+    assert [s["name"] for s in api.get(f"/api/v1/workspaces/{name}/snapshots").json()["items"]] == ["before"]
 
     wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"])
     assert not snapshot_images(docker_client, vmhost_workspace=workspace["id"])
@@ -111,7 +111,7 @@ def test_restore_as_new_belongs_to_the_caller_and_outlives_the_original(
         assert copy["status"] == "running"
         assert copy["labels"] == {"team": "a"} and copy["env"]["COLOR"] == "blue"
         assert sh(docker_client, as_alice, copy["id"], "cat /workspace/data.txt /etc/app.conf") == "data\nconf\n"
-        assert as_alice.get(f"/api/v1/workspaces/{copy['id']}/snapshots").json() == []
+        assert as_alice.get(f"/api/v1/workspaces/{copy['id']}/snapshots").json()["items"] == []
 
         # the original is untouched and can go while the copy runs from its snapshot's image
         still = as_alice.get(f"/api/v1/workspaces/{name}").json()

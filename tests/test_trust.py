@@ -25,7 +25,7 @@ FORWARDED_FROM_LOOPBACK = {"X-VM-User": "alice", "X-Forwarded-For": "127.0.0.2"}
 
 def audit_entries(daemon: Daemon, **params: Any) -> list[dict[str, Any]]:
     with daemon.client() as root:
-        return root.get("/api/v1/audit", params=params).json()
+        return root.get("/api/v1/audit", params=params).json()["items"]
 
 
 def wait_for_entry(daemon: Daemon, match: Any, timeout: float = 30, **params: Any) -> dict[str, Any]:

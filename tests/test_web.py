@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, Daemon
+from conftest import REPO, Daemon, all_items
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -148,7 +148,7 @@ def test_lifecycle_behind_the_proxy(make_daemon: Any, sessions: Any, name: str) 
     first = row.locator(".expiry").inner_text()
     expect(row.locator(".expiry")).not_to_have_text(first)  # a live countdown
     with daemon.client() as api:
-        assert [w["owner"] for w in api.get("/api/v1/workspaces").json()] == ["alice"]
+        assert [w["owner"] for w in api.get("/api/v1/workspaces").json()["items"]] == ["alice"]
     session.screenshot("running")
 
     session.create(f"{name}-2")  # the quota is one workspace
@@ -235,7 +235,7 @@ def test_token_prompt_and_phone_layout(daemon: Daemon, sessions: Any, name: str)
     session.screenshot("phone")
 
     with daemon.client() as api:
-        token_id = next(t["id"] for t in api.get("/api/v1/tokens").json() if t["user"] == f"web-{name}")
+        token_id = next(t["id"] for t in all_items(api, "/api/v1/tokens") if t["user"] == f"web-{name}")
         assert api.delete(f"/api/v1/tokens/{token_id}").status_code < 300
         # revoking closes the page's event socket with 4401: it signs out at once, without another call
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

@@ -69,6 +69,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def all_items(client: httpx.Client, path: str, **params: Any) -> list[Any]:
+    """Every item of a collection of the API that the client may see, following its pages (of 1,000
+    items unless `limit` is given)."""
+    found: list[Any] = []
+    cursor = None
+    while True:
+        response = client.get(path, params={"limit": 1000, **params, **({"cursor": cursor} if cursor else {})})
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
+        page = response.json()
+        found += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
 def remove_instance_objects(client: Any, instance: str) -> None:
     """Remove every container, network, image and volume labelled `vmhost.instance=<instance>`."""
     import docker.errors

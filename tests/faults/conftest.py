@@ -20,7 +20,7 @@ import docker
 import httpx
 import pytest
 
-from vmhost.testing import DaemonProcess, build_image, remove_instance_objects
+from vmhost.testing import DaemonProcess, all_items, build_image, remove_instance_objects
 
 TEST_IMAGE = "vmhost-fault-busybox:latest"
 PRIVATE_BRIDGE = "vmhfault0"
@@ -202,7 +202,7 @@ def settle(client: httpx.Client, timeout: float = 90) -> list[dict[str, Any]]:
     """Wait until no operation is pending or running; returns every operation."""
     deadline = time.monotonic() + timeout
     while True:
-        operations = client.get("/api/v1/operations", params={"limit": 1000}).json()
+        operations = all_items(client, "/api/v1/operations")
         busy = [o for o in operations if o["status"] in ("pending", "running")]
         if not busy or time.monotonic() > deadline:
             return operations
@@ -216,7 +216,7 @@ def check_consistent(client: httpx.Client, engine_client: docker.DockerClient, i
     operations = settle(client)
     stuck = [(o["id"], o["type"], o["status"]) for o in operations if o["status"] in ("pending", "running")]
     assert not stuck, f"{context}: operations still in flight after recovery: {stuck}"
-    workspaces = client.get("/api/v1/workspaces").json()
+    workspaces = all_items(client, "/api/v1/workspaces")
     objects = managed_objects(engine_client, instance)
     for workspace in workspaces:
         container_name = workspace["connection"]["container_name"]

@@ -115,8 +115,8 @@ def run_load(daemon: FaultDaemon, engine: PrivateEngine, seconds: float) -> None
         served, since = [], 0
         while True:
             page = client.get("/api/v1/events", params={"since": since, "limit": 1000}).json()
-            served += [event["id"] for event in page["events"]]
-            if not page["events"]:
+            served += [event["id"] for event in page["items"]]
+            if not page["items"]:
                 break
             since = page["last_id"]
     assert served[:len(ids)] == ids, "GET /api/v1/events skipped, repeated or reordered events"

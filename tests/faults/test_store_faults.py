@@ -160,7 +160,7 @@ def test_database_locked_by_another_writer_requests_wait_and_succeed_no_5xx(
     holder.join()
     assert statuses == [201, 202, 202, 200, 201, 200, 202, 200], statuses
     with daemon.client(timeout=60) as client:
-        for operation in client.get("/api/v1/operations").json():
+        for operation in client.get("/api/v1/operations").json()["items"]:
             assert wait_op(client, operation["id"])["status"] == "succeeded", operation
 
 

@@ -128,9 +128,8 @@ def audit(
     json: JsonOpt = False,
 ) -> None:
     """The audit log (admins): who did what, through which door, and how it ended; newest first."""
-    params = {"user": user, "workspace": workspace, "since": _moment(since), "until": _moment(until),
-              "limit": limit}
-    entries = run(lambda c: c.get("/audit", **params))
+    params = {"user": user, "workspace": workspace, "since": _moment(since), "until": _moment(until)}
+    entries = run(lambda c: c.items("/audit", limit, **params))
     from vmhost.cli import render
 
     if json:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from httpx_ws import WebSocketSession
 
 API = "/api/v1"
+PAGE_SIZE = 1000  # the most items the API answers in one page
 WS_MAX_MESSAGE = 4 * 1024 * 1024
 RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # what a request meets when the daemon closed the kept-alive connection it went out on
@@ -96,6 +97,24 @@ class VmhostClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", f"{API}{path}", params={k: v for k, v in params.items() if v is not None})
+
+    def pages(self, path: str, at_most: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """The pages of a collection, following each one's `next_cursor`: all of it, or its first
+        `at_most` items."""
+        cursor = None
+        while True:
+            limit = PAGE_SIZE if at_most is None else min(PAGE_SIZE, at_most)
+            page = self.get(path, **params, limit=limit, cursor=cursor)
+            yield page
+            if at_most is not None:
+                at_most -= len(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None or at_most == 0:
+                return
+
+    def items(self, path: str, at_most: int | None = None, **params: Any) -> list[Any]:
+        """A collection's items, from all its pages (or its first `at_most` items)."""
+        return [item for page in self.pages(path, at_most, **params) for item in page["items"]]
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", f"{API}{path}", json=body)

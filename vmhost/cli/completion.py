@@ -20,6 +20,7 @@ from vmhost import paths
 
 COMPLETE_VAR = "_VMHOST_COMPLETE"
 TIMEOUT = 1.0  # seconds; completion must never hang
+PAGE_SIZE = 1000  # workspaces a request asks for: the most a page may hold
 GROUPS = ("workspaces", "ws")
 # The root's options that take a value, by the setting each names.
 CONNECTION_OPTIONS = {"--url": "url", "--token": "token", "--socket": "socket_path"}
@@ -157,7 +158,7 @@ def workspace_names(incomplete: str, url: str | None = None, token: str | None =
     """The caller's workspace names that start with `incomplete`, asked of the daemon the way
     VmhostClient would (`url` with `token`, else the socket); nothing at all when it does not answer."""
     import http.client  # only here: Tabs on commands and options (Typer's part) need none of it
-    from urllib.parse import urlsplit
+    from urllib.parse import quote, urlsplit
 
     url = url or os.environ.get("VMHOST_URL")
     headers = {"User-Agent": "vmhost-cli"}
@@ -174,13 +175,21 @@ def workspace_names(incomplete: str, url: str | None = None, token: str | None =
             # a connection that has a socket already uses it as it is
             connection, prefix = http.client.HTTPConnection("vmhost", timeout=TIMEOUT), ""
             connection.sock = _unix_socket(str(paths.client_socket_path(socket_path)))
+        names: set[str] = set()
         try:
-            connection.request("GET", f"{prefix}/api/v1/workspaces", headers=headers)
-            response = connection.getresponse()
-            items = json.loads(response.read()) if response.status == 200 else []
+            cursor: str | None = None
+            while True:  # page after page on the one kept-alive connection
+                query = f"limit={PAGE_SIZE}" + (f"&cursor={quote(cursor)}" if cursor else "")
+                connection.request("GET", f"{prefix}/api/v1/workspaces?{query}", headers=headers)
+                response = connection.getresponse()
+                page = json.loads(response.read()) if response.status == 200 else {"items": []}
+                names.update(item["name"] for item in page["items"] if item["name"].startswith(incomplete))
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
         finally:
             connection.close()
-        return sorted({item["name"] for item in items if item["name"].startswith(incomplete)})
+        return sorted(names)
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
         return []
 

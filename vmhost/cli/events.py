@@ -105,13 +105,13 @@ def events(
             path = f"/ws/workspaces/{workspace}/events" if workspace else "/ws/events"
             _follow(client, path, since, types, json_out)
             return
-        page = client.get("/events", since=since or 0, types=types, workspace_id=workspace, limit=limit)
-        if page["gap"]:
-            from vmhost.cli.render import err
+        for page in client.pages("/events", limit, since=since or 0, types=types, workspace_id=workspace):
+            if page["gap"]:
+                from vmhost.cli.render import err
 
-            err().print(f"[yellow]Warning:[/yellow] {page['gap']['detail']}", markup=True)
-        for event in page["events"]:
-            _show(event, json_out)
+                err().print(f"[yellow]Warning:[/yellow] {page['gap']['detail']}", markup=True)
+            for event in page["items"]:
+                _show(event, json_out)
 
     try:
         run(action)

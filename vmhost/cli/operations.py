@@ -19,7 +19,7 @@ def ops_ls(
     json: JsonOpt = False,
 ) -> None:
     """List operations, newest first."""
-    items = run(lambda c: c.get("/operations", workspace_id=workspace, type=type, status=status, limit=limit))
+    items = run(lambda c: c.items("/operations", limit, workspace_id=workspace, type=type, status=status))
     from vmhost.cli import render
 
     render.print_json(items) if json else render.operations(items)

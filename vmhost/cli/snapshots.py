@@ -38,7 +38,7 @@ def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help=
 @snapshot_app.command("ls")
 def snapshot_ls(name: NameArg, json: JsonOpt = False) -> None:
     """List a workspace's snapshots."""
-    items = run(lambda c: c.get(f"/workspaces/{name}/snapshots"))
+    items = run(lambda c: c.items(f"/workspaces/{name}/snapshots"))
     from vmhost.cli import render
 
     render.print_json(items) if json else render.snapshots(items)

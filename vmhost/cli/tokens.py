@@ -35,7 +35,7 @@ def tokens_create(
 @tokens_app.command("ls")
 def tokens_ls(json: JsonOpt = False) -> None:
     """List API tokens (never their secrets)."""
-    items = run(lambda c: c.get("/tokens"))
+    items = run(lambda c: c.items("/tokens"))
     from vmhost.cli import render
 
     render.print_json(items) if json else render.tokens(items)

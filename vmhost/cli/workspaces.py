@@ -28,7 +28,7 @@ def ws_ls(
     json: JsonOpt = False,
 ) -> None:
     """List workspaces."""
-    items = run(lambda c: c.get("/workspaces", status=status, label=label or None))
+    items = run(lambda c: c.items("/workspaces", status=status, label=label or None))
     from vmhost.cli import render
 
     if json:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
 from vmhost.core.models import Caller, utcnow
-from vmhost.core.store import Store, equal_to, from_text, to_text, where_clause
+from vmhost.core.paging import DEFAULT_LIMIT, Order, Page
+from vmhost.core.store import Store, equal_to, from_text, to_text
 
-MAX_ENTRIES = 10_000
+AUDIT_ORDER = Order("audit", {"id": int}, descending=True)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class AuditLog:
 
     def search(self, caller: Caller, user: str | None = None, workspace: str | None = None,
                since: datetime | None = None, until: datetime | None = None,
-               limit: int = 1000) -> list[AuditEntry]:
+               limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[AuditEntry]:
         """Newest first. `workspace` matches a workspace's id or its name."""
         caller.require_admin("read the audit log")
         where, params = equal_to(user=user)
@@ -70,9 +71,7 @@ class AuditLog:
         if until is not None:
             where.append("time <= ?")
             params.append(to_text(until))
-        sql = f"SELECT * FROM audit{where_clause(where)} ORDER BY id DESC LIMIT ?"
-        rows = self.store.read(sql, (*params, min(limit, MAX_ENTRIES)))
-        return [_entry(r) for r in rows]
+        return self.store.read_page("audit", where, params, AUDIT_ORDER, limit, cursor, _entry)
 
     def prune(self, retention_seconds: float) -> int:
         """Drop entries older than the retention (the audit pruner's task); returns how many."""

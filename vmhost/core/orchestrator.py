@@ -31,6 +31,7 @@ from vmhost.core.models import (
     utcnow,
 )
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
+from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.provider import NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
@@ -133,10 +134,12 @@ class Orchestrator:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def list(self, caller: Caller, status: str | None = None, labels: dict[str, str] | None = None) -> list[Workspace]:
+    def list(self, caller: Caller, status: str | None = None, labels: dict[str, str] | None = None,
+             limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Workspace]:
         if status is not None and status not in WorkspaceStatus.__members__.values():
             raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(s.value for s in WorkspaceStatus)}")
-        return self.store.list_workspaces(owner=caller.owner_filter, status=status, labels=labels)
+        return self.store.page_workspaces(owner=caller.owner_filter, status=status, labels=labels,
+                                          limit=limit, cursor=cursor)
 
     def get(self, caller: Caller, ref: str) -> Workspace:
         """A workspace by id, or by the caller's name for it (admins: anyone's, when unambiguous)."""
@@ -165,15 +168,16 @@ class Orchestrator:
         return operation
 
     def list_operations(self, caller: Caller, workspace: str | None = None, type: str | None = None,
-                        status: str | None = None, limit: int = 200) -> builtins.list[Operation]:
+                        status: str | None = None, limit: int = DEFAULT_LIMIT,
+                        cursor: str | None = None) -> Page[Operation]:
         workspace_id = None
         if workspace is not None:
             try:
                 workspace_id = self.get(caller, workspace).id
             except WorkspaceNotFound:
                 workspace_id = workspace  # history of a deleted workspace, by its id
-        return self.store.list_operations(owner=caller.owner_filter, workspace_id=workspace_id,
-                                          type=type, status=status, limit=limit)
+        return self.store.page_operations(owner=caller.owner_filter, workspace_id=workspace_id,
+                                          type=type, status=status, limit=limit, cursor=cursor)
 
     def wait_operation(self, caller: Caller, operation_id: str, timeout: float) -> Operation:
         self.get_operation(caller, operation_id)
@@ -344,8 +348,8 @@ class Orchestrator:
                      admin: bool = False, ttl_seconds: int | None = None) -> tuple[Token, str]:
         return self.tokens.create(caller, user, name, scope, admin, ttl_seconds)
 
-    def list_tokens(self, caller: Caller) -> builtins.list[Token]:
-        return self.tokens.list(caller)
+    def list_tokens(self, caller: Caller, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Token]:
+        return self.tokens.list(caller, limit, cursor)
 
     def revoke_token(self, caller: Caller, token_id: str) -> Token:
         return self.tokens.revoke(caller, token_id)

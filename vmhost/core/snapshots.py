@@ -34,6 +34,7 @@ from vmhost.core.models import (
     utcnow,
 )
 from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
+from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.provider import Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.store import Store
@@ -70,8 +71,8 @@ class Snapshots:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def list(self, caller: Caller, ref: str) -> list[Snapshot]:
-        return self.store.list_snapshots(self.find(caller, ref).id)
+    def list(self, caller: Caller, ref: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Snapshot]:
+        return self.store.page_snapshots(self.find(caller, ref).id, limit=limit, cursor=cursor)
 
     def get(self, caller: Caller, ref: str, snapshot_ref: str) -> Snapshot:
         return self._find(self.find(caller, ref), snapshot_ref)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -38,6 +38,7 @@ from vmhost.core.models import (
     WorkspaceStatus,
     utcnow,
 )
+from vmhost.core.paging import Order, Page, check_limit
 from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, StoreUnavailable, WorkspaceNotFound
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,16 @@ _OP_JSON = {"params", "result"}
 _WS_TIMES = {"created_at", "updated_at", "expires_at"}
 _OP_TIMES = {"created_at", "started_at", "finished_at"}
 _TOKEN_TIMES = {"created_at", "expires_at", "last_used_at", "revoked_at"}
+
+# How each collection is listed: its order, the id last to break ties (times are stored as text of one
+# format, so they sort as they compare)
+WORKSPACE_ORDER = Order("workspaces", {"created_at": str, "id": str})
+OPERATION_ORDER = Order("operations", {"created_at": str, "id": str}, descending=True)
+TOKEN_ORDER = Order("tokens", {"created_at": str, "id": str})
+SNAPSHOT_ORDER = Order("snapshots", {"created_at": str, "id": str})
+EVENT_ORDER = Order("events", {"id": int})
+
+T = TypeVar("T")
 
 
 def to_text(value: datetime | None) -> str | None:
@@ -262,9 +273,20 @@ class Store:
         with self._mapping_errors(), self._reader() as conn:
             return conn.execute(sql, params).fetchall()
 
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Rows of one query, from a read connection: it does not wait for a write transaction."""
-        return self._query(sql, params)
+    def read_page(self, table: str, where: Sequence[str], params: Sequence[Any], order: Order, limit: int,
+                  cursor: str | None, make: Callable[[sqlite3.Row], T]) -> Page[T]:
+        """A page of `table`'s rows that meet `where`: the first `limit` in `order` after `cursor`'s key
+        (from the first row without one), each made into a `make(row)`. Read from a read connection: it
+        does not wait for a write transaction."""
+        check_limit(limit)
+        where, params = list(where), list(params)
+        if cursor is not None:
+            condition, key = order.after(cursor)
+            where.append(condition)
+            params.extend(key)
+        rows = self._query(f"SELECT * FROM {table}{where_clause(where)} ORDER BY {order.sql} LIMIT ?",
+                           (*params, limit + 1))
+        return order.page(rows, limit, lambda row: tuple(row[column] for column in order.columns)).map(make)
 
     @contextmanager
     def _mapping_errors(self) -> Iterator[None]:
@@ -371,12 +393,15 @@ class Store:
 
     def list_workspaces(self, owner: str | None = None, status: str | None = None,
                         labels: dict[str, str] | None = None) -> list[Workspace]:
-        where, params = equal_to(owner=owner, status=status)
-        for key, value in (labels or {}).items():
-            where.append("json_extract(labels, ?) = ?")
-            params.extend([f'$."{key}"', value])
-        sql = f"SELECT * FROM workspaces{where_clause(where)} ORDER BY created_at, id"
+        where, params = _workspace_filters(owner, status, labels)
+        sql = f"SELECT * FROM workspaces{where_clause(where)} ORDER BY {WORKSPACE_ORDER.sql}"
         return [_workspace(r) for r in self._query(sql, params)]
+
+    def page_workspaces(self, owner: str | None = None, status: str | None = None,
+                        labels: dict[str, str] | None = None, *, limit: int, cursor: str | None = None,
+                        ) -> Page[Workspace]:
+        where, params = _workspace_filters(owner, status, labels)
+        return self.read_page("workspaces", where, params, WORKSPACE_ORDER, limit, cursor, _workspace)
 
     def count_workspaces(self, owner: str | None = None) -> int:
         if owner is None:
@@ -460,11 +485,17 @@ class Store:
             raise OperationNotFound(f"no operation {operation_id!r}")
         return _operation(rows[0])
 
-    def list_operations(self, owner: str | None = None, workspace_id: str | None = None, type: str | None = None,
-                        status: str | None = None, limit: int = 200) -> list[Operation]:
+    def list_operations(self, workspace_id: str, status: str) -> list[Operation]:
+        """A workspace's operations in one status, newest first."""
+        rows = self._query(f"SELECT * FROM operations WHERE workspace_id = ? AND status = ? "
+                           f"ORDER BY {OPERATION_ORDER.sql}", (workspace_id, status))
+        return [_operation(r) for r in rows]
+
+    def page_operations(self, owner: str | None = None, workspace_id: str | None = None, type: str | None = None,
+                        status: str | None = None, *, limit: int, cursor: str | None = None) -> Page[Operation]:
+        """Newest first."""
         where, params = equal_to(owner=owner, workspace_id=workspace_id, type=type, status=status)
-        sql = f"SELECT * FROM operations{where_clause(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
-        return [_operation(r) for r in self._query(sql, (*params, limit))]
+        return self.read_page("operations", where, params, OPERATION_ORDER, limit, cursor, _operation)
 
     def operations_with_status(self, *statuses: OperationStatus) -> list[Operation]:
         marks = ", ".join("?" for _ in statuses)
@@ -559,9 +590,15 @@ class Store:
 
     def list_snapshots(self, workspace_id: str | None = None) -> list[Snapshot]:
         if workspace_id is None:
-            return [_snapshot(r) for r in self._query("SELECT * FROM snapshots ORDER BY created_at, id")]
-        rows = self._query("SELECT * FROM snapshots WHERE workspace_id = ? ORDER BY created_at, id", (workspace_id,))
+            return [_snapshot(r) for r in self._query(f"SELECT * FROM snapshots ORDER BY {SNAPSHOT_ORDER.sql}")]
+        rows = self._query(f"SELECT * FROM snapshots WHERE workspace_id = ? ORDER BY {SNAPSHOT_ORDER.sql}",
+                           (workspace_id,))
         return [_snapshot(r) for r in rows]
+
+    def page_snapshots(self, workspace_id: str, *, limit: int, cursor: str | None = None) -> Page[Snapshot]:
+        """A workspace's snapshots, oldest first."""
+        return self.read_page("snapshots", ["workspace_id = ?"], [workspace_id], SNAPSHOT_ORDER, limit, cursor,
+                              _snapshot)
 
     def find_snapshot(self, workspace_id: str, ref: str) -> Snapshot | None:
         """A workspace's snapshot by id or by name."""
@@ -611,12 +648,10 @@ class Store:
         with self.transaction() as conn:
             conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(utcnow()), token_id))
 
-    def list_tokens(self, user: str | None = None) -> list[Token]:
-        if user is None:
-            rows = self._query("SELECT * FROM tokens ORDER BY created_at")
-        else:
-            rows = self._query("SELECT * FROM tokens WHERE user = ? ORDER BY created_at", (user,))
-        return [_token(r) for r in rows]
+    def page_tokens(self, user: str | None = None, *, limit: int, cursor: str | None = None) -> Page[Token]:
+        """One user's tokens (everyone's with None), oldest first."""
+        where, params = equal_to(user=user)
+        return self.read_page("tokens", where, params, TOKEN_ORDER, limit, cursor, _token)
 
     def get_token(self, token_id: str) -> Token | None:
         rows = self._query("SELECT * FROM tokens WHERE id = ?", (token_id,))
@@ -631,15 +666,15 @@ class Store:
 
     def list_events(self, since: int = 0, owner: str | None = None, workspace_id: str | None = None,
                     types: Sequence[str] = (), limit: int = 1000) -> list[Event]:
-        where, params = equal_to(owner=owner, workspace_id=workspace_id)
-        where.append("id > ?")
-        params.append(since)
-        if types:  # exact types, or a family as 'workspace.*'
-            where.append("(" + " OR ".join("type LIKE ? ESCAPE '\\'" if t.endswith(".*") else "type = ?"
-                                           for t in types) + ")")
-            params.extend(_like_prefix(t[:-1]) if t.endswith(".*") else t for t in types)
+        where, params = _event_filters(since, owner, workspace_id, types)
         rows = self._query(f"SELECT * FROM events{where_clause(where)} ORDER BY id LIMIT ?", (*params, limit))
         return [_event(r) for r in rows]
+
+    def page_events(self, since: int = 0, owner: str | None = None, workspace_id: str | None = None,
+                    types: Sequence[str] = (), *, limit: int) -> Page[Event]:
+        """The events after `since`, oldest first; the next page's cursor names the last one's id."""
+        where, params = _event_filters(since, owner, workspace_id, types)
+        return self.read_page("events", where, params, EVENT_ORDER, limit, None, _event)
 
     def last_event_id(self) -> int:
         """The id of the newest event ever recorded (0 before the first), pruned or not."""
@@ -667,6 +702,27 @@ class Store:
 
 class _ReadConnection(sqlite3.Connection):
     """A thread's read connection (a subclass only to be weakly referenced)."""
+
+
+def _workspace_filters(owner: str | None, status: str | None,
+                       labels: dict[str, str] | None) -> tuple[list[str], list[Any]]:
+    where, params = equal_to(owner=owner, status=status)
+    for key, value in (labels or {}).items():
+        where.append("json_extract(labels, ?) = ?")
+        params.extend([f'$."{key}"', value])
+    return where, params
+
+
+def _event_filters(since: int, owner: str | None, workspace_id: str | None,
+                   types: Sequence[str]) -> tuple[list[str], list[Any]]:
+    where, params = equal_to(owner=owner, workspace_id=workspace_id)
+    where.append("id > ?")
+    params.append(since)
+    if types:  # exact types, or a family as 'workspace.*'
+        where.append("(" + " OR ".join("type LIKE ? ESCAPE '\\'" if t.endswith(".*") else "type = ?"
+                                       for t in types) + ")")
+        params.extend(_like_prefix(t[:-1]) if t.endswith(".*") else t for t in types)
+    return where, params
 
 
 def _like_prefix(prefix: str) -> str:

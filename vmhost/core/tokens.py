@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from vmhost.core import validation
 from vmhost.core.models import Caller, Door, Scope, Token, new_id, utcnow
+from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.store import Store
 from vmhost.core.tokencache import TokenCache
 from vmhost.errors import TokenNotFound, Unauthenticated
@@ -40,8 +41,8 @@ class Tokens:
         self.store.insert_token(token, hash_token(secret))
         return token, secret
 
-    def list(self, caller: Caller) -> list[Token]:
-        return self.store.list_tokens(user=caller.owner_filter)
+    def list(self, caller: Caller, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Token]:
+        return self.store.page_tokens(user=caller.owner_filter, limit=limit, cursor=cursor)
 
     def revoke(self, caller: Caller, token_id: str) -> Token:
         caller.require_write()

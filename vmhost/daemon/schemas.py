@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vmhost.core import commands, validation
+from vmhost.core import commands, paging, validation
 from vmhost.core.models import Door, OperationStatus, Scope, SnapshotStatus, Workspace, WorkspaceStatus
 
 REQUEST = ConfigDict(extra="forbid", strict=True)
@@ -22,6 +23,21 @@ class Problem(BaseModel):
 
     detail: str = Field(description="what went wrong, in words a person can act on")
     code: str = Field(description="a stable machine-readable error code")
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """Every collection's answer: a page of at most `limit` items, in the collection's order."""
+
+    items: list[ItemT]
+    next_cursor: str | None = Field(description="more items follow: pass this as `cursor`, with the same filters, "
+                                                "for the next page; null on the last page")
+
+    @classmethod
+    def of(cls, page: paging.Page[Any], convert: Callable[[Any], ItemT]) -> Self:
+        return cls(items=[convert(item) for item in page.items], next_cursor=page.next_cursor)
 
 
 class WorkspaceCreate(BaseModel):
@@ -134,9 +150,9 @@ class BrokenTemplateOut(BaseModel):
     error: str
 
 
-class TemplateList(BaseModel):
-    templates: list[TemplateOut]
-    broken: list[BrokenTemplateOut] = Field(description="template files that could not be read, with why")
+class TemplatePage(Page[TemplateOut]):
+    broken: list[BrokenTemplateOut] = Field(description="template files that could not be read, with why (the "
+                                                        "same on every page)")
 
 
 class TokenCreate(BaseModel):
@@ -218,9 +234,8 @@ class EventGap(BaseModel):
     detail: str
 
 
-class EventPage(BaseModel):
-    events: list[EventOut]
-    last_id: int = Field(description="pass as `since` on the next poll")
+class EventPage(Page[EventOut]):
+    last_id: int = Field(description="pass as `since` on the next poll, once `next_cursor` is null")
     gap: EventGap | None = Field(None, description="set when events after `since` were pruned before this poll")
 
 

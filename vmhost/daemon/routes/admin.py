@@ -11,15 +11,17 @@ from fastapi.responses import FileResponse, Response
 from prometheus_client.exposition import choose_encoder
 from starlette.background import BackgroundTask
 
-from vmhost.core import doctor
+from vmhost.core import doctor, paging
 from vmhost.core.backup import online_backup
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import Reconciler
 from vmhost.daemon.deps import CallerDep, OrchestratorDep
-from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.schemas import DoctorCheck, Orphan
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
+from vmhost.daemon.schemas import DoctorCheck, Orphan, Page
 
 router = APIRouter(tags=["admin"])
+
+ORPHAN_ORDER = paging.Order("orphans", {"kind": str, "id": str})
 
 
 def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
@@ -36,13 +38,16 @@ def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep) -> list[DoctorC
     return [DoctorCheck.model_validate(c) for c in checks]
 
 
-@router.get(f"{API}/orphans", response_model=list[Orphan], summary="List orphaned Docker objects",
+@router.get(f"{API}/orphans", response_model=Page[Orphan], summary="List orphaned Docker objects",
             responses=errors(403, 503))
-def list_orphans(caller: CallerDep, orchestrator: OrchestratorDep) -> list[Orphan]:
+def list_orphans(caller: CallerDep, orchestrator: OrchestratorDep, limit: LimitQuery = paging.DEFAULT_LIMIT,
+                 cursor: CursorQuery = None) -> Page[Orphan]:
     """Admins only. Containers, volumes and images with this daemon's labels whose workspace is not in
-    the database (left behind by a crash, or by a database restored from an older backup)."""
+    the database (left behind by a crash, or by a database restored from an older backup), by kind
+    and id. Docker is asked again for each page."""
     caller.require_admin("may list orphaned Docker objects")
-    return [Orphan.model_validate(o) for o in reconciler_of(orchestrator).orphans()]
+    page = ORPHAN_ORDER.page_of(reconciler_of(orchestrator).orphans(), limit, cursor, key=lambda o: (o.kind, o.id))
+    return Page[Orphan].of(page, Orphan.model_validate)
 
 
 @router.delete(f"{API}/orphans", response_model=list[Orphan], summary="Remove orphaned Docker objects",

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from vmhost.core import paging
 from vmhost.daemon.deps import CallerDep, in_read_pool
-from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.schemas import AuditEntryOut
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
+from vmhost.daemon.schemas import AuditEntryOut, Page
 from vmhost.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API}/audit", tags=["audit"])
@@ -24,19 +25,19 @@ def _utc(moment: datetime | None, name: str) -> datetime | None:
         raise InvalidInput(f"{name} {moment.isoformat()} is out of range in UTC") from None
 
 
-@router.get("", response_model=list[AuditEntryOut], summary="Read the audit log (admins)", responses=errors(403))
+@router.get("", response_model=Page[AuditEntryOut], summary="Read the audit log (admins)", responses=errors(403))
 async def read_audit(request: Request, caller: CallerDep,
                      user: Annotated[str | None, Query(description="only this caller")] = None,
                      workspace: Annotated[str | None, Query(description="only this workspace (id or name)")] = None,
                      since: Annotated[datetime | None,
                                       Query(description="from this time (ISO 8601; UTC if no zone)")] = None,
                      until: Annotated[datetime | None, Query(description="up to this time")] = None,
-                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[AuditEntryOut]:
+                     limit: LimitQuery = paging.DEFAULT_LIMIT, cursor: CursorQuery = None) -> Page[AuditEntryOut]:
     """Mutating requests, refused requests (401/403) and WebSocket handshakes, newest first: who, through
     which door, from where, what, on which workspace, and the answer. Entries outlive their workspaces."""
-    def read() -> list[AuditEntryOut]:
+    def read() -> Page[AuditEntryOut]:
         entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
-                                                 until=_utc(until, "until"), limit=limit)
-        return [AuditEntryOut.model_validate(e) for e in entries]
+                                                 until=_utc(until, "until"), limit=limit, cursor=cursor)
+        return Page[AuditEntryOut].of(entries, AuditEntryOut.model_validate)
 
     return await in_read_pool(request, read)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Query, Response
 
+from vmhost.core import paging
 from vmhost.daemon.schemas import Problem
 
 API = "/api/v1"
+
+LIMIT_DESCRIPTION = f"at most this many items ({paging.DEFAULT_LIMIT} unless given)"
+CURSOR_DESCRIPTION = "the `next_cursor` of the previous page, with the same filters; none for the first page"
+LimitQuery = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT, description=LIMIT_DESCRIPTION)]
+CursorQuery = Annotated[str | None, Query(description=CURSOR_DESCRIPTION)]
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -11,12 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, WebSocket
 
+from vmhost.core import paging
 from vmhost.core.events import EventBus, EventFilter, event_message, gap_message, parse_types
 from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import SessionKind
+from vmhost.core.store import EVENT_ORDER
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
-from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import EventPage
 from vmhost.daemon.websockets import MAX_INT, accepted_as, int_param, send_until_disconnect
 from vmhost.errors import WorkspaceNotFound
@@ -44,20 +46,24 @@ async def list_events(request: Request, caller: CallerDep, orchestrator: Orchest
                                                   description="answer events after this id; 0: the oldest kept")] = 0,
                       types: TypesQuery = None,
                       workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
-                      limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventPage:
-    """The caller's events after `since` (everyone's for admins), oldest first. Pass the answer's
-    `last_id` as the next `since`; `gap` says which events were pruned before you asked for them."""
+                      limit: LimitQuery = paging.DEFAULT_LIMIT, cursor: CursorQuery = None) -> EventPage:
+    """The caller's events after `since` (everyone's for admins), oldest first. Follow `next_cursor`
+    while it is set; then pass the answer's `last_id` as the next poll's `since`. `gap` says which
+    events were pruned before you asked for them."""
+    after = since if cursor is None else max(since, int(EVENT_ORDER.decode(cursor)[0]))
+
     def read() -> EventPage:
         store = orchestrator.store
         newest = store.last_event_id()  # read before the page: nothing committed later is skipped
         pruned = store.pruned_through()
         event_filter = EventFilter.for_caller(
             caller, workspace_id and _workspace_id(orchestrator, caller, workspace_id), parse_types(types))
-        events = store.list_events(max(since, pruned), event_filter.owner, event_filter.workspace_id,
-                                   event_filter.types, limit)
-        last_id = events[-1].id if len(events) == limit else max([newest, since, *(e.id for e in events)])
-        return EventPage(events=[event_message(e) for e in events], last_id=last_id,
-                         gap=gap_message(since + 1, pruned) if 0 < since < pruned else None)
+        page = store.page_events(max(after, pruned), event_filter.owner, event_filter.workspace_id,
+                                 event_filter.types, limit=limit)
+        ids = [e.id for e in page.items]
+        return EventPage(items=[event_message(e) for e in page.items], next_cursor=page.next_cursor,
+                         last_id=ids[-1] if page.next_cursor else max([newest, after, *ids]),
+                         gap=gap_message(after + 1, pruned) if 0 < after < pruned else None)
     return await in_read_pool(request, read)
 
 

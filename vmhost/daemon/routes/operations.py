@@ -5,11 +5,12 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
+from vmhost.core import paging
 from vmhost.core.models import OperationStatus
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
-from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.schemas import OperationOut
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
+from vmhost.daemon.schemas import OperationOut, Page
 from vmhost.daemon.sessions import hold
 
 router = APIRouter(prefix=f"{API}/operations", tags=["operations"])
@@ -17,16 +18,17 @@ router = APIRouter(prefix=f"{API}/operations", tags=["operations"])
 MAX_WAIT = 300
 
 
-@router.get("", response_model=list[OperationOut], summary="List operations", responses=errors(404))
+@router.get("", response_model=Page[OperationOut], summary="List operations", responses=errors(404))
 async def list_operations(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
                           workspace_id: Annotated[str | None, Query(description="workspace id or name")] = None,
                           type: str | None = None, status: OperationStatus | None = None,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[OperationOut]:
+                          limit: LimitQuery = paging.DEFAULT_LIMIT,
+                          cursor: CursorQuery = None) -> Page[OperationOut]:
     """The caller's operations, newest first (everyone's for admins). History outlives workspaces."""
-    def read() -> list[OperationOut]:
+    def read() -> Page[OperationOut]:
         found = orchestrator.list_operations(caller, workspace=workspace_id, type=type,
-                                             status=status.value if status else None, limit=limit)
-        return [OperationOut.model_validate(o) for o in found]
+                                             status=status.value if status else None, limit=limit, cursor=cursor)
+        return Page[OperationOut].of(found, OperationOut.model_validate)
 
     return await in_read_pool(request, read)
 

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from vmhost.core import paging
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
-from vmhost.daemon.routes.common import API, errors, locate_operation
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors, locate_operation
 from vmhost.daemon.schemas import (
     OperationOut,
+    Page,
     SnapshotAccepted,
     SnapshotCreate,
     SnapshotOut,
@@ -17,12 +19,13 @@ from vmhost.daemon.schemas import (
 router = APIRouter(prefix=f"{API}/workspaces/{{ref}}/snapshots", tags=["snapshots"])
 
 
-@router.get("", response_model=list[SnapshotOut], summary="List a workspace's snapshots", responses=errors(404))
-async def list_snapshots(ref: str, request: Request, caller: CallerDep,
-                         orchestrator: OrchestratorDep) -> list[SnapshotOut]:
+@router.get("", response_model=Page[SnapshotOut], summary="List a workspace's snapshots", responses=errors(404))
+async def list_snapshots(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                         limit: LimitQuery = paging.DEFAULT_LIMIT, cursor: CursorQuery = None) -> Page[SnapshotOut]:
     """Oldest first, with their sizes; `creating` ones are still being taken."""
-    return await in_read_pool(request, lambda: [SnapshotOut.model_validate(s)
-                                                for s in orchestrator.snapshots.list(caller, ref)])
+    return await in_read_pool(request, lambda: Page[SnapshotOut].of(orchestrator.snapshots.list(caller, ref, limit,
+                                                                                                cursor),
+                                                                    SnapshotOut.model_validate))
 
 
 @router.post("", status_code=202, response_model=SnapshotAccepted, summary="Take a snapshot",

@@ -3,9 +3,10 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
+from vmhost.core import paging
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
-from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.schemas import TokenCreate, TokenCreated, TokenOut
+from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
+from vmhost.daemon.schemas import Page, TokenCreate, TokenCreated, TokenOut
 
 router = APIRouter(prefix=f"{API}/tokens", tags=["tokens"])
 
@@ -19,10 +20,12 @@ def create_token(body: TokenCreate, caller: CallerDep, orchestrator: Orchestrato
     return TokenCreated(token=TokenOut.model_validate(token), secret=secret)
 
 
-@router.get("", response_model=list[TokenOut], summary="List API tokens", responses=errors())
-async def list_tokens(request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> list[TokenOut]:
-    """The caller's tokens (everyone's for admins), without their secrets."""
-    return await in_read_pool(request, lambda: [TokenOut.model_validate(t) for t in orchestrator.list_tokens(caller)])
+@router.get("", response_model=Page[TokenOut], summary="List API tokens", responses=errors())
+async def list_tokens(request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                      limit: LimitQuery = paging.DEFAULT_LIMIT, cursor: CursorQuery = None) -> Page[TokenOut]:
+    """The caller's tokens (everyone's for admins), oldest first, without their secrets."""
+    return await in_read_pool(request, lambda: Page[TokenOut].of(orchestrator.list_tokens(caller, limit, cursor),
+                                                                 TokenOut.model_validate))
 
 
 @router.delete("/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=errors(403, 404))

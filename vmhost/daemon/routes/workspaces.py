@@ -3,19 +3,33 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import TypeAdapter
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
+from vmhost.core import paging
 from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, in_read_pool
-from vmhost.daemon.routes.common import API, errors, locate_operation
-from vmhost.daemon.schemas import OperationOut, WorkspaceAccepted, WorkspaceCreate, WorkspaceOut
+from vmhost.daemon.routes.common import API, CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, errors, locate_operation
+from vmhost.daemon.schemas import OperationOut, Page, WorkspaceAccepted, WorkspaceCreate, WorkspaceOut
 from vmhost.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["workspaces"])
 
-WORKSPACE_LIST = TypeAdapter(list[WorkspaceOut])
+WorkspacePage = Page[WorkspaceOut]
+WORKSPACE_PAGE = TypeAdapter(WorkspacePage)
+LIMIT = TypeAdapter(Annotated[int, Field(ge=1, le=paging.MAX_LIMIT)])
 
 Action = Literal["start", "stop", "restart", "rebuild"]
+
+
+def parse_limit(value: str | None) -> int:
+    """The `limit` query parameter, checked as FastAPI checks the other routes' (the same 422)."""
+    if value is None:
+        return paging.DEFAULT_LIMIT
+    try:
+        return LIMIT.validate_strings(value)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("query", "limit")} for error in exc.errors()]) from None
 
 
 def parse_label_filters(values: list[str]) -> dict[str, str]:
@@ -51,24 +65,35 @@ LIST_QUERY = [
      "schema": {"type": "array", "items": {"type": "string"}, "description": "key=value; repeat to require several",
                 "default": [], "title": "Label"},
      "description": "key=value; repeat to require several"},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "maximum": paging.MAX_LIMIT, "minimum": 1, "description": LIMIT_DESCRIPTION,
+                "default": paging.DEFAULT_LIMIT, "title": "Limit"},
+     "description": LIMIT_DESCRIPTION},
+    {"name": "cursor", "in": "query", "required": False,
+     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": CURSOR_DESCRIPTION,
+                "title": "Cursor"},
+     "description": CURSOR_DESCRIPTION},
 ]
 
 
-@router.get("", response_model=list[WorkspaceOut], summary="List workspaces", responses=errors(),
+@router.get("", response_model=WorkspacePage, summary="List workspaces", responses=errors(),
             openapi_extra={"parameters": LIST_QUERY})
 async def list_workspaces(request: Request) -> Response:
-    """The caller's workspaces (every workspace for admins)."""
+    """The caller's workspaces (every workspace for admins), oldest first."""
     caller = await get_caller(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
-    status = request.query_params.get("status")
-    labels = parse_label_filters(request.query_params.getlist("label"))
+    query = request.query_params
+    status, cursor = query.get("status"), query.get("cursor")
+    labels = parse_label_filters(query.getlist("label"))
+    limit = parse_limit(query.get("limit"))
 
     def build() -> bytes:
-        return WORKSPACE_LIST.dump_json([WorkspaceOut.of(w) for w in orchestrator.list(caller, status, labels)])
+        page = orchestrator.list(caller, status, labels, limit, cursor)
+        return WORKSPACE_PAGE.dump_json(WorkspacePage.of(page, WorkspaceOut.of))
 
     # served pre-serialised, reused until a workspace changes (see daemon/listcache.py); a reused answer
     # needs no thread, a new one is built in the read pool
-    key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())))
+    key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())), limit, cursor)
     body = await request.app.state.workspace_lists.answer(key, build, request.app.state.read_limiter)
     return Response(body, media_type="application/json")
 

@@ -93,6 +93,20 @@ async function api(method, path, body) {
   return data;
 }
 
+/** Every item of a collection: its pages of up to 1,000 items, following each one's next_cursor. */
+async function listAll(path) {
+  const items = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: "1000" });
+    if (cursor) query.set("cursor", cursor);
+    const page = await api("GET", `${path}${path.includes("?") ? "&" : "?"}${query}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 // ---------- identity ----------
 
 function askForToken(error) {
@@ -185,15 +199,15 @@ async function load() {
 }
 
 async function loadTemplates() {
-  const data = await api("GET", `${API}/templates`);
+  const templates = await listAll(`${API}/templates`);
   const select = $("create-template");
-  select.replaceChildren(...data.templates.map((t) =>
+  select.replaceChildren(...templates.map((t) =>
     h("option", { value: t.name }, t.description ? `${t.name} — ${t.description}` : t.name)));
-  if (data.templates.some((t) => t.name === "base")) select.value = "base";
+  if (templates.some((t) => t.name === "base")) select.value = "base";
 }
 
 async function refreshList() {
-  const list = await api("GET", `${API}/workspaces`);
+  const list = await listAll(`${API}/workspaces`);
   state.workspaces = new Map(list.map((w) => [w.id, w]));
   renderList();
   if (state.selected) renderDetail();
@@ -532,7 +546,7 @@ const wsPath = () => `${API}/workspaces/${encodeURIComponent(state.selected)}`;
 async function loadOperations() {
   const id = state.selected;
   try {
-    const ops = await api("GET", `${API}/operations?workspace_id=${encodeURIComponent(id)}&limit=20`);
+    const ops = (await api("GET", `${API}/operations?workspace_id=${encodeURIComponent(id)}&limit=20`)).items;
     if (id !== state.selected) return;
     $("operations-error").textContent = "";
     const open = new Set([...document.querySelectorAll("#operations details[open]")].map((d) => d.dataset.id));
@@ -551,9 +565,8 @@ $("operations-refresh").addEventListener("click", loadOperations);
 async function loadSnapshots() {
   const id = state.selected;
   try {
-    const data = await api("GET", `${wsPath()}/snapshots`);
+    const snapshots = await listAll(`${wsPath()}/snapshots`);
     if (id !== state.selected) return;
-    const snapshots = Array.isArray(data) ? data : data.snapshots || [];
     $("snapshots-empty").hidden = snapshots.length > 0;
     $("snapshots").replaceChildren(...snapshots.map((snap) => h("li", { dataset: { snapshot: snap.name } },
       h("span", { class: "grow" }, h("strong", null, snap.name), " ",
