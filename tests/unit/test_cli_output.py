@@ -80,12 +80,12 @@ def test_a_daemon_that_cannot_be_reached_is_exit_code_6(run_cli: Callable[..., R
 def test_templates_are_listed_as_a_table_with_broken_files_warned_about(run_cli: Callable[..., Result]) -> None:
     template = {"command": ["sleep", "infinity"], "env": {}, "provision": [], "cpus": None, "memory_mb": None,
                 "shell": None, "capabilities": []}
-    listing = {"templates": [
+    listing = {"items": [
         {**template, "name": "base", "image": "debian:bookworm-slim", "description": "Debian 12 with a shell",
          "ports": [], "source": "builtin"},
         {**template, "name": "web", "image": "node:22", "description": "", "ports": ["3000", "8080"],
          "source": "/etc/vmhost/templates/web.toml"},
-    ], "broken": [{"source": "/etc/vmhost/templates/bad.toml", "error": "'image' is required"}]}
+    ], "next_cursor": None, "broken": [{"source": "/etc/vmhost/templates/bad.toml", "error": "'image' is required"}]}
 
     result = run_cli(answer(200, listing), "templates", "ls")
     assert result.exit_code == 0, result.output

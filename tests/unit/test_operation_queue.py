@@ -126,7 +126,7 @@ def test_an_action_cut_short_by_a_crash_is_settled_by_the_restart(
     done = finish(restarted, operation)
     assert (done.status, done.error) == (status, error)
     if workspace_status is None:
-        assert restarted.list(ALICE) == []
+        assert restarted.list(ALICE).items == []
         assert held_for(engine, workspace) == set()
     else:
         assert restarted.get(ALICE, "box").status == workspace_status

@@ -37,7 +37,7 @@ def create_at_once(limits: Limits, make_orchestrator: MakeOrchestrator,
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(w.name for w in orchestrator.list(BOB)) == sorted(accepted)
+    assert sorted(w.name for w in orchestrator.list(BOB).items) == sorted(accepted)
     return len(accepted), refused
 
 

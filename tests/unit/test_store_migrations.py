@@ -21,7 +21,8 @@ def test_a_new_database_has_the_latest_schema_and_no_backup(tmp_path: Path) -> N
     store = Store(tmp_path / "vmhost.db")
     assert store.schema_version == migrations.latest_version() == len(MIGRATIONS)
     assert store.backup_written is None
-    assert (store.list_workspaces(), store.list_operations(), store.list_tokens()) == ([], [], [])
+    assert (store.list_workspaces(), store.page_operations(limit=10).items, store.page_tokens(limit=10).items) == (
+        [], [], [])
     store.close()
 
 
@@ -45,7 +46,7 @@ def test_an_older_schema_is_migrated_keeping_its_rows(version: int, tmp_path: Pa
     assert (workspace.name, workspace.owner, workspace.status, workspace.capabilities) == (
         "legacy", "alice", WorkspaceStatus.STOPPED, [])
     assert store.get_operation("op_old").status == OperationStatus.SUCCEEDED
-    assert [t.id for t in store.list_tokens()] == ["tok_old"]
+    assert [t.id for t in store.page_tokens(limit=10).items] == ["tok_old"]
     assert store.update_workspace("ws_old", status=WorkspaceStatus.RUNNING).status == WorkspaceStatus.RUNNING
     assert store.backup_written is not None and store.backup_written.name.startswith(f"vmhost.db.bak-{version}-")
     store.close()

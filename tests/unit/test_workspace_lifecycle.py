@@ -33,7 +33,7 @@ def test_create_stop_start_restart_and_delete(orchestrator: Orchestrator, engine
 
     done = finish(orchestrator, orchestrator.delete(ALICE, "box"))
     assert done.status == OperationStatus.SUCCEEDED, done.error
-    assert orchestrator.list(ALICE) == []
+    assert orchestrator.list(ALICE).items == []
     assert engine.container(workspace.container_id).status == "removed"
     assert held_for(engine, workspace) == set()
 
