@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmhost.core import validation
 from vmhost.core.channel import Channel
+from vmhost.core.engines import CommandOutcome
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -23,7 +24,6 @@ from vmhost.core.models import (
     Workspace,
     WorkspaceStatus,
 )
-from vmhost.core.provider import CommandOutcome
 from vmhost.errors import (
     InvalidInput,
     InvalidState,
@@ -139,7 +139,7 @@ class CommandRunner:
 
     def _execute(self, workspace: Workspace, request: CommandRequest, on_output: Callable[[str, bytes], None],
                  cancel: threading.Event) -> CommandOutcome:
-        outcome = self.orchestrator.provider.run_command(
+        outcome = self.orchestrator.engine.run_command(
             workspace.container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
             stdin=None if request.stdin is None else request.stdin.encode(), timeout=request.timeout_seconds,
             cancel=cancel)

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from vmhost.config import Settings
 from vmhost.core import validation
 from vmhost.core.clone import clone
 from vmhost.core.commands import CommandRunner
+from vmhost.core.engines import ContainerSpec, Engine, NetworkSpec
 from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
 from vmhost.core.models import (
@@ -43,7 +45,6 @@ from vmhost.core.models import (
     utcnow,
 )
 from vmhost.core.output import OperationOutput
-from vmhost.core.provider import ContainerSpec, NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
@@ -66,7 +67,6 @@ from vmhost.errors import (
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 10
 SHUTDOWN_GRACE = 10  # seconds running operations get to end when the daemon stops
 CLONE_FROM_ANYWHERE = "anywhere"
 MANAGED_LABEL = "vmhost.managed"
@@ -75,7 +75,6 @@ _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object na
 FORCED_DELETE = "cancelled by forced delete"
 CANCEL_WAIT = 15
 NETWORK_ATTEMPTS = 3
-PROVISION_TIMEOUT = 1800  # seconds one provision command may run
 CANCELLABLE_WHEN_RUNNING = (OperationType.EXEC, OperationType.CREATE, OperationType.REBUILD)
 T = TypeVar("T")
 
@@ -104,18 +103,22 @@ def hash_token(secret: str) -> str:
 
 
 class Orchestrator:
-    def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, *, instance: str = "default",
-                 publish_address: str = "127.0.0.1", workers: int = 8, quotas: Quotas | None = None,
-                 provision_timeout: float = PROVISION_TIMEOUT) -> None:
+    def __init__(self, store: Store, engine: Engine, templates: TemplateCatalog, settings: Settings | None = None,
+                 *, quotas: Quotas | None = None) -> None:
+        """`settings` (default: every setting at its default) gives the instance label, the publish
+        address, how many operations run at once, the provision and stop timeouts, and the quotas
+        unless `quotas` is given."""
+        settings = settings or Settings.defaults()
         self.store = store
-        self.quotas = quotas or Quotas(store)
+        self.quotas = quotas or Quotas.from_settings(store, settings)
         self.tokens = TokenCache(store)
-        self.provider = provider
+        self.engine = engine
         self.templates = templates
-        self.instance = instance
-        self.publish_address = publish_address
-        self.provision_timeout = provision_timeout
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmhost-op")
+        self.instance = settings.instance
+        self.publish_address = settings.publish_address
+        self.provision_timeout = settings.provision_timeout
+        self.stop_timeout = settings.stop_timeout
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="vmhost-op")
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
@@ -216,7 +219,7 @@ class Orchestrator:
     def health(self) -> dict[str, Any]:
         docker_ok, docker_detail = True, "ok"
         try:
-            self.provider.ping()
+            self.engine.ping()
         except VmhostError as exc:
             docker_ok, docker_detail = False, exc.detail
         db_ok = self.store.ping()
@@ -281,9 +284,9 @@ class Orchestrator:
         return workspace, operation
 
     def _cpu_limit(self) -> int | None:
-        self.provider.ping()  # with Docker away, refuse the create at once rather than fail it later
+        self.engine.ping()  # with Docker away, refuse the create at once rather than fail it later
         try:
-            return self.provider.cpu_count()  # read once, so it no longer tells whether Docker answers
+            return self.engine.cpu_count()  # read once, so it no longer tells whether Docker answers
         except ProviderError:
             return None
 
@@ -312,7 +315,7 @@ class Orchestrator:
                 self._cancel(operation, FORCED_DELETE)
             if any(o.status == OperationStatus.RUNNING for o in in_flight):
                 # frees a thread stuck on the container (a provision command that never ends)
-                self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+                self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         return self._act(caller, ref, OperationType.DELETE)
 
     def cancel_operation(self, caller: Caller, operation_id: str) -> Operation:
@@ -358,7 +361,7 @@ class Orchestrator:
     def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
         self.require_write(caller)
         workspace = self.get(caller, ref)
-        self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
+        self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = self._new_operation(caller, workspace, type, params)
         self.store.add_operation(operation)
         self._submit(operation.id)
@@ -492,9 +495,9 @@ class Orchestrator:
     def _purge(self, workspace_id: str, owner: str) -> None:
         """Remove every Docker object labelled as this workspace's, and its owner's network if now idle."""
         labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
-        removers = {"container": self.provider.remove_container, "volume": self.provider.remove_volume,
-                    "image": self.provider.remove_image}  # remove_image leaves one a restored copy runs from
-        for found in sorted(self.provider.list_managed(labels), key=lambda o: o.kind != "container"):
+        removers = {"container": self.engine.remove_container, "volume": self.engine.remove_volume,
+                    "image": self.engine.remove_image}  # remove_image leaves one a restored copy runs from
+        for found in sorted(self.engine.list_managed(labels), key=lambda o: o.kind != "container"):
             removers[found.kind](found.id)
         self.release_networks(owner)
 
@@ -508,7 +511,7 @@ class Orchestrator:
 
     def _sync_status(self, workspace: Workspace, reason: str | None = None) -> Workspace:
         """Make the stored status say what Docker shows."""
-        state = self.provider.inspect(workspace.container_id) if workspace.container_id else None
+        state = self.engine.inspect(workspace.container_id) if workspace.container_id else None
         if state is None or not state.exists:
             return self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
                                                status_reason=reason or "container removed outside vmhost")
@@ -523,8 +526,8 @@ class Orchestrator:
     def _do_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(operation.workspace_id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
-        self.provider.ensure_image(workspace.image)
-        self.provider.create_volume(workspace.volume, self.labels_for(workspace))
+        self.engine.ensure_image(workspace.image)
+        self.engine.create_volume(workspace.volume, self.labels_for(workspace))
         container_id = self._create_container(workspace)
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
         if workspace.repo_url:
@@ -544,11 +547,11 @@ class Orchestrator:
             memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
             publish_address=self.publish_address, hostname=workspace.name,
             capabilities=tuple(workspace.capabilities))
-        self.provider.ensure_network(network)
-        return self._on_network(network, lambda: self.provider.create_container(spec))
+        self.engine.ensure_network(network)
+        return self._on_network(network, lambda: self.engine.create_container(spec))
 
     def _start_container(self, workspace: Workspace) -> None:
-        self._on_network(self.network_for(workspace.owner), lambda: self.provider.start(workspace.container_id))
+        self._on_network(self.network_for(workspace.owner), lambda: self.engine.start(workspace.container_id))
 
     def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
         """Create or start a container on `network`. Until the container runs, Docker lets the network go
@@ -560,7 +563,7 @@ class Orchestrator:
             except ProviderError as exc:
                 if not exc.extra.get("missing"):
                     raise
-            self.provider.ensure_network(network)
+            self.engine.ensure_network(network)
         return act()
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
@@ -573,9 +576,9 @@ class Orchestrator:
                 shown = command if isinstance(command, str) else " ".join(command)
                 self._stop_if_cancelled(operation, cancel)
                 write("stdout", f"$ {shown}\n".encode())
-                outcome = self.provider.run_command(workspace.container_id, argv, on_output=write,
-                                                    workdir="/workspace", timeout=self.provision_timeout,
-                                                    cancel=cancel)
+                outcome = self.engine.run_command(workspace.container_id, argv, on_output=write,
+                                                  workdir="/workspace", timeout=self.provision_timeout,
+                                                  cancel=cancel)
                 self._stop_if_cancelled(operation, cancel)
                 if outcome.timed_out:
                     raise OperationFailed(f"provision command {number} ({shown}) ran longer than "
@@ -593,7 +596,7 @@ class Orchestrator:
             raise OperationFailed(self.commands.cancel_reason(operation.id))
 
     def _confirm_running(self, workspace: Workspace) -> ContainerState:
-        state = self.provider.inspect(workspace.container_id)
+        state = self.engine.inspect(workspace.container_id)
         if not state.running:
             raise ProviderError(f"the container stopped right after starting (Docker says {state.status}); "
                                 f"check the template's command {workspace.command}")
@@ -612,7 +615,7 @@ class Orchestrator:
                     for entry in sorted(os.listdir(checkout)):
                         tar.add(os.path.join(checkout, entry), arcname=entry)
                 archive.seek(0)
-                self.provider.put_archive(workspace.container_id, "/workspace", archive)
+                self.engine.put_archive(workspace.container_id, "/workspace", archive)
             shutil.rmtree(checkout, ignore_errors=True)
 
     def _do_start(self, operation: Operation) -> dict[str, Any]:
@@ -623,13 +626,13 @@ class Orchestrator:
 
     def _do_stop(self, operation: Operation) -> dict[str, Any]:
         workspace = self._with_container(operation)
-        self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        self.engine.stop(workspace.container_id, self.stop_timeout)
         self._sync_status(workspace)
         return {}
 
     def _do_restart(self, operation: Operation) -> dict[str, Any]:
         workspace = self._with_container(operation)
-        self.provider.restart(workspace.container_id, STOP_TIMEOUT)
+        self.engine.restart(workspace.container_id, self.stop_timeout)
         self._sync_status(workspace)
         return {}
 
@@ -640,8 +643,8 @@ class Orchestrator:
             image = self.templates.get(workspace.template).image
         except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
             image = workspace.image
-        self.provider.ensure_image(image)
-        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.engine.ensure_image(image)
+        self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self._create_container(workspace))
         self._start_container(workspace)
@@ -668,30 +671,30 @@ class Orchestrator:
 
     def _do_expire(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.get_workspace(operation.workspace_id)
-        if workspace.container_id and self.provider.inspect(workspace.container_id).running:
-            self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        if workspace.container_id and self.engine.inspect(workspace.container_id).running:
+            self.engine.stop(workspace.container_id, self.stop_timeout)
         return self._do_delete(operation)
 
     def remove_resources(self, workspace: Workspace) -> None:
         """Remove a workspace's container, volume and snapshots (images and volume archives), and its
         owner's network when no other container of theirs is on it."""
-        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
         self.snapshots.purge(workspace)
         if workspace.volume:
-            self.provider.remove_volume(workspace.volume)
+            self.engine.remove_volume(workspace.volume)
         self.release_networks(workspace.owner)
 
     def release_networks(self, owner: str | None = None) -> None:
         """Remove the networks (one owner's, or every owner's) that none of the owner's containers is on.
         A create that races with this makes the network again (see _on_network)."""
         labels = {**self.instance_labels, **({OWNER_LABEL: owner} if owner is not None else {})}
-        networks = self.provider.list_managed(labels, kinds=("network",))
+        networks = self.engine.list_managed(labels, kinds=("network",))
         if not networks:
             return
-        in_use = {c.labels.get(OWNER_LABEL) for c in self.provider.list_managed(labels, kinds=("container",))}
+        in_use = {c.labels.get(OWNER_LABEL) for c in self.engine.list_managed(labels, kinds=("container",))}
         for network in networks:
             if network.labels.get(OWNER_LABEL) not in in_use:
-                self.provider.remove_network(network.id)
+                self.engine.remove_network(network.id)
 
     # -- start-up and background work ----------------------------------------------------------
 

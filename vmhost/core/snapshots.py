@@ -51,7 +51,7 @@ class Snapshots:
     def __init__(self, orchestrator: Orchestrator, directory: Path | None = None) -> None:
         self.orchestrator = orchestrator
         self.store = orchestrator.store
-        self.provider = orchestrator.provider
+        self.engine = orchestrator.engine
         self._directory = directory
 
     @property
@@ -88,7 +88,7 @@ class Snapshots:
         workspace = orchestrator.get(caller, ref)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
-        self.provider.ping()
+        self.engine.ping()
         snapshot_id = _new_id("snap")
         # admins have no quota: a snapshot they take is not held to its owner's disk budget
         operation = orchestrator._new_operation(caller, workspace, OperationType.SNAPSHOT,
@@ -115,13 +115,13 @@ class Snapshots:
                                f"wait for operation {snapshot.operation_id}")
         params: dict[str, Any] = {"snapshot_id": snapshot.id, "snapshot": snapshot.name}
         if as_new is None:
-            self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
+            self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
             operation = orchestrator._new_operation(caller, workspace, OperationType.RESTORE, params)
             self.store.add_operation(operation)
             orchestrator._submit(operation.id)
             return workspace, operation
         validation.check_name(as_new)
-        self.provider.ping()
+        self.engine.ping()
         now = utcnow()
         ttl = orchestrator.quotas.ttl_for(caller, workspace.ttl_seconds)
         copy = dataclasses.replace(
@@ -158,12 +158,12 @@ class Snapshots:
         room = quotas.snapshot_room(workspace.owner) if operation.params.get("within_quota") else None
         archive = Path(snapshot.archive)
         try:
-            image = self.provider.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
-                                         {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
+            image = self.engine.commit(workspace.container_id, SNAPSHOT_REPOSITORY, snapshot.id,
+                                       {**self.orchestrator.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
             if room is not None and image.added_bytes > room:
                 raise quotas.snapshot_too_large(workspace.owner, room)
             make_private_dir(archive.parent)
-            chunks, _ = self.provider.get_archive(workspace.container_id, VOLUME_PATH)
+            chunks, _ = self.engine.get_archive(workspace.container_id, VOLUME_PATH)
             partial = archive.with_suffix(".partial")
             private_file(partial)
             with open(partial, "wb") as handle, closing(chunks):
@@ -190,17 +190,17 @@ class Snapshots:
             raise InvalidState(f"snapshot {operation.params.get('snapshot')!r} was deleted")
         workspace = self.store.get_workspace(operation.workspace_id)
         in_place = workspace.id == snapshot.workspace_id
-        start = not in_place or bool(workspace.container_id and self.provider.inspect(workspace.container_id).running)
+        start = not in_place or bool(workspace.container_id and self.engine.inspect(workspace.container_id).running)
         workspace = self.store.update_workspace(workspace.id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=f"restoring snapshot {snapshot.name}")
-        self.provider.ensure_image(snapshot.image)
-        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
-        self.provider.remove_volume(workspace.volume)
-        self.provider.create_volume(workspace.volume, orchestrator.labels_for(workspace))
+        self.engine.ensure_image(snapshot.image)
+        self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.engine.remove_volume(workspace.volume)
+        self.engine.create_volume(workspace.volume, orchestrator.labels_for(workspace))
         container_id = orchestrator._create_container(dataclasses.replace(workspace, image=snapshot.image))
         workspace = self.store.update_workspace(workspace.id, image=snapshot.image, container_id=container_id)
         with open(snapshot.archive, "rb") as archive:
-            self.provider.put_archive(workspace.container_id, "/", archive)
+            self.engine.put_archive(workspace.container_id, "/", archive)
         if start:
             orchestrator._start_container(workspace)
             orchestrator._confirm_running(workspace)
@@ -227,13 +227,13 @@ class Snapshots:
         self.store.delete_snapshot(snapshot)
 
     def _remove_images(self, labels: dict[str, str]) -> None:
-        for found in self.provider.list_managed(labels, kinds=("image",)):
-            self.provider.remove_image(found.id)
+        for found in self.engine.list_managed(labels, kinds=("image",)):
+            self.engine.remove_image(found.id)
 
     def _sweep(self, leaving: str | None = None) -> None:
         """Remove snapshot images whose snapshot is gone and that no workspace (but `leaving`) runs from."""
         in_use = self.store.images_in_use(excluding=leaving)
-        for found in self.provider.list_managed(self.orchestrator.instance_labels, kinds=("image",)):
+        for found in self.engine.list_managed(self.orchestrator.instance_labels, kinds=("image",)):
             snapshot_id = found.labels.get(SNAPSHOT_LABEL)
             if snapshot_id and found.name not in in_use and self.store.get_snapshot(snapshot_id) is None:
-                self.provider.remove_image(found.id)
+                self.engine.remove_image(found.id)
