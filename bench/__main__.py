@@ -63,7 +63,7 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
         results += run_case(case, ctx, progress)
     ctx.api.close()
     daemon.cleanup()
-    remove_instance_objects(bench.docker, bench.instance)
+    remove_instance_objects(bench.engine, bench.instance)
 
     progress.print(f"seeding {sizes.rows} workspace rows, creating {sizes.docker_containers} stopped containers ...",
                    highlight=False)

@@ -21,6 +21,9 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import Mount
 
+from vmhost.config import Settings
+from vmhost.core.build import build, make_engine
+from vmhost.core.engines import DEFAULT_CAPABILITIES
 from vmhost.core.models import (
     Operation,
     OperationStatus,
@@ -30,8 +33,6 @@ from vmhost.core.models import (
     new_id,
     utcnow,
 )
-from vmhost.core.provider import DEFAULT_CAPABILITIES
-from vmhost.core.store import Store
 from vmhost.testing import DaemonProcess, build_image, remove_instance_objects
 
 COMMAND = ["sleep", "infinity"]
@@ -49,7 +50,9 @@ class Bench:
         self.instance = f"bench-{run_id}"
         self.labels = {"vmhost.instance": self.instance, "vmhost.bench": run_id}  # containers and volumes
         self.image = f"vmhost-bench-busybox:{run_id}"
-        self.docker = docker.from_env(max_pool_size=32)
+        self.docker = docker.from_env(max_pool_size=32)  # the raw baseline's client
+        self.settings = Settings.defaults(docker_host=os.environ.get("DOCKER_HOST"), instance=self.instance)
+        self.engine = make_engine(self.settings)  # vmhost's, to remove what the run's daemons left
         self.dir = Path(tempfile.mkdtemp(prefix="vmhost-bench-"))
         self.templates_dir = self.dir / "templates"
         self.daemons: list[DaemonProcess] = []
@@ -73,12 +76,13 @@ class Bench:
     def close(self) -> None:
         for daemon in self.daemons:
             daemon.cleanup()
-        remove_instance_objects(self.docker, self.instance)
+        remove_instance_objects(self.engine, self.instance)
         try:
             self.docker.images.remove(self.image, force=True)
         except docker.errors.NotFound:
             pass
         self.docker.close()
+        self.engine.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- vmhost ---------------------------------------------------------------------------------
@@ -89,7 +93,8 @@ class Bench:
         process = DaemonProcess(self.templates_dir, self.instance, DAEMON_ENV)
         self.daemons.append(process)
         if seed:
-            seed_workspaces(process.db_path, seed, self.image, users)
+            seed_workspaces(self.settings.replace(db_path=process.db_path, templates_dir=self.templates_dir),
+                            seed, self.image, users)
         return process.start(timeout=60)
 
     # -- the raw Docker baseline ----------------------------------------------------------------
@@ -97,7 +102,7 @@ class Bench:
     def sdk_run(self, name: str, cpus: float | None = None, memory_mb: int | None = None) -> Container:
         """What vmhost makes for a workspace, straight through the SDK: a labelled volume, then
         `containers.run` with init, the volume at /workspace, labels, the same command, limits and
-        hardening (vmhost.core.provider's create_container)."""
+        hardening (vmhost.core.engines.docker's create_container)."""
         volume = f"{name}-workspace"
         labels = {**self.labels, "bench.workspace": name, "bench.owner": "root"}
         self.docker.volumes.create(name=volume, labels=labels)
@@ -123,15 +128,17 @@ class Bench:
         return host.removeprefix("unix://")
 
 
-def seed_workspaces(db_path: Path, count: int, image: str, users: int) -> None:
-    """Write `count` workspace rows straight into a daemon's database through the Store, before the
-    daemon starts: real containers for a thousand workspaces would take the whole run to make.
+def seed_workspaces(settings: Settings, count: int, image: str, users: int) -> None:
+    """Write `count` workspace rows straight into a daemon's database (settings.db_path) through the Store
+    that build() makes, before the daemon starts: real containers for a thousand workspaces would take the
+    whole run to make.
 
     Each row is what a finished create leaves behind (its create operation succeeded, labels, env,
     a published port), owned by one of `users` users, but in status `error`: their containers do not
     exist, and the reconciler would otherwise spend the first seconds of the daemon's life marking a
     thousand running workspaces as removed outside vmhost."""
-    store = Store(db_path)
+    parts = build(settings)
+    store = parts.store
     try:
         for number in range(count):
             now = utcnow()
@@ -149,7 +156,7 @@ def seed_workspaces(db_path: Path, count: int, image: str, users: int) -> None:
             store.finish_operation(operation.id, OperationStatus.SUCCEEDED,
                                    result={"container_id": workspace.container_id})
     finally:
-        store.close()
+        parts.close()
 
 
 def describe_docker(client: docker.DockerClient) -> dict[str, Any]:

@@ -16,6 +16,9 @@ import docker
 import httpx
 import pytest
 
+from vmhost.config import Settings
+from vmhost.core.build import build, make_engine
+from vmhost.core.engines import Engine
 from vmhost.testing import (  # all_items, free_port: imported from here by tests
     DaemonProcess,
     all_items,
@@ -31,13 +34,27 @@ _instances: list[str] = []
 _counter = itertools.count(1)
 
 
+def core_settings(**changes: Any) -> Settings:
+    """Settings for vmhost parts built in this process: the defaults, on the Docker engine that
+    `docker_client` talks to, with `changes`."""
+    return Settings.defaults(**{"docker_host": os.environ.get("DOCKER_HOST"), **changes})
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """vmhost's engine over the tests' Docker; it removes what each test instance left at the end."""
+    engine = make_engine(core_settings())
+    yield engine
+    for instance in _instances:
+        remove_instance_objects(engine, instance)
+    engine.close()
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
     client.ping()
     yield client
-    for instance in _instances:
-        remove_instance_objects(client, instance)
     client.close()
 
 
@@ -78,16 +95,16 @@ class Daemon(DaemonProcess):
 
 
 @pytest.fixture(scope="session")
-def daemon(templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Daemon]:
+def daemon(templates_dir: Path, docker_engine: Engine) -> Iterator[Daemon]:
     """One daemon shared by the tests that do not need a configuration of their own."""
     process = Daemon(templates_dir).start()
     yield process
     process.cleanup()
-    remove_instance_objects(docker_client, process.instance)
+    remove_instance_objects(docker_engine, process.instance)
 
 
 @pytest.fixture
-def make_daemon(templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Any]:
+def make_daemon(templates_dir: Path, docker_engine: Engine) -> Iterator[Any]:
     """Start daemons of the test's own, with extra environment; stopped and cleaned up afterwards."""
     started: list[Daemon] = []
 
@@ -99,7 +116,7 @@ def make_daemon(templates_dir: Path, docker_client: docker.DockerClient) -> Iter
     yield make
     for process in started:
         process.cleanup()
-        remove_instance_objects(docker_client, process.instance)
+        remove_instance_objects(docker_engine, process.instance)
 
 
 @contextmanager
@@ -173,17 +190,12 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.fixture
-def orchestrator(tmp_path: Path, templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Any]:
-    """The core alone, no daemon: an Orchestrator over a temporary store and the real Docker engine."""
-    from vmhost.core.orchestrator import Orchestrator
-    from vmhost.core.provider import DockerProvider
-    from vmhost.core.store import Store
-    from vmhost.core.templates import TemplateCatalog
-
+def orchestrator(tmp_path: Path, templates_dir: Path, docker_engine: Engine) -> Iterator[Any]:
+    """The core alone, no daemon: an Orchestrator built as the daemon builds it, over a temporary store
+    and the real Docker engine."""
     instance = f"test-{RUN_ID}-core-{next(_counter)}"
     _instances.append(instance)
-    orch = Orchestrator(Store(tmp_path / "core.db"), DockerProvider(), TemplateCatalog(templates_dir),
-                        instance=instance)
-    yield orch
-    orch.close()
-    remove_instance_objects(docker_client, instance)
+    parts = build(core_settings(db_path=tmp_path / "core.db", templates_dir=templates_dir, instance=instance))
+    yield parts.orchestrator
+    parts.close()
+    remove_instance_objects(docker_engine, instance)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Daemon
+from conftest import Daemon, core_settings
 
 
 def lines(output: str) -> dict[str, str]:
@@ -83,14 +83,15 @@ def test_doctor_endpoint_lists_checks_for_admins_only(api: httpx.Client, daemon:
 @pytest.mark.parametrize("problem", ["missing image", "docker down"])
 def test_checks_that_cannot_run_fail_rather_than_crash(problem: str, templates_dir: Path, tmp_path: Path) -> None:
     from vmhost.core import doctor
-    from vmhost.core.provider import DockerProvider
+    from vmhost.core.build import make_engine
     from vmhost.core.reconcile import Reconciler
     from vmhost.core.store import Store
     from vmhost.core.templates import TemplateCatalog
 
     store = Store(tmp_path / "vmhost.db")
-    provider = DockerProvider("unix:///nonexistent/docker.sock" if problem == "docker down" else None)
-    checks = doctor.run_checks(store, TemplateCatalog(templates_dir), Reconciler(store, provider, {"x": "y"}))
+    down = {"docker_host": "unix:///nonexistent/docker.sock"} if problem == "docker down" else {}
+    engine = make_engine(core_settings(**down))
+    checks = doctor.run_checks(store, TemplateCatalog(templates_dir), Reconciler(store, engine, {"x": "y"}))
     by_name = {c.name: c for c in checks}
     assert by_name["database"].ok and by_name["schema"].ok
     if problem == "docker down":

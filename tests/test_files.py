@@ -231,13 +231,13 @@ def test_a_container_that_goes_in_the_middle_of_an_upload_is_a_conflict(orchestr
     alice = Caller(user="alice")
     workspace, operation = orchestrator.create(alice, WorkspaceRequest(name=name))
     assert orchestrator.store.wait_operation(operation.id, 60).status.value == "succeeded"
-    provider = orchestrator.provider
-    write = provider.put_archive
+    engine = orchestrator.engine
+    write = engine.put_archive
 
     def removed_first(container_id: str, path: str, archive: Any) -> None:
         docker_client.containers.get(container_id).remove(force=True)
         write(container_id, path, archive)
 
-    monkeypatch.setattr(provider, "put_archive", removed_first)
+    monkeypatch.setattr(engine, "put_archive", removed_first)
     with pytest.raises(InvalidState, match=name):
         orchestrator.files.upload(alice, name, "x", io.BytesIO(b"x"), 1, False, io.BytesIO(), 1024)

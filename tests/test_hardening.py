@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, create_ws, umask
 
 from vmhost.config import Settings
-from vmhost.core.provider import DEFAULT_CAPABILITIES
+from vmhost.core.engines import DEFAULT_CAPABILITIES
 from vmhost.daemon.exposure import check_exposure
 
 

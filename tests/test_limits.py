@@ -175,4 +175,4 @@ def test_creates_and_rebuilds_survive_the_janitor_removing_idle_networks(orchest
     finally:
         done.set()
         sweeper.join()
-    assert orchestrator.provider.list_managed(orchestrator.instance_labels, kinds=("network",)) == []
+    assert orchestrator.engine.list_managed(orchestrator.instance_labels, kinds=("network",)) == []

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
 from conftest import Daemon, all_items
 from test_completions import bash_complete
 
 from vmhost.core.audit import AuditEntry, AuditLog
+from vmhost.core.engines import Engine
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -27,8 +27,8 @@ from vmhost.core.models import (
     Token,
     Workspace,
     WorkspaceStatus,
+    new_id,
 )
-from vmhost.core.orchestrator import new_id
 from vmhost.core.paging import Order
 from vmhost.core.store import Store, to_text
 from vmhost.errors import InvalidInput
@@ -59,7 +59,7 @@ def seed(store: Store, owner: str, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeded(templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[Daemon]:
+def seeded(templates_dir: Path, docker_engine: Engine) -> Iterator[Daemon]:
     """A daemon whose database holds the workspaces of `SEEDED` before it starts."""
     process = Daemon(templates_dir)
     store = Store(process.db_path)
@@ -71,7 +71,7 @@ def seeded(templates_dir: Path, docker_client: docker.DockerClient) -> Iterator[
     process.start()
     yield process
     process.cleanup()
-    remove_instance_objects(docker_client, process.instance)
+    remove_instance_objects(docker_engine, process.instance)
 
 
 def pages(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:

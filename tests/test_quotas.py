@@ -9,8 +9,9 @@ from datetime import datetime
 import httpx
 from conftest import Daemon, create_ws, wait_op
 
+from vmhost.config import Settings
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus, utcnow
-from vmhost.core.quotas import Limits, Quotas
+from vmhost.core.quotas import Quotas
 from vmhost.core.store import Store
 from vmhost.errors import QuotaExceeded
 
@@ -146,7 +147,7 @@ def test_cli_whoami_and_quotas(make_daemon) -> None:
 
 def test_snapshot_quota_check_for_the_snapshot_feature(tmp_path) -> None:
     store = Store(tmp_path / "q.db")
-    quotas = Quotas(store, Limits(max_snapshots=2))
+    quotas = Quotas.from_settings(store, Settings.defaults(quota_max_snapshots=2))
     now = utcnow()
     workspace = Workspace(id="ws_1", name="web", owner="alice", template="base", image="x",
                           status=WorkspaceStatus.RUNNING, created_at=now, updated_at=now)

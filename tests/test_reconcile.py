@@ -113,14 +113,14 @@ def test_sweep_catches_up_on_what_happened_while_the_daemon_was_down(
 
 def test_periodic_sweep_alone_finds_a_stopped_container(orchestrator: Any, docker_client: docker.DockerClient,
                                                         name: str) -> None:
-    """The core drives itself without HTTP: a Reconciler over the store and the provider."""
+    """The core drives itself without HTTP: a Reconciler over the store and the engine."""
     from vmhost.core.orchestrator import Caller, WorkspaceRequest
     from vmhost.core.reconcile import Reconciler
 
     store = orchestrator.store
     workspace, operation = orchestrator.create(Caller(user="alice"), WorkspaceRequest(name=name))
     assert store.wait_operation(operation.id, 60).status.value == "succeeded"
-    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
+    reconciler = Reconciler(store, orchestrator.engine, orchestrator.instance_labels)
     assert reconciler.sweep() == []
     container_id = store.get_workspace(workspace.id).container_id
     docker_client.containers.get(container_id).stop(timeout=1)
@@ -144,7 +144,7 @@ def test_workspace_with_operation_in_flight_is_left_to_it(orchestrator: Any, doc
                                   workspace_id=workspace.id, workspace_name=name, owner="alice",
                                   requested_by="alice", created_at=utcnow()))
     docker_client.containers.get(workspace.container_id).remove(force=True)
-    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
+    reconciler = Reconciler(store, orchestrator.engine, orchestrator.instance_labels)
     assert reconciler.sweep() == []
     assert store.get_workspace(workspace.id).status.value == "running"
     store.finish_operation("op_busy", OperationStatus.FAILED, error="test")
@@ -231,7 +231,7 @@ class FakeStream:
 
 
 def test_event_follower_reconnects_after_the_engine_goes_away_and_sweeps_each_time() -> None:
-    from vmhost.core.provider import ContainerEvent
+    from vmhost.core.engines import ContainerEvent
     from vmhost.core.reconcile import EventFollower
     from vmhost.errors import DockerUnavailable
 
@@ -243,7 +243,7 @@ def test_event_follower_reconnects_after_the_engine_goes_away_and_sweeps_each_ti
     class FakeReconciler:
         instance_labels: ClassVar[dict[str, str]] = {"vmhost.instance": "x"}
 
-        class provider:
+        class engine:
             @staticmethod
             def container_events(labels: dict[str, str]) -> FakeStream:
                 answer = answers.pop(0)

@@ -174,7 +174,7 @@ def test_core_refuses_read_only_callers_without_http(tmp_path) -> None:
     from vmhost.core.templates import TemplateCatalog
     from vmhost.errors import Forbidden
 
-    orchestrator = Orchestrator(Store(tmp_path / "db"), provider=None, templates=TemplateCatalog(None))
+    orchestrator = Orchestrator(Store(tmp_path / "db"), engine=None, templates=TemplateCatalog(None))
     reader = Caller(user="cron", scope=Scope.READ)
     for attempt in (lambda: orchestrator.create(reader, WorkspaceRequest(name="x")),
                     lambda: orchestrator.delete(reader, "x"), lambda: orchestrator.create_token(reader),

@@ -89,6 +89,8 @@ OPTIONS: tuple[Option, ...] = (
            "peer addresses (or CIDRs) whose X-VM-User headers are believed"),
     Option("docker_host", ("VMHOST_DOCKER_HOST", "DOCKER_HOST"), lambda: None, _optional_str,
            "Docker engine URL (default: the local engine)"),
+    Option("docker_timeout", ("VMHOST_DOCKER_TIMEOUT",), lambda: 120, _positive_int,
+           "seconds one call to the Docker engine may take before it counts as unanswered"),
     Option("instance", ("VMHOST_INSTANCE",), lambda: "default", str,
            "label value that tells this daemon's Docker objects from another's"),
     Option("publish_address", ("VMHOST_PUBLISH_ADDRESS",), lambda: "127.0.0.1", str,
@@ -101,6 +103,12 @@ OPTIONS: tuple[Option, ...] = (
            "operations run at once"),
     Option("provision_timeout", ("VMHOST_PROVISION_TIMEOUT",), lambda: 1800.0, _positive_float,
            "seconds one provision command may run before it is killed with all its processes"),
+    Option("stop_timeout", ("VMHOST_STOP_TIMEOUT",), lambda: 10, _positive_int,
+           "seconds a workspace's processes get to exit on stop, restart or expiry before they are killed"),
+    Option("container_log_max_mb", ("VMHOST_CONTAINER_LOG_MAX_MB",), lambda: 10, _positive_int,
+           "MB of output a container's log file holds before it is rotated"),
+    Option("container_log_max_files", ("VMHOST_CONTAINER_LOG_MAX_FILES",), lambda: 3, _positive_int,
+           "log files kept per container (the host's disk holds at most this many of container_log_max_mb)"),
     Option("admin_group", ("VMHOST_ADMIN_GROUP",), lambda: None, _optional_str,
            "local group whose members are admins on the Unix socket"),
     Option("socket_group", ("VMHOST_SOCKET_GROUP",), lambda: None, _optional_str,
@@ -175,12 +183,16 @@ class Settings:
     provisioner_interval: float
     trusted_proxies: tuple[str, ...]
     docker_host: str | None
+    docker_timeout: int
     instance: str
     publish_address: str
     max_body_bytes: int
     max_upload_bytes: int
     workers: int
     provision_timeout: float
+    stop_timeout: int
+    container_log_max_mb: int
+    container_log_max_files: int
     admin_group: str | None
     socket_group: str | None
     log_level: str
@@ -221,6 +233,11 @@ class Settings:
             return None
         host, _, port = self.bind.rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
+
+    @classmethod
+    def defaults(cls, **changes: Any) -> Settings:
+        """Every setting at its default (no flags, environment or file read), but for `changes`."""
+        return cls(**{**{option.name: option.default() for option in OPTIONS}, **changes})
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:

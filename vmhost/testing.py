@@ -1,6 +1,7 @@
 """Helpers for the test suite and the benchmarks (not used by the product): a tiny local image,
-since no image registry is reachable, built from Debian's busybox-static with `docker import`, and a
-real `vmhost daemon` process on a temporary database, socket and loopback port."""
+since no image registry is reachable, built from Debian's busybox-static with `docker import` (through
+a docker SDK client the caller hands in), the removal of a test instance's objects (through an engine),
+and a real `vmhost daemon` process on a temporary database, socket and loopback port."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
+
+from vmhost.errors import VmhostError
+
+if TYPE_CHECKING:
+    from vmhost.core.engines import Engine
 
 BUSYBOX = "/bin/busybox"
 
@@ -85,22 +91,25 @@ def all_items(client: httpx.Client, path: str, **params: Any) -> list[Any]:
             return found
 
 
-def remove_instance_objects(client: Any, instance: str) -> None:
-    """Remove every container, network, image and volume labelled `vmhost.instance=<instance>`."""
-    import docker.errors
-
-    filters = {"label": [f"vmhost.instance={instance}"]}
-    for container in client.containers.list(all=True, filters=filters):
-        container.remove(force=True)
-    for network in client.networks.list(filters=filters):
+def remove_instance_objects(engine: Engine, instance: str) -> None:
+    """Remove every container, network, image and volume labelled `vmhost.instance=<instance>`, through
+    the engine."""
+    labels = {"vmhost.instance": instance}
+    for container in engine.list_managed(labels, kinds=("container",)):
+        engine.remove_container(container.id)
+    for network in engine.list_managed(labels, kinds=("network",)):
         try:
-            network.remove()
-        except docker.errors.APIError:  # gone already, or a container still on it: the rest goes anyway
+            engine.remove_network(network.id)
+        except VmhostError:  # gone already, or a container still on it: the rest goes anyway
             pass
-    for image in client.images.list(filters=filters):
-        client.images.remove(image.id, force=True)
-    for volume in client.volumes.list(filters=filters):
-        volume.remove(force=True)
+    images = engine.list_managed(labels, kinds=("image",))
+    while images:  # a snapshot's image goes only after the images made from it
+        left = [image for image in images if not engine.remove_image(image.id)]
+        if len(left) == len(images):
+            break
+        images = left
+    for volume in engine.list_managed(labels, kinds=("volume",)):
+        engine.remove_volume(volume.name)
 
 
 class DaemonProcess:

@@ -19,7 +19,9 @@ from typing import Any
 import docker
 import httpx
 import pytest
+from conftest import core_settings
 
+from vmhost.core.build import make_engine
 from vmhost.testing import DaemonProcess, all_items, build_image, remove_instance_objects
 
 TEST_IMAGE = "vmhost-fault-busybox:latest"
@@ -174,11 +176,12 @@ def fault_daemon(private_engine: PrivateEngine, fault_templates: Path) -> Iterat
         return process.start() if start else process
 
     yield make
+    cleaner = make_engine(core_settings(docker_host=private_engine.url))
     for process in started:
         process.cleanup()
         if private_engine.running:
-            with private_engine.client() as client:
-                remove_instance_objects(client, process.instance)
+            remove_instance_objects(cleaner, process.instance)
+    cleaner.close()
 
 
 def managed_objects(client: docker.DockerClient, instance: str) -> dict[str, dict[str, str]]:

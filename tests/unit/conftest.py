@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from vmhost.config import Settings
 from vmhost.core.engines.fake import FakeEngine
 from vmhost.core.models import Caller, Operation, OperationStatus, Workspace
 from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
-from vmhost.core.quotas import Limits, Quotas
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 
@@ -43,13 +43,13 @@ def templates(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_orchestrator(tmp_path: Path, engine: FakeEngine, templates: Path) -> Iterator[MakeOrchestrator]:
     """Orchestrators over one database file and one engine, like daemons started one after the other
-    (or side by side); `limits` sets the users' quota."""
+    (or side by side); `limits` (quota_max_* settings without the prefix) sets the users' quota."""
     made: list[Orchestrator] = []
 
-    def make(limits: Limits | None = None) -> Orchestrator:
+    def make(**limits: float) -> Orchestrator:
         store = Store(tmp_path / "vmhost.db")
-        orchestrator = Orchestrator(store, engine, TemplateCatalog(templates), instance="unit",
-                                    quotas=Quotas(store, limits))
+        settings = Settings.defaults(instance="unit", **{f"quota_{name}": value for name, value in limits.items()})
+        orchestrator = Orchestrator(store, engine, TemplateCatalog(templates), settings)
         made.append(orchestrator)
         return orchestrator
 

@@ -9,8 +9,10 @@ import threading
 import pytest
 
 from unit.conftest import IMAGE
+from vmhost.config import Settings
+from vmhost.core.build import make_engine
+from vmhost.core.engines import ContainerSpec, NetworkSpec
 from vmhost.core.engines.fake import FakeEngine
-from vmhost.core.provider import ContainerSpec, DockerProvider, NetworkSpec
 from vmhost.errors import DockerUnavailable, ProviderError
 
 LABELS = {"vmhost.instance": "unit", "vmhost.workspace": "ws_1"}
@@ -20,7 +22,7 @@ def running_container(engine: FakeEngine, name: str = "box") -> str:
     engine.ensure_network(NetworkSpec("net", {}))
     container_id = engine.create_container(ContainerSpec(
         name=name, image=IMAGE, command=["sleep", "infinity"], labels=LABELS, volume=f"{name}-volume", cpus=1,
-        memory_mb=256, pids_limit=64, network="net"))
+        memory_mb=256, pids_limit=64, publish_address="127.0.0.1", network="net"))
     engine.start(container_id)
     return container_id
 
@@ -28,7 +30,7 @@ def running_container(engine: FakeEngine, name: str = "box") -> str:
 def test_an_engine_away_fails_every_call_as_the_docker_adapter_does(engine: FakeEngine) -> None:
     container_id = running_container(engine)
     with pytest.raises(DockerUnavailable) as docker_error:
-        DockerProvider("unix:///nonexistent/docker.sock").ping()
+        make_engine(Settings.defaults(docker_host="unix:///nonexistent/docker.sock")).ping()
     engine.go_away()
     for call in (engine.ping, lambda: engine.inspect(container_id), lambda: engine.list_managed(LABELS)):
         with pytest.raises(DockerUnavailable) as fake_error:
@@ -123,7 +125,8 @@ def test_files_live_in_the_container_or_its_volume_and_a_commit_keeps_only_the_c
     assert "snap:one" in engine.images()
     engine.remove_container(container_id)
     copy = engine.create_container(ContainerSpec(name="copy", image="snap:one", command=[], labels={},
-                                                 volume="fresh", cpus=1, memory_mb=256, pids_limit=64))
+                                                 volume="fresh", cpus=1, memory_mb=256, pids_limit=64,
+                                                 publish_address="127.0.0.1"))
     assert engine.stat_path(copy, "/etc/motd") is not None
     assert engine.stat_path(copy, "/workspace/app.py") is None
     assert engine.remove_image("snap:one") is False  # in use

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vmhost"
 # where `import docker` may appear: the engines; testing.py drives the client the test suite hands it
-DOCKER_ALLOWED = ("vmhost.core.engines", "vmhost.core.provider", "vmhost.testing")
+DOCKER_ALLOWED = ("vmhost.core.engines",)
 
 
 def _modules() -> dict[str, Path]:

@@ -9,17 +9,16 @@ import pytest
 from unit.conftest import MakeOrchestrator
 from vmhost.core.models import Caller
 from vmhost.core.orchestrator import WorkspaceRequest
-from vmhost.core.quotas import Limits
 from vmhost.errors import QuotaExceeded
 
 BOB = Caller(user="bob")
 
 
-def create_at_once(limits: Limits, make_orchestrator: MakeOrchestrator,
+def create_at_once(limits: dict[str, float], make_orchestrator: MakeOrchestrator,
                    requests: list[WorkspaceRequest]) -> tuple[int, list[str]]:
     """Bob sends the creates from one thread each, released together, under `limits`; returns how many
     were accepted, and the refusals."""
-    orchestrator = make_orchestrator(limits)
+    orchestrator = make_orchestrator(**limits)
     barrier = threading.Barrier(len(requests))
     accepted: list[str] = []
     refused: list[str] = []
@@ -42,18 +41,18 @@ def create_at_once(limits: Limits, make_orchestrator: MakeOrchestrator,
 
 
 def test_parallel_creates_never_exceed_the_workspace_quota(make_orchestrator: MakeOrchestrator) -> None:
-    accepted, refused = create_at_once(Limits(max_workspaces=3), make_orchestrator,
+    accepted, refused = create_at_once({"max_workspaces": 3}, make_orchestrator,
                                        [WorkspaceRequest(name=f"ws{n}") for n in range(10)])
     assert accepted == 3
     assert refused == ["quota exceeded: bob has 3 of 3 workspaces"] * 7
 
 
 @pytest.mark.parametrize("limits, request_cpus, request_memory", [
-    (Limits(max_cpus=2.0), 1.0, None),
-    (Limits(max_memory_mb=4096), None, 2048),
+    ({"max_cpus": 2.0}, 1.0, None),
+    ({"max_memory_mb": 4096}, None, 2048),
 ])
 def test_parallel_creates_never_exceed_the_cpu_or_memory_quota(
-        limits: Limits, request_cpus: float | None, request_memory: int | None,
+        limits: dict[str, float], request_cpus: float | None, request_memory: int | None,
         make_orchestrator: MakeOrchestrator) -> None:
     accepted, refused = create_at_once(limits, make_orchestrator, [
         WorkspaceRequest(name=f"ws{n}", cpus=request_cpus, memory_mb=request_memory) for n in range(5)])

@@ -1,1 +1,1 @@
-"""The domain of vmhost: models, store, provider, orchestrator and workers. Nothing of HTTP here."""
+"""The domain of vmhost: models, store, engines, orchestrator and workers. Nothing of HTTP here."""

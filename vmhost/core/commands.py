@@ -16,6 +16,7 @@ from typing import Any
 
 from vmhost.core import validation
 from vmhost.core.channel import Channel
+from vmhost.core.engines import CommandOutcome, Engine
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -24,7 +25,6 @@ from vmhost.core.models import (
     WorkspaceStatus,
 )
 from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
-from vmhost.core.provider import CommandOutcome, Provider
 from vmhost.core.store import Store
 from vmhost.errors import (
     InvalidInput,
@@ -121,10 +121,10 @@ class CommandRunner:
     """Runs commands in workspaces, streamed or as "exec" operations. `find(caller, ref)` is the workspace
     `ref` names for `caller` (Orchestrator.get)."""
 
-    def __init__(self, store: Store, provider: Provider, queue: OperationQueue,
+    def __init__(self, store: Store, engine: Engine, queue: OperationQueue,
                  find: Callable[[Caller, str], Workspace]) -> None:
         self.store = store
-        self.provider = provider
+        self.engine = engine
         self.queue = queue
         self.find = find
 
@@ -140,7 +140,7 @@ class CommandRunner:
 
     def _execute(self, container_id: str, request: CommandRequest, on_output: Callable[[str, bytes], None],
                  cancel: threading.Event) -> CommandOutcome:
-        outcome = self.provider.run_command(
+        outcome = self.engine.run_command(
             container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
             stdin=None if request.stdin is None else request.stdin.encode(), timeout=request.timeout_seconds,
             cancel=cancel)

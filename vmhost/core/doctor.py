@@ -35,7 +35,7 @@ def failed(name: str, detail: str, hint: str) -> Check:
 
 
 def check_docker(reconciler: Reconciler) -> list[Check]:
-    reconciler.provider.ping()
+    reconciler.engine.ping()
     return [passed("docker", "the Docker engine answers")]
 
 
@@ -60,7 +60,7 @@ def check_templates(templates: TemplateCatalog, reconciler: Reconciler) -> list[
               for b in broken]
     for template in sorted(found.values(), key=lambda t: t.name):
         name = f"template {template.name}"
-        if reconciler.provider.image_present(template.image):
+        if reconciler.engine.image_present(template.image):
             checks.append(passed(name, f"image {template.image} is on this host"))
         else:
             checks.append(failed(name, f"image {template.image} is not on this host",
@@ -79,7 +79,7 @@ def check_disk(name: str, path: Path) -> Check:
 
 def check_disks(store: Store, reconciler: Reconciler) -> list[Check]:
     checks = [check_disk("disk (database)", store.path.parent)]
-    root = reconciler.provider.data_root()
+    root = reconciler.engine.data_root()
     if root and Path(root).exists():
         checks.append(check_disk("disk (docker)", Path(root)))
     return checks

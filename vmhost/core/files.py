@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
+from vmhost.core.engines import Engine, PathStat
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
-from vmhost.core.provider import PathStat, Provider
 from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge, ProviderError
 
 WORKSPACE_DIR = "/workspace"
@@ -255,8 +255,8 @@ class Upload:
 class WorkspaceFiles:
     """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
 
-    def __init__(self, provider: Provider, find: Callable[[Caller, str], Workspace]) -> None:
-        self.provider = provider
+    def __init__(self, engine: Engine, find: Callable[[Caller, str], Workspace]) -> None:
+        self.engine = engine
         self.find = find
 
     def _container(self, caller: Caller, ref: str) -> tuple[Workspace, str]:
@@ -283,7 +283,7 @@ class WorkspaceFiles:
 
     def _stat_if_any(self, workspace: Workspace, container_id: str, path: str) -> PathStat | None:
         with self._container_there(workspace):
-            return self.provider.stat_path(container_id, path)
+            return self.engine.stat_path(container_id, path)
 
     def _stat(self, workspace: Workspace, container_id: str, path: str) -> PathStat:
         stat = self._stat_if_any(workspace, container_id, path)
@@ -301,7 +301,7 @@ class WorkspaceFiles:
         path = container_path(path)
         self._stat(workspace, container_id, path)
         with self._container_there(workspace):
-            chunks, stat = self.provider.get_archive(container_id, path)
+            chunks, stat = self.engine.get_archive(container_id, path)
         return Download(path, stat, file_content(chunks) if stat.kind == "file" else chunks)
 
     def upload(self, caller: Caller, ref: str, path: str, body: IO[bytes], size: int, is_tar: bool,
@@ -324,5 +324,5 @@ class WorkspaceFiles:
             single_file(body, size, path, spool)
             entries = 1
         with self._container_there(workspace):
-            self.provider.put_archive(container_id, "/", spool)
+            self.engine.put_archive(container_id, "/", spool)
         return Upload(path, entries)

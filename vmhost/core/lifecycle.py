@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vmhost.core.clone import clone
+from vmhost.core.engines import ContainerSpec, Engine, NetworkSpec
 from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
-from vmhost.core.provider import ContainerSpec, NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -30,8 +30,6 @@ from vmhost.errors import OperationFailed, ProviderError, TemplateNotFound, Vmho
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 10
-PROVISION_TIMEOUT = 1800  # seconds one provision command may run
 NETWORK_ATTEMPTS = 3
 CLONE_FROM_ANYWHERE = "anywhere"
 MANAGED_LABEL = "vmhost.managed"
@@ -62,11 +60,11 @@ class Lifecycle:
     """`purge_snapshots(workspace)` removes what a workspace's snapshots keep (see Snapshots.purge): a
     function, since the snapshots are built on this object."""
 
-    def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, quotas: Quotas, cancels: Cancels,
-                 purge_snapshots: Callable[[Workspace], None], *, instance: str = "default",
-                 publish_address: str = "127.0.0.1", provision_timeout: float = PROVISION_TIMEOUT) -> None:
+    def __init__(self, store: Store, engine: Engine, templates: TemplateCatalog, quotas: Quotas, cancels: Cancels,
+                 purge_snapshots: Callable[[Workspace], None], *, instance: str, publish_address: str,
+                 provision_timeout: float, stop_timeout: int) -> None:
         self.store = store
-        self.provider = provider
+        self.engine = engine
         self.templates = templates
         self.quotas = quotas
         self.cancels = cancels
@@ -74,6 +72,7 @@ class Lifecycle:
         self.instance = instance
         self.publish_address = publish_address
         self.provision_timeout = provision_timeout
+        self.stop_timeout = stop_timeout
 
     # -- labels and networks --------------------------------------------------------------------
 
@@ -103,20 +102,20 @@ class Lifecycle:
             except ProviderError as exc:
                 if not exc.extra.get("missing"):
                     raise
-            self.provider.ensure_network(network)
+            self.engine.ensure_network(network)
         return act()
 
     def release_networks(self, owner: str | None = None) -> None:
         """Remove the networks (one owner's, or every owner's) that none of the owner's containers is on.
         A create that races with this makes the network again (see _on_network)."""
         labels = {**self.instance_labels, **({OWNER_LABEL: owner} if owner is not None else {})}
-        networks = self.provider.list_managed(labels, kinds=("network",))
+        networks = self.engine.list_managed(labels, kinds=("network",))
         if not networks:
             return
-        in_use = {c.labels.get(OWNER_LABEL) for c in self.provider.list_managed(labels, kinds=("container",))}
+        in_use = {c.labels.get(OWNER_LABEL) for c in self.engine.list_managed(labels, kinds=("container",))}
         for network in networks:
             if network.labels.get(OWNER_LABEL) not in in_use:
-                self.provider.remove_network(network.id)
+                self.engine.remove_network(network.id)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -129,11 +128,11 @@ class Lifecycle:
             memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
             publish_address=self.publish_address, hostname=workspace.name,
             capabilities=tuple(workspace.capabilities))
-        self.provider.ensure_network(network)
-        return self._on_network(network, lambda: self.provider.create_container(spec))
+        self.engine.ensure_network(network)
+        return self._on_network(network, lambda: self.engine.create_container(spec))
 
     def start_container(self, workspace: Workspace) -> None:
-        self._on_network(self.network_for(workspace.owner), lambda: self.provider.start(container_of(workspace)))
+        self._on_network(self.network_for(workspace.owner), lambda: self.engine.start(container_of(workspace)))
 
     def _provision(self, workspace: Workspace, operation: Operation) -> None:
         """Run the provision commands in order; each may run `provision_timeout` seconds, and a cancel
@@ -145,7 +144,7 @@ class Lifecycle:
                 shown = command if isinstance(command, str) else " ".join(command)
                 self._stop_if_cancelled(operation, cancel)
                 write("stdout", f"$ {shown}\n".encode())
-                outcome = self.provider.run_command(container_of(workspace), argv, on_output=write,
+                outcome = self.engine.run_command(container_of(workspace), argv, on_output=write,
                                                     workdir="/workspace", timeout=self.provision_timeout,
                                                     cancel=cancel)
                 self._stop_if_cancelled(operation, cancel)
@@ -165,7 +164,7 @@ class Lifecycle:
             raise OperationFailed(self.cancels.reason(operation.id))
 
     def confirm_running(self, workspace: Workspace) -> ContainerState:
-        state = self.provider.inspect(container_of(workspace))
+        state = self.engine.inspect(container_of(workspace))
         if not state.running:
             raise ProviderError(f"the container stopped right after starting (Docker says {state.status}); "
                                 f"check the template's command {workspace.command}")
@@ -188,7 +187,7 @@ class Lifecycle:
                     for entry in sorted(os.listdir(checkout)):
                         tar.add(os.path.join(checkout, entry), arcname=entry)
                 archive.seek(0)
-                self.provider.put_archive(container_of(workspace), "/workspace", archive)
+                self.engine.put_archive(container_of(workspace), "/workspace", archive)
             shutil.rmtree(checkout, ignore_errors=True)
 
     def _output(self, operation: Operation) -> OperationOutput:
@@ -197,7 +196,7 @@ class Lifecycle:
 
     def sync_status(self, workspace: Workspace, reason: str | None = None) -> Workspace:
         """Make the stored status say what Docker shows."""
-        state = self.provider.inspect(workspace.container_id) if workspace.container_id else None
+        state = self.engine.inspect(workspace.container_id) if workspace.container_id else None
         if state is None or not state.exists:
             return self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
                                                status_reason=reason or "container removed outside vmhost")
@@ -212,7 +211,7 @@ class Lifecycle:
 
     def remove_container(self, workspace: Workspace) -> None:
         """Remove the workspace's container, by its name when its id was never recorded."""
-        self.provider.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
+        self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
 
     def remove_resources(self, workspace: Workspace) -> None:
         """Remove a workspace's container, volume and snapshots (images and volume archives), and its
@@ -220,7 +219,7 @@ class Lifecycle:
         self.remove_container(workspace)
         self.purge_snapshots(workspace)
         if workspace.volume:
-            self.provider.remove_volume(workspace.volume)
+            self.engine.remove_volume(workspace.volume)
         self.release_networks(workspace.owner)
 
     # -- the operations' handlers ---------------------------------------------------------------
@@ -228,8 +227,8 @@ class Lifecycle:
     def run_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
-        self.provider.ensure_image(workspace.image)
-        self.provider.create_volume(volume_of(workspace), self.labels_for(workspace))
+        self.engine.ensure_image(workspace.image)
+        self.engine.create_volume(volume_of(workspace), self.labels_for(workspace))
         container_id = self.create_container(workspace)
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
         self._clone_into(workspace, operation)
@@ -247,13 +246,13 @@ class Lifecycle:
 
     def run_stop(self, operation: Operation) -> dict[str, Any]:
         workspace, container_id = self.with_container(operation)
-        self.provider.stop(container_id, STOP_TIMEOUT)
+        self.engine.stop(container_id, self.stop_timeout)
         self.sync_status(workspace)
         return {}
 
     def run_restart(self, operation: Operation) -> dict[str, Any]:
         workspace, container_id = self.with_container(operation)
-        self.provider.restart(container_id, STOP_TIMEOUT)
+        self.engine.restart(container_id, self.stop_timeout)
         self.sync_status(workspace)
         return {}
 
@@ -265,7 +264,7 @@ class Lifecycle:
             image = self.templates.get(workspace.template).image
         except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
             image = workspace.image
-        self.provider.ensure_image(image)
+        self.engine.ensure_image(image)
         self.remove_container(workspace)
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self.create_container(workspace))
@@ -286,8 +285,8 @@ class Lifecycle:
 
     def run_expire(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.get_workspace(workspace_id_of(operation))
-        if workspace.container_id and self.provider.inspect(workspace.container_id).running:
-            self.provider.stop(workspace.container_id, STOP_TIMEOUT)
+        if workspace.container_id and self.engine.inspect(workspace.container_id).running:
+            self.engine.stop(workspace.container_id, self.stop_timeout)
         return self.run_delete(operation)
 
     # -- settling (the operation queue's Settler) -----------------------------------------------
@@ -336,9 +335,9 @@ class Lifecycle:
     def _purge(self, workspace_id: str, owner: str) -> None:
         """Remove every Docker object labelled as this workspace's, and its owner's network if now idle."""
         labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
-        removers = {"container": self.provider.remove_container, "volume": self.provider.remove_volume,
-                    "image": self.provider.remove_image}  # remove_image leaves one a restored copy runs from
-        for found in sorted(self.provider.list_managed(labels), key=lambda o: o.kind != "container"):
+        removers = {"container": self.engine.remove_container, "volume": self.engine.remove_volume,
+                    "image": self.engine.remove_image}  # remove_image leaves one a restored copy runs from
+        for found in sorted(self.engine.list_managed(labels), key=lambda o: o.kind != "container"):
             removers[found.kind](found.id)
         self.release_networks(owner)
 

@@ -233,7 +233,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class ContainerState:
-    """What the provider sees of a workspace's container."""
+    """What the engine sees of a workspace's container."""
 
     exists: bool
     running: bool = False

@@ -102,7 +102,7 @@ class Cancels:
 
 
 class OperationQueue:
-    def __init__(self, store: Store, settler: Settler, cancels: Cancels, *, workers: int = 8) -> None:
+    def __init__(self, store: Store, settler: Settler, cancels: Cancels, *, workers: int) -> None:
         self.store = store
         self.settler = settler
         self.cancels = cancels

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from vmhost.config import Settings
 from vmhost.core import validation
 from vmhost.core.commands import CommandRunner
+from vmhost.core.engines import Engine, NetworkSpec
 from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
-from vmhost.core.lifecycle import CLONE_FROM_ANYWHERE, PROVISION_TIMEOUT, Lifecycle, volume_name
+from vmhost.core.lifecycle import CLONE_FROM_ANYWHERE, Lifecycle, volume_name
 from vmhost.core.models import (
     Caller,
     Operation,
@@ -32,7 +34,6 @@ from vmhost.core.models import (
 )
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
-from vmhost.core.provider import NetworkSpec, Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
@@ -71,23 +72,27 @@ class WorkspaceRequest:
 
 
 class Orchestrator:
-    def __init__(self, store: Store, provider: Provider, templates: TemplateCatalog, *, instance: str = "default",
-                 publish_address: str = "127.0.0.1", workers: int = 8, quotas: Quotas | None = None,
-                 provision_timeout: float = PROVISION_TIMEOUT) -> None:
+    def __init__(self, store: Store, engine: Engine, templates: TemplateCatalog, settings: Settings | None = None,
+                 *, quotas: Quotas | None = None) -> None:
+        """`settings` (default: every setting at its default) gives the instance label, the publish
+        address, how many operations run at once, the provision and stop timeouts, and the quotas
+        unless `quotas` is given."""
+        settings = settings or Settings.defaults()
         self.store = store
-        self.quotas = quotas or Quotas(store)
-        self.provider = provider
+        self.quotas = quotas or Quotas.from_settings(store, settings)
+        self.engine = engine
         self.templates = templates
-        self.instance = instance
+        self.instance = settings.instance
         self.tokens = Tokens(store)
         cancels = Cancels()
-        self.lifecycle = Lifecycle(store, provider, templates, self.quotas, cancels,
-                                   lambda workspace: self.snapshots.purge(workspace), instance=instance,
-                                   publish_address=publish_address, provision_timeout=provision_timeout)
-        self.queue = OperationQueue(store, self.lifecycle, cancels, workers=workers)
-        self.commands = CommandRunner(store, provider, self.queue, self.get)
-        self.snapshots = Snapshots(store, provider, self.queue, self.lifecycle, self.quotas, self.get)
-        self.files = WorkspaceFiles(provider, self.get)
+        self.lifecycle = Lifecycle(store, engine, templates, self.quotas, cancels,
+                                   lambda workspace: self.snapshots.purge(workspace), instance=settings.instance,
+                                   publish_address=settings.publish_address,
+                                   provision_timeout=settings.provision_timeout, stop_timeout=settings.stop_timeout)
+        self.queue = OperationQueue(store, self.lifecycle, cancels, workers=settings.workers)
+        self.commands = CommandRunner(store, engine, self.queue, self.get)
+        self.snapshots = Snapshots(store, engine, self.queue, self.lifecycle, self.quotas, self.get)
+        self.files = WorkspaceFiles(engine, self.get)
         lifecycle = self.lifecycle
         self.queue.register({
             OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
@@ -186,7 +191,7 @@ class Orchestrator:
     def health(self) -> dict[str, Any]:
         docker_ok, docker_detail = True, "ok"
         try:
-            self.provider.ping()
+            self.engine.ping()
         except VmhostError as exc:
             docker_ok, docker_detail = False, exc.detail
         db_ok = self.store.ping()
@@ -246,9 +251,9 @@ class Orchestrator:
         return workspace, operation
 
     def _cpu_limit(self) -> int | None:
-        self.provider.ping()  # with Docker away, refuse the create at once rather than fail it later
+        self.engine.ping()  # with Docker away, refuse the create at once rather than fail it later
         try:
-            return self.provider.cpu_count()  # read once, so it no longer tells whether Docker answers
+            return self.engine.cpu_count()  # read once, so it no longer tells whether Docker answers
         except ProviderError:
             return None
 
@@ -322,7 +327,7 @@ class Orchestrator:
     def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
         caller.require_write()
         workspace = self.get(caller, ref)
-        self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
+        self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = new_operation(caller, workspace, type, params)
         self.queue.add(operation)
         return operation

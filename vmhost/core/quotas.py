@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from vmhost.config import Settings
 from vmhost.core import validation
 from vmhost.core.models import Caller, Workspace, utcnow
 from vmhost.core.store import Store, to_text
@@ -25,13 +26,15 @@ from vmhost.errors import InvalidInput, QuotaExceeded
 
 @dataclass(frozen=True)
 class Limits:
-    max_workspaces: int = 5
-    max_cpus: float = 8.0
-    max_memory_mb: int = 16384
-    max_ttl_seconds: int = 30 * 86400
-    max_snapshots: int = 10
-    max_pids: int = 1024
-    max_snapshot_bytes: int = 20 * 1024 ** 3
+    """One user's limits; the defaults are the settings' quota_max_* (see `Quotas.from_settings`)."""
+
+    max_workspaces: int
+    max_cpus: float
+    max_memory_mb: int
+    max_ttl_seconds: int
+    max_snapshots: int
+    max_pids: int
+    max_snapshot_bytes: int
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
@@ -68,12 +71,17 @@ def _format(number: float) -> str:
 
 
 class Quotas:
-    def __init__(self, store: Store, defaults: Limits | None = None, default_cpus: float = 1.0,
-                 default_memory_mb: int = 2048) -> None:
+    def __init__(self, store: Store, defaults: Limits, default_cpus: float, default_memory_mb: int) -> None:
         self.store = store
-        self.defaults = defaults or Limits()
+        self.defaults = defaults
         self.default_cpus = default_cpus
         self.default_memory_mb = default_memory_mb
+
+    @classmethod
+    def from_settings(cls, store: Store, settings: Settings) -> Quotas:
+        """The quotas the settings give: their quota_max_* as every user's defaults, quota_default_*."""
+        return cls(store, Limits(**{name: getattr(settings, f"quota_{name}") for name in LIMIT_NAMES}),
+                   default_cpus=settings.quota_default_cpus, default_memory_mb=settings.quota_default_memory_mb)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from vmhost.core.engines import ContainerEvent, Engine, EventStream, ManagedObject
 from vmhost.core.models import Workspace, WorkspaceStatus
-from vmhost.core.provider import ContainerEvent, EventStream, ManagedObject, Provider
 from vmhost.core.store import Store
 from vmhost.errors import VmhostError, WorkspaceNotFound
 
@@ -35,16 +35,16 @@ class Orphan:
 
 
 class Reconciler:
-    def __init__(self, store: Store, provider: Provider, instance_labels: dict[str, str]) -> None:
+    def __init__(self, store: Store, engine: Engine, instance_labels: dict[str, str]) -> None:
         self.store = store
-        self.provider = provider
+        self.engine = engine
         self.instance_labels = instance_labels
 
     def reconcile(self, workspace: Workspace) -> Workspace | None:
         """Make one workspace's status say what Docker shows. Returns it when it changed."""
         if workspace.current_operation_id is not None or workspace.status not in SETTLED:
             return None
-        state = self.provider.inspect(workspace.container_id) if workspace.container_id else None
+        state = self.engine.inspect(workspace.container_id) if workspace.container_id else None
         changes: dict[str, object]
         if state is None or not state.exists:
             changes = {"status": WorkspaceStatus.ERROR, "status_reason": REMOVED_OUTSIDE}
@@ -102,7 +102,7 @@ class Reconciler:
         Docker object and removed after its last, so a workspace being created or deleted is never
         taken for an orphan. Objects without a workspace label are not vmhost's to judge, and an image
         that a workspace runs from (a snapshot restored into another workspace) is in use."""
-        objects: list[ManagedObject] = self.provider.list_managed(self.instance_labels)
+        objects: list[ManagedObject] = self.engine.list_managed(self.instance_labels)
         workspaces = self.store.list_workspaces()
         known = {w.id for w in workspaces}
         images_in_use = {w.image for w in workspaces}
@@ -116,11 +116,11 @@ class Reconciler:
         order = {"container": 0, "image": 1, "volume": 2}
         for orphan in sorted(found, key=lambda o: order.get(o.kind, 3)):
             if orphan.kind == "container":
-                self.provider.remove_container(orphan.id)
+                self.engine.remove_container(orphan.id)
             elif orphan.kind == "image":
-                self.provider.remove_image(orphan.id)
+                self.engine.remove_image(orphan.id)
             elif orphan.kind == "volume":
-                self.provider.remove_volume(orphan.name)
+                self.engine.remove_volume(orphan.name)
             log.info("removed orphan %s %s of workspace %s", orphan.kind, orphan.name, orphan.workspace_id)
         return found
 
@@ -165,7 +165,7 @@ class EventFollower:
             delay = min(delay * 2, self.retry_max)
 
     def _follow(self) -> None:
-        stream = self.reconciler.provider.container_events(self.reconciler.instance_labels)
+        stream = self.reconciler.engine.container_events(self.reconciler.instance_labels)
         with self._stream_lock:
             if self._stop.is_set():
                 stream.close()

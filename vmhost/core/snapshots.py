@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.engines import Engine
 from vmhost.core.lifecycle import Lifecycle, volume_name, volume_of
 from vmhost.core.models import (
     Caller,
@@ -35,7 +36,6 @@ from vmhost.core.models import (
 )
 from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
-from vmhost.core.provider import Provider
 from vmhost.core.quotas import Quotas
 from vmhost.core.store import Store
 from vmhost.errors import InvalidState, OperationInFlight, ProviderError, SnapshotNotFound
@@ -49,10 +49,10 @@ VOLUME_PATH = "/workspace"
 class Snapshots:
     """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
 
-    def __init__(self, store: Store, provider: Provider, queue: OperationQueue, lifecycle: Lifecycle, quotas: Quotas,
+    def __init__(self, store: Store, engine: Engine, queue: OperationQueue, lifecycle: Lifecycle, quotas: Quotas,
                  find: Callable[[Caller, str], Workspace], directory: Path | None = None) -> None:
         self.store = store
-        self.provider = provider
+        self.engine = engine
         self.queue = queue
         self.lifecycle = lifecycle
         self.quotas = quotas
@@ -92,7 +92,7 @@ class Snapshots:
         workspace = self.find(caller, ref)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
-        self.provider.ping()
+        self.engine.ping()
         snapshot_id = new_id("snap")
         # admins have no quota: a snapshot they take is not held to its owner's disk budget
         operation = new_operation(caller, workspace, OperationType.SNAPSHOT,
@@ -118,12 +118,12 @@ class Snapshots:
                                f"wait for operation {snapshot.operation_id}")
         params: dict[str, Any] = {"snapshot_id": snapshot.id, "snapshot": snapshot.name}
         if as_new is None:
-            self.provider.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
+            self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
             operation = new_operation(caller, workspace, OperationType.RESTORE, params)
             self.queue.add(operation)
             return workspace, operation
         validation.check_name(as_new)
-        self.provider.ping()
+        self.engine.ping()
         now = utcnow()
         ttl = self.quotas.ttl_for(caller, workspace.ttl_seconds)
         copy = dataclasses.replace(
@@ -159,12 +159,12 @@ class Snapshots:
         room = quotas.snapshot_room(workspace.owner) if operation.params.get("within_quota") else None
         archive = Path(snapshot.archive)
         try:
-            image = self.provider.commit(container_id, SNAPSHOT_REPOSITORY, snapshot.id,
+            image = self.engine.commit(container_id, SNAPSHOT_REPOSITORY, snapshot.id,
                                          {**self.lifecycle.labels_for(workspace), SNAPSHOT_LABEL: snapshot.id})
             if room is not None and image.added_bytes > room:
                 raise quotas.snapshot_too_large(workspace.owner, room)
             make_private_dir(archive.parent)
-            chunks, _ = self.provider.get_archive(container_id, VOLUME_PATH)
+            chunks, _ = self.engine.get_archive(container_id, VOLUME_PATH)
             partial = archive.with_suffix(".partial")
             private_file(partial)
             with open(partial, "wb") as handle, closing(chunks):
@@ -191,17 +191,17 @@ class Snapshots:
             raise InvalidState(f"snapshot {operation.params.get('snapshot')!r} was deleted")
         workspace = self.store.get_workspace(workspace_id_of(operation))
         in_place = workspace.id == snapshot.workspace_id
-        start = not in_place or bool(workspace.container_id and self.provider.inspect(workspace.container_id).running)
+        start = not in_place or bool(workspace.container_id and self.engine.inspect(workspace.container_id).running)
         workspace = self.store.update_workspace(workspace.id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=f"restoring snapshot {snapshot.name}")
-        self.provider.ensure_image(snapshot.image)
+        self.engine.ensure_image(snapshot.image)
         lifecycle.remove_container(workspace)
-        self.provider.remove_volume(volume_of(workspace))
-        self.provider.create_volume(volume_of(workspace), lifecycle.labels_for(workspace))
+        self.engine.remove_volume(volume_of(workspace))
+        self.engine.create_volume(volume_of(workspace), lifecycle.labels_for(workspace))
         container_id = lifecycle.create_container(dataclasses.replace(workspace, image=snapshot.image))
         workspace = self.store.update_workspace(workspace.id, image=snapshot.image, container_id=container_id)
         with open(snapshot.archive, "rb") as archive:
-            self.provider.put_archive(container_id, "/", archive)
+            self.engine.put_archive(container_id, "/", archive)
         if start:
             lifecycle.start_container(workspace)
             lifecycle.confirm_running(workspace)
@@ -228,13 +228,13 @@ class Snapshots:
         self.store.delete_snapshot(snapshot)
 
     def _remove_images(self, labels: dict[str, str]) -> None:
-        for found in self.provider.list_managed(labels, kinds=("image",)):
-            self.provider.remove_image(found.id)
+        for found in self.engine.list_managed(labels, kinds=("image",)):
+            self.engine.remove_image(found.id)
 
     def _sweep(self, leaving: str | None = None) -> None:
         """Remove snapshot images whose snapshot is gone and that no workspace (but `leaving`) runs from."""
         in_use = self.store.images_in_use(excluding=leaving)
-        for found in self.provider.list_managed(self.lifecycle.instance_labels, kinds=("image",)):
+        for found in self.engine.list_managed(self.lifecycle.instance_labels, kinds=("image",)):
             snapshot_id = found.labels.get(SNAPSHOT_LABEL)
             if snapshot_id and found.name not in in_use and self.store.get_snapshot(snapshot_id) is None:
-                self.provider.remove_image(found.id)
+                self.engine.remove_image(found.id)

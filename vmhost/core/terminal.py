@@ -6,9 +6,9 @@ found), a shell needs a write scope, and the workspace must be running.
 
 from __future__ import annotations
 
+from vmhost.core.engines import LogStream, Terminal
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.core.orchestrator import Orchestrator
-from vmhost.core.provider import LogStream, Terminal
 from vmhost.errors import InvalidInput, InvalidState
 
 DEFAULT_SHELL = "/bin/sh"
@@ -33,8 +33,8 @@ def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[
         raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
-    return orchestrator.provider.open_terminal(workspace.container_id, argv or [workspace.shell or DEFAULT_SHELL],
-                                               env={"TERM": TERM}, workdir=workdir or "/workspace")
+    return orchestrator.engine.open_terminal(workspace.container_id, argv or [workspace.shell or DEFAULT_SHELL],
+                                             env={"TERM": TERM}, workdir=workdir or "/workspace")
 
 
 def check_terminal_size(cols: object, rows: object) -> tuple[int, int]:
@@ -49,4 +49,4 @@ def workspace_logs(orchestrator: Orchestrator, caller: Caller, ref: str, follow:
     workspace = orchestrator.get(caller, ref)
     if not workspace.container_id:
         raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
-    return orchestrator.provider.logs(workspace.container_id, follow=follow, tail=tail)
+    return orchestrator.engine.logs(workspace.container_id, follow=follow, tail=tail)

@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
+from vmhost.config import Settings
 from vmhost.core.audit import AuditLog
 from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A background worker: started and stopped with the daemon (see vmhost/core/build.py)."""
+
+    name: str
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 10) -> None: ...
 
 
 class PeriodicWorker:
@@ -40,25 +51,20 @@ class PeriodicWorker:
             self.runs += 1
 
 
-def standard_workers(orchestrator: Orchestrator, janitor_interval: float, provisioner_interval: float,
-                     expiry_warning: float = 300.0, event_retention: float | None = None,
-                     audit_retention: float | None = None) -> list[PeriodicWorker]:
+def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
-    expiry, expires those past it, removes networks no container is on) and, with their retentions, the
-    event and audit pruners."""
+    expiry, expires those past it, removes networks no container is on) and the event and audit pruners,
+    on the settings' intervals and retentions."""
     def janitor() -> None:
-        warn_expiring(orchestrator.store, expiry_warning)
+        warn_expiring(orchestrator.store, settings.expiry_warning)
         orchestrator.expire_due()
         orchestrator.release_networks()
 
-    workers = [
-        PeriodicWorker("provisioner", provisioner_interval, orchestrator.run_pending),
-        PeriodicWorker("janitor", janitor_interval, janitor),
+    return [
+        PeriodicWorker("provisioner", settings.provisioner_interval, orchestrator.run_pending),
+        PeriodicWorker("janitor", settings.janitor_interval, janitor),
+        PeriodicWorker("event-pruner", settings.janitor_interval,
+                       lambda: prune_events(orchestrator.store, settings.event_retention)),
+        PeriodicWorker("audit-pruner", settings.janitor_interval,
+                       lambda: AuditLog(orchestrator.store).prune(settings.audit_retention)),
     ]
-    if event_retention is not None:
-        workers.append(PeriodicWorker("event-pruner", janitor_interval,
-                                      lambda: prune_events(orchestrator.store, event_retention)))
-    if audit_retention is not None:
-        workers.append(PeriodicWorker("audit-pruner", janitor_interval,
-                                      lambda: AuditLog(orchestrator.store).prune(audit_retention)))
-    return workers

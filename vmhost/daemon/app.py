@@ -16,7 +16,7 @@ from vmhost.config import Settings
 from vmhost.core.audit import AuditLog
 from vmhost.core.events import EventBus
 from vmhost.core.orchestrator import Orchestrator
-from vmhost.core.workers import PeriodicWorker
+from vmhost.core.workers import Worker
 from vmhost.daemon import apidoc, errors
 from vmhost.daemon.audit import AuditTrail
 from vmhost.daemon.auth import Authenticator
@@ -59,7 +59,7 @@ operation; wait on it with `GET /api/v1/operations/{id}/wait`. Errors are `{"det
 
 
 def create_app(orchestrator: Orchestrator, settings: Settings,
-               workers: Sequence[PeriodicWorker] = ()) -> FastAPI:
+               workers: Sequence[Worker] = ()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # short blocking handlers run in the default pool; a session that holds a thread for its whole

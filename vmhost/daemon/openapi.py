@@ -1,28 +1,25 @@
-"""The API's OpenAPI document, built from the app without starting anything: an in-memory database,
-a Docker provider that never connects, default settings. `vmhost openapi > openapi.yaml` writes it."""
+"""The API's OpenAPI document, built from the app without starting anything: the parts build() makes over
+default settings with an in-memory database (the Docker engine is never connected to). `vmhost openapi >
+openapi.yaml` writes it."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from vmhost.config import OPTIONS, Settings
-from vmhost.core.orchestrator import Orchestrator
-from vmhost.core.provider import DockerProvider
-from vmhost.core.store import Store
-from vmhost.core.templates import TemplateCatalog
+from vmhost.config import Settings
+from vmhost.core.build import build
 from vmhost.daemon.app import create_app
 
 
 def build_spec() -> dict[str, Any]:
-    settings = Settings(**{option.name: option.default() for option in OPTIONS})
-    store = Store(":memory:")
-    orchestrator = Orchestrator(store, DockerProvider(), TemplateCatalog(None), workers=1)
+    settings = Settings.defaults(db_path=Path(":memory:"), workers=1)
+    parts = build(settings)
     try:
-        return create_app(orchestrator, settings).openapi()
+        return create_app(parts.orchestrator, settings).openapi()
     finally:
-        orchestrator.close()
-        store.close()
+        parts.close()
 
 
 def render(spec: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
 
 from vmhost.config import Settings
 
@@ -124,39 +123,12 @@ def listening_sockets(settings: Settings) -> list[socket.socket]:
     return sockets
 
 
-def quotas_from(settings: Settings, store: Any) -> Any:  # -> Quotas, imported lazily
-    from vmhost.core.quotas import Limits, Quotas
-
-    return Quotas(store, Limits(max_workspaces=settings.quota_max_workspaces, max_cpus=settings.quota_max_cpus,
-                                max_memory_mb=settings.quota_max_memory_mb,
-                                max_ttl_seconds=settings.quota_max_ttl_seconds,
-                                max_snapshots=settings.quota_max_snapshots, max_pids=settings.quota_max_pids,
-                                max_snapshot_bytes=settings.quota_max_snapshot_bytes),
-                  default_cpus=settings.quota_default_cpus, default_memory_mb=settings.quota_default_memory_mb)
-
-
 def build_app(settings: Settings):  # -> FastAPI, imported lazily
-    from vmhost.core.orchestrator import Orchestrator
-    from vmhost.core.provider import DockerProvider
-    from vmhost.core.reconcile import EventFollower, Reconciler
-    from vmhost.core.store import Store
-    from vmhost.core.templates import TemplateCatalog
-    from vmhost.core.workers import PeriodicWorker, standard_workers
+    from vmhost.core.build import build
     from vmhost.daemon.app import create_app
 
-    store = Store(settings.db_path)
-    if store.backup_written:
-        log.info("database backed up to %s before migrating", store.backup_written)
-    orchestrator = Orchestrator(store, DockerProvider(settings.docker_host), TemplateCatalog(settings.templates_dir),
-                                instance=settings.instance, publish_address=settings.publish_address,
-                                workers=settings.workers, quotas=quotas_from(settings, store),
-                                provision_timeout=settings.provision_timeout)
-    workers = standard_workers(orchestrator, settings.janitor_interval, settings.provisioner_interval,
-                               expiry_warning=settings.expiry_warning, event_retention=settings.event_retention,
-                               audit_retention=settings.audit_retention)
-    reconciler = Reconciler(store, orchestrator.provider, orchestrator.instance_labels)
-    workers += [EventFollower(reconciler), PeriodicWorker("reconciler", settings.reconcile_interval, reconciler.sweep)]
-    return create_app(orchestrator, settings, workers)
+    parts = build(settings)
+    return create_app(parts.orchestrator, settings, parts.workers)
 
 
 def run(settings: Settings) -> None:

@@ -1,0 +1,41 @@
+"""Container engines. `base` is the interface the orchestrator drives (`Engine`) and the values that cross
+it, re-exported here; each engine is a module of its own (`docker`: the Docker engine) and is the only
+place that imports its SDK. vmhost/core/build.py picks the engine and hands it in."""
+
+from vmhost.core.engines.base import (
+    DEFAULT_CAPABILITIES,
+    MANAGED_KINDS,
+    WATCHED_ACTIONS,
+    CommandOutcome,
+    CommittedImage,
+    ContainerEvent,
+    ContainerSpec,
+    ContainerState,
+    Engine,
+    EventStream,
+    LogStream,
+    ManagedObject,
+    NetworkSpec,
+    OutputCallback,
+    PathStat,
+    Terminal,
+)
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "MANAGED_KINDS",
+    "WATCHED_ACTIONS",
+    "CommandOutcome",
+    "CommittedImage",
+    "ContainerEvent",
+    "ContainerSpec",
+    "ContainerState",
+    "Engine",
+    "EventStream",
+    "LogStream",
+    "ManagedObject",
+    "NetworkSpec",
+    "OutputCallback",
+    "PathStat",
+    "Terminal",
+]

@@ -26,23 +26,23 @@ from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TypeVar
 
-from vmhost.core.models import ContainerState
-from vmhost.core.provider import (
+from vmhost.core.engines import (
     MANAGED_KINDS,
     WATCHED_ACTIONS,
     CommandOutcome,
     CommittedImage,
     ContainerEvent,
     ContainerSpec,
+    Engine,
     EventStream,
     LogStream,
     ManagedObject,
     NetworkSpec,
     OutputCallback,
     PathStat,
-    Provider,
     Terminal,
 )
+from vmhost.core.models import ContainerState
 from vmhost.errors import DockerUnavailable, ProviderError
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ CANCEL_POLL = 0.01  # seconds between looks at a running command's cancel event
 # Go's os.FileMode bits, as Docker reports them in a path's stat (see PathStat.kind)
 GO_MODE_DIR = 1 << 31
 GO_MODE_SYMLINK = 1 << 27
-ENGINE_METHODS = frozenset(name for name in vars(Provider) if not name.startswith("_"))  # what faults apply to
+ENGINE_METHODS = frozenset(name for name in vars(Engine) if not name.startswith("_"))  # what faults apply to
 _SLEEP = re.compile(r"(?:/bin/sh -c )?sleep (\d+(?:\.\d+)?|infinity)")
 
 
@@ -189,7 +189,7 @@ class _Exec:
 
 
 class FakeEngine:
-    """An engine in memory with the interface of DockerProvider (see the module's docstring)."""
+    """An engine in memory with the interface of DockerEngine (see the module's docstring)."""
 
     def __init__(self, images: Collection[str] = (), cpus: int = 4) -> None:
         self._lock = threading.RLock()
@@ -620,7 +620,7 @@ class FakeEngine:
 
     @staticmethod
     def _unavailable(doing: str) -> DockerUnavailable:
-        """The error DockerProvider raises when its engine does not answer."""
+        """The error DockerEngine raises when its engine does not answer."""
         return DockerUnavailable(f"Docker engine at {ENGINE_URL} does not answer ({doing}): "
                                  "Connection refused")
 

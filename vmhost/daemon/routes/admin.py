@@ -25,7 +25,7 @@ ORPHAN_ORDER = paging.Order("orphans", {"kind": str, "id": str})
 
 
 def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
-    return Reconciler(orchestrator.store, orchestrator.provider, orchestrator.instance_labels)
+    return Reconciler(orchestrator.store, orchestrator.engine, orchestrator.instance_labels)
 
 
 @router.get(f"{API}/doctor", response_model=list[DoctorCheck], summary="Check the daemon's health in depth",

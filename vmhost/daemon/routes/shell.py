@@ -19,8 +19,8 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
+from vmhost.core.engines import LogStream, Terminal
 from vmhost.core.models import Caller
-from vmhost.core.provider import LogStream, Terminal
 from vmhost.core.sessions import SessionKind
 from vmhost.core.terminal import check_terminal_size, open_shell, workspace_logs
 from vmhost.daemon.deps import CallerDep, OrchestratorDep

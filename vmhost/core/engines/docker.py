@@ -1,7 +1,8 @@
-"""The provider: what the orchestrator needs from a container engine, and the Docker implementation.
+"""The Docker engine: `Engine` (see base.py) over one Docker engine, through the docker SDK's public API.
 
-One provider object per engine, handed to the orchestrator. Docker's errors are mapped here, once:
-an engine that does not answer is `DockerUnavailable`, an engine that refuses is `ProviderError`.
+Docker's errors are mapped here, once (`DockerEngine._errors`): an engine that does not answer is
+`DockerUnavailable`, an engine that refuses is `ProviderError`. Only modules under vmhost/core/engines/
+import the docker SDK.
 """
 
 from __future__ import annotations
@@ -9,218 +10,90 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Collection, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any
+from urllib.parse import quote
 
+import docker
+import docker.errors
+import docker.utils
+import requests
+import requests.exceptions
+from docker.types import LogConfig, Mount
+from docker.utils.socket import frames_iter
+
+from vmhost.core.engines.base import (
+    DEFAULT_CAPABILITIES,
+    MANAGED_KINDS,
+    WATCHED_ACTIONS,
+    CommandOutcome,
+    CommittedImage,
+    ContainerEvent,
+    ContainerSpec,
+    EventStream,
+    ManagedObject,
+    NetworkSpec,
+    OutputCallback,
+    PathStat,
+)
+from vmhost.core.engines.hostprocess import in_container, kill_process_tree
 from vmhost.core.models import ContainerState
 from vmhost.errors import DockerUnavailable, ProviderError, VmhostError
 
-if TYPE_CHECKING:
-    import docker
-
 log = logging.getLogger(__name__)
 
-OutputCallback = Callable[[str, bytes], None]
-"""Receives (stream name, chunk) as a command produces output: stream is "stdout" or "stderr"."""
-
-
-# Enough for a developer working as root in the container (packages, file ownership, dropping to a
-# user, binding low ports), far less than Docker's default set (no NET_RAW, MKNOD, SETPCAP, SETFCAP).
-DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL",
-                        "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE")
-
-
-# json-file logs rotated: at most 3 files of 10 MB per container on the host's disk
-LOG_MAX_SIZE = "10m"
-LOG_MAX_FILES = 3
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """A bridge network of vmhost's."""
-
-    name: str
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    name: str
-    image: str
-    command: list[str]
-    labels: dict[str, str]
-    volume: str
-    cpus: float
-    memory_mb: int  # also the limit of memory plus swap: no swap beyond it
-    pids_limit: int
-    network: str | None = None  # a network's name (see ensure_network); None: Docker's default bridge
-    env: dict[str, str] = field(default_factory=dict)
-    ports: tuple[str, ...] = ()
-    publish_address: str = "127.0.0.1"
-    hostname: str | None = None
-    capabilities: tuple[str, ...] = ()  # asked for by the template, on top of DEFAULT_CAPABILITIES
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """How a command started with `run_command` ended. `exit_code` is always set: 137 when vmhost killed
-    it, 126 or 127 when it could not start (then `error` says why in words)."""
-
-    exit_code: int
-    timed_out: bool = False
-    cancelled: bool = False
-    error: str | None = None
-
-
-MANAGED_KINDS = ("container", "volume", "image", "network")
-
-
-@dataclass(frozen=True)
-class ManagedObject:
-    kind: str  # one of MANAGED_KINDS
-    id: str
-    name: str
-    labels: dict[str, str]
-
-
-# Go's os.FileMode type bits, as Docker reports them in a path's stat
-_GO_MODE_DIR = 1 << 31
-_GO_MODE_SYMLINK = 1 << 27
-_GO_MODE_TYPE = _GO_MODE_DIR | _GO_MODE_SYMLINK | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
-
-
-@dataclass(frozen=True)
-class PathStat:
-    """What Docker says of a path inside a container."""
-
-    name: str
-    size: int
-    mode: int
-    mtime: str
-    link_target: str = ""
-
-    @property
-    def kind(self) -> str:
-        if self.mode & _GO_MODE_DIR:
-            return "directory"
-        if self.mode & _GO_MODE_SYMLINK:
-            return "symlink"
-        return "other" if self.mode & _GO_MODE_TYPE else "file"
-
-
-@dataclass(frozen=True)
-class CommittedImage:
-    id: str
-    added_bytes: int  # what the commit added on top of the container's image
-
-
-@dataclass(frozen=True)
-class ContainerEvent:
-    action: str  # start, die, stop or destroy
-    container_id: str
-    labels: dict[str, str]
-
-
 PING_TIMEOUT = 5  # seconds: an engine slower than this to answer a ping counts as unreachable
-WATCHED_ACTIONS = ("start", "die", "stop", "destroy")
+ARCHIVE_CHUNK = 1024 * 1024
 
 
-class EventStream(Protocol):
-    """Container events as they happen; `close()` (from any thread) ends the iteration."""
+class DockerEngine:
+    """An engine over one Docker engine, through the docker SDK. The client connects lazily and
+    reconnects after the engine comes back. `timeout` bounds each API call (seconds); containers log to
+    json-file, rotated at `log_max_mb` MB, keeping `log_max_files` files."""
 
-    def __iter__(self) -> Iterator[ContainerEvent]: ...
-    def close(self) -> None: ...
-
-
-class Provider(Protocol):
-    def ping(self) -> None: ...
-    def cpu_count(self) -> int: ...
-    def ensure_image(self, image: str) -> None: ...
-    def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
-    def remove_volume(self, name: str) -> None: ...
-    def ensure_network(self, network: NetworkSpec) -> None: ...
-    def remove_network(self, name: str) -> None: ...
-    def create_container(self, spec: ContainerSpec) -> str: ...
-    def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None: ...
-    def start(self, container_id: str) -> None: ...
-    def stop(self, container_id: str, timeout: int) -> None: ...
-    def restart(self, container_id: str, timeout: int) -> None: ...
-    def remove_container(self, container_id: str) -> None: ...
-    def inspect(self, container_id: str) -> ContainerState: ...
-    def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]: ...
-    def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage: ...
-    def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]: ...
-    def stat_path(self, container_id: str, path: str) -> PathStat | None: ...
-    def remove_image(self, image: str) -> bool: ...
-    def run_command(self, container_id: str, argv: list[str], *, on_output: OutputCallback,
-                    env: dict[str, str] | None = None, workdir: str | None = None, stdin: bytes | None = None,
-                    timeout: float | None = None, cancel: threading.Event | None = None) -> CommandOutcome: ...
-    def open_terminal(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
-                      workdir: str | None = None) -> Terminal: ...
-    def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> LogStream: ...
-    def image_present(self, image: str) -> bool: ...
-    def data_root(self) -> str | None: ...
-    def container_events(self, labels: dict[str, str]) -> EventStream: ...
-
-
-class Terminal(Protocol):
-    """An interactive command on a pseudo-terminal. Its methods block; call them from threads.
-    `read()` answers the next bytes the command wrote, b"" once it has ended."""
-
-    def read(self) -> bytes: ...
-    def write(self, data: bytes) -> None: ...
-    def resize(self, cols: int, rows: int) -> None: ...
-    def exit_code(self) -> int | None: ...
-    def close(self) -> None: ...
-
-
-class LogStream(Protocol):
-    """A container's output as chunks of bytes; `close()` (from any thread) ends the iteration."""
-
-    def __iter__(self) -> Iterator[bytes]: ...
-    def close(self) -> None: ...
-
-
-class DockerProvider:
-    """A provider over one Docker engine, through the docker SDK. The client connects lazily and
-    reconnects after the engine comes back."""
-
-    def __init__(self, base_url: str | None = None, timeout: int = 120) -> None:
+    def __init__(self, base_url: str | None, *, timeout: int, log_max_mb: int, log_max_files: int) -> None:
         self.base_url = base_url or "unix:///var/run/docker.sock"
         self.timeout = timeout
+        self.log_config = {"max-size": f"{log_max_mb}m", "max-file": str(log_max_files)}
         self._client: docker.DockerClient | None = None
+        self._pinger: docker.APIClient | None = None  # the same engine with PING_TIMEOUT for every call
         self._lock = threading.Lock()
         # Docker lets two networks share a name (it ignores CheckDuplicate since API 1.44): parallel creates
         # of one owner's workspaces must not both make theirs
         self._network_lock = threading.Lock()
         self._cpu_count: int | None = None  # read once a connection: `docker info` takes 10 ms and more
 
-    @property
-    def client(self) -> docker.DockerClient:
+    def _connected(self) -> tuple[docker.DockerClient, docker.APIClient]:
         with self._lock:
-            if self._client is None:
-                import docker
-
+            if self._client is None or self._pinger is None:
                 with self._errors("connect to Docker"):
                     # a short timeout while connecting (it asks for the version), so a hung engine is
                     # found out in seconds; then the long one for real work
-                    self._client = docker.DockerClient(base_url=self.base_url, timeout=PING_TIMEOUT,
-                                                       version="auto")
-                    self._client.api.timeout = self.timeout
+                    pinger = docker.APIClient(base_url=self.base_url, timeout=PING_TIMEOUT, version="auto")
+                    self._client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout,
+                                                       version=pinger.api_version)
+                    self._pinger = pinger
                 self._cpu_count = None
-            return self._client
+            return self._client, self._pinger
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._connected()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            clients = (self._client, self._pinger)
+            self._client = self._pinger = None
+        for client in clients:
+            if client is not None:
+                client.close()
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        import docker.errors
-        import requests.exceptions
-
         try:
             yield
         except docker.errors.NotFound as exc:
@@ -237,8 +110,7 @@ class DockerProvider:
 
     def ping(self) -> None:
         with self._errors("ping Docker"):
-            api = self.client.api
-            api._raise_for_status(api.get(api._url("/_ping"), timeout=PING_TIMEOUT))
+            self._connected()[1].ping()
 
     def cpu_count(self) -> int:
         if self._cpu_count is None:
@@ -247,8 +119,6 @@ class DockerProvider:
         return self._cpu_count
 
     def ensure_image(self, image: str) -> None:
-        import docker.errors
-
         with self._errors(f"find image {image}"):
             try:
                 self.client.images.get(image)
@@ -267,8 +137,6 @@ class DockerProvider:
             self.client.volumes.create(name=name, labels=labels)
 
     def remove_volume(self, name: str) -> None:
-        import docker.errors
-
         with self._errors(f"remove volume {name}"):
             try:
                 self.client.volumes.get(name).remove(force=True)
@@ -277,8 +145,6 @@ class DockerProvider:
 
     def remove_network(self, name: str) -> None:
         """Remove a network; one missing, or still joined by a running container, is left alone."""
-        import docker.errors
-
         with self._errors(f"remove network {name}"):
             try:
                 self.client.api.remove_network(name)
@@ -290,8 +156,6 @@ class DockerProvider:
 
     def ensure_network(self, network: NetworkSpec) -> None:
         """Make the bridge network unless it exists."""
-        import docker.errors
-
         with self._errors(f"create network {network.name}"), self._network_lock:
             try:
                 self.client.api.inspect_network(network.name)
@@ -304,9 +168,6 @@ class DockerProvider:
                         raise
 
     def create_container(self, spec: ContainerSpec) -> str:
-        import docker.errors
-        from docker.types import LogConfig, Mount
-
         with self._errors(f"create container {spec.name}"):
             try:  # a leftover of an interrupted attempt
                 self.client.api.remove_container(spec.name, force=True)
@@ -328,8 +189,7 @@ class DockerProvider:
                 memswap_limit=f"{spec.memory_mb}m",
                 ports={_port_key(p): (spec.publish_address, None) for p in spec.ports},
                 pids_limit=spec.pids_limit,
-                log_config=LogConfig(type="json-file",
-                                     config={"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)}),
+                log_config=LogConfig(type="json-file", config=self.log_config),
                 network=spec.network,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
@@ -346,35 +206,30 @@ class DockerProvider:
     def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]:
         """A tar of `path` (a file, a directory or a link, not followed), streamed, with its stat. Close the
         stream when not reading it to its end: until its connection closes, Docker holds the container."""
-        import docker.utils
-
-        api = self.client.api
         with self._errors(f"copy {path} out of the container"):
-            response = api._get(api._url("/containers/{0}/archive", container_id), params={"path": path},
-                                stream=True, headers={"Accept-Encoding": "identity"})
-            api._raise_for_status(response)
-            stat = docker.utils.decode_json_header(response.headers["x-docker-container-path-stat"])
+            stream, stat = self.client.api.get_archive(container_id, path, chunk_size=ARCHIVE_CHUNK)
 
         def chunks() -> Generator[bytes, None, None]:
             try:
                 with self._errors(f"copy {path} out of the container"):
-                    yield from response.raw.stream(1024 * 1024, decode_content=False)
+                    yield from stream
             finally:
-                response.close()
+                stream.close()  # closes the connection, also when the stream was never read
 
-        return chunks(), _path_stat(stat)
+        return chunks(), _path_stat(stat or {})
 
     def stat_path(self, container_id: str, path: str) -> PathStat | None:
         """The stat of `path` in the container, or None when nothing is there."""
-        import docker.utils
-
         api = self.client.api
         with self._errors(f"look at {path} in the container"):
-            response = api.head(api._url("/containers/{0}/archive", container_id), params={"path": path})
+            # HEAD on the archive: the stat alone, in a few ms. The SDK has no call for it, and a GET (its
+            # get_archive) costs Docker 60 ms and more; so through the client's public requests interface.
+            response = api.head(f"{api.base_url}/v{api.api_version}/containers/{quote(container_id, safe='/:')}"
+                                "/archive", params={"path": path})
             if response.status_code == 404:
                 api.inspect_container(container_id)  # a missing container is an error, a missing path is not
                 return None
-            api._raise_for_status(response)
+            _raise_for_status(response)
         return _path_stat(docker.utils.decode_json_header(response.headers["x-docker-container-path-stat"]))
 
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage:
@@ -389,8 +244,6 @@ class DockerProvider:
 
     def remove_image(self, image: str) -> bool:
         """Remove one image unless a container still uses it (then False: left for a later sweep)."""
-        import docker.errors
-
         with self._errors(f"remove image {image}"):
             try:
                 self.client.api.remove_image(image)
@@ -417,8 +270,6 @@ class DockerProvider:
             self.client.api.restart(container_id, timeout=timeout)
 
     def remove_container(self, container_id: str) -> None:
-        import docker.errors
-
         with self._errors("remove the container"):
             try:
                 self.client.api.remove_container(container_id, force=True, v=False)
@@ -430,8 +281,6 @@ class DockerProvider:
                 self._wait_removed(container_id)  # someone else is removing it: done once it is gone
 
     def _wait_removed(self, container_id: str, timeout: float = 30.0) -> None:
-        import docker.errors
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -442,8 +291,6 @@ class DockerProvider:
         raise ProviderError(f"container {container_id[:12]} was still being removed after {timeout:.0f} s")
 
     def inspect(self, container_id: str) -> ContainerState:
-        import docker.errors
-
         with self._errors("inspect the container"):
             try:
                 info = self.client.api.inspect_container(container_id)
@@ -462,14 +309,12 @@ class DockerProvider:
                     timeout: float | None = None, cancel: threading.Event | None = None) -> CommandOutcome:
         """Run `argv` in the container, handing each chunk of output to `on_output` as it arrives. After
         `timeout` seconds, or once `cancel` is set, the command is killed with all its processes."""
-        from docker.utils.socket import frames_iter
-
         api = self.client.api
         with self._errors(f"run {argv[0]}"):
             exec_id = api.exec_create(container_id, argv, environment=env or None, workdir=workdir,
                                       stdout=True, stderr=True, stdin=stdin is not None)["Id"]
             connection = api.exec_start(exec_id, socket=True)
-        sock = getattr(connection, "_sock", connection)
+        sock = _socket_of(connection, self.timeout)
         ended = threading.Event()
         stopped: list[str] = []
         threading.Thread(target=self._watch_command, args=(exec_id, sock, timeout, cancel, ended, stopped),
@@ -494,6 +339,7 @@ class DockerProvider:
             pass  # the watcher closed the connection
         finally:
             ended.set()
+            _close_quietly(sock)
             _close_quietly(connection)
         info = self._finished_exec(exec_id)
         killed = stopped[0] if stopped else None
@@ -549,7 +395,7 @@ class DockerProvider:
                 return
             time.sleep(0.02)
         # Docker reports the host's pid: only usable when this daemon sees the engine's processes
-        if not _in_container(pid, container_id):
+        if not in_container(pid, container_id):
             raise ProviderError(f"cannot kill the command: its process {pid} is not visible to vmhost "
                                 "(is the Docker engine on another host?)")
         kill_process_tree(pid)
@@ -589,8 +435,6 @@ class DockerProvider:
         return found
 
     def image_present(self, image: str) -> bool:
-        import docker.errors
-
         with self._errors(f"find image {image}"):
             try:
                 self.client.api.inspect_image(image)
@@ -613,12 +457,12 @@ class DockerProvider:
 
 
 class _DockerEventStream:
-    def __init__(self, stream: Any, provider: DockerProvider) -> None:
+    def __init__(self, stream: Any, engine: DockerEngine) -> None:
         self._stream = stream
-        self._provider = provider
+        self._engine = engine
 
     def __iter__(self) -> Iterator[ContainerEvent]:
-        with self._provider._errors("follow Docker's events"):
+        with self._engine._errors("follow Docker's events"):
             for raw in self._stream:
                 actor = raw.get("Actor") or {}
                 yield ContainerEvent(action=raw.get("Action") or raw.get("status") or "",
@@ -635,36 +479,36 @@ class _DockerEventStream:
 class DockerTerminal:
     """A docker exec with a TTY, over the engine's hijacked connection (raw bytes both ways)."""
 
-    def __init__(self, provider: DockerProvider, exec_id: str, connection: Any) -> None:
-        self.provider = provider
+    def __init__(self, engine: DockerEngine, exec_id: str, connection: Any) -> None:
+        self.engine = engine
         self.exec_id = exec_id
         self._connection = connection
-        self._sock = getattr(connection, "_sock", connection)
+        self._socket = _socket_of(connection, engine.timeout)
         self._closing = threading.Lock()
         self._closed = False
 
     def read(self) -> bytes:
         try:
-            return self._sock.recv(65536)
+            return self._socket.recv(65536)
         except OSError:
             return b""
 
     def write(self, data: bytes) -> None:
         try:
-            self._sock.sendall(data)
+            self._socket.sendall(data)
         except OSError as exc:
             raise ProviderError(f"the terminal is closed: {exc}") from exc
 
     def resize(self, cols: int, rows: int) -> None:
-        with self.provider._errors("resize the terminal"):
-            self.provider.client.api.exec_resize(self.exec_id, height=rows, width=cols)
+        with self.engine._errors("resize the terminal"):
+            self.engine.client.api.exec_resize(self.exec_id, height=rows, width=cols)
 
     def exit_code(self, wait: float = 5.0) -> int | None:
         """The command's exit code once it has ended (Docker may need a moment after the stream closes)."""
         deadline = time.monotonic() + wait
         while True:
-            with self.provider._errors("read the exit code"):
-                info = self.provider.client.api.exec_inspect(self.exec_id)
+            with self.engine._errors("read the exit code"):
+                info = self.engine.client.api.exec_inspect(self.exec_id)
             if not info.get("Running") and info.get("ExitCode") is not None:
                 return int(info["ExitCode"])
             if time.monotonic() >= deadline:
@@ -678,26 +522,26 @@ class DockerTerminal:
             if self._closed:
                 return
             self._closed = True
-            for step in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close, self._connection.close):
+            for step in (lambda: self._socket.shutdown(socket.SHUT_RDWR), self._socket.close, self._connection.close):
                 try:
                     step()
                 except OSError:
                     pass
             try:
-                self.provider._kill_exec(self.exec_id)
+                self.engine._kill_exec(self.exec_id)
             except VmhostError as exc:
                 log.warning("could not end terminal command %s: %s", self.exec_id, exc.detail)
 
 
 class DockerLogStream:
-    def __init__(self, provider: DockerProvider, stream: Any) -> None:
-        self.provider = provider
+    def __init__(self, engine: DockerEngine, stream: Any) -> None:
+        self.engine = engine
         self._stream = stream
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            with self.provider._errors("read the container's output"):
+            with self.engine._errors("read the container's output"):
                 yield from self._stream
         except VmhostError:
             if not self._closed:
@@ -735,6 +579,18 @@ def _feed(sock: Any, data: bytes) -> None:
         pass
 
 
+def _socket_of(connection: Any, timeout: float) -> Any:
+    """Something to recv, sendall and shutdown on, for exec_start(socket=True)'s connection: the connection
+    itself when it can (a socket, an SSH channel), else (the SDK hands a socket.SocketIO over a Unix socket
+    or plain TCP) a socket on a duplicate of its descriptor, with the connection's timeout (the client's),
+    to be closed apart from it: a shutdown through it ends the connection for both."""
+    if hasattr(connection, "recv"):
+        return connection
+    sock = socket.socket(fileno=os.dup(connection.fileno()))
+    sock.settimeout(timeout)
+    return sock
+
+
 def _close_quietly(connection: Any) -> None:
     for step in (lambda: connection.shutdown(socket.SHUT_RDWR), connection.close):
         try:
@@ -743,60 +599,12 @@ def _close_quietly(connection: Any) -> None:
             pass
 
 
-def _in_container(pid: int, container_id: str) -> bool:
+def _raise_for_status(response: requests.Response) -> None:
+    """An error status as the SDK raises it (APIError, NotFound for 404)."""
     try:
-        with open(f"/proc/{pid}/cgroup") as handle:
-            return bool(container_id) and container_id in handle.read()
-    except OSError:
-        return False
-
-
-def _process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) for every process this host shows."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[2]))
-    return table
-
-
-def _process_tree(root: int) -> set[int]:
-    """`root`, the members of its process group, and all their descendants."""
-    table = _process_table()
-    tree = {pid for pid, (_, group) in table.items() if pid == root or group == root}
-    while True:
-        children = {pid for pid, (parent, _) in table.items() if parent in tree} - tree
-        if not children:
-            return tree
-        tree |= children
-
-
-def kill_process_tree(root: int) -> None:
-    """SIGKILL a process with its process group and descendants. Each is stopped first, so none can
-    start a child that the sweep misses."""
-    victims: set[int] = set()
-    while True:
-        found = _process_tree(root) - victims
-        if not found:
-            break
-        for pid in found:
-            _signal(pid, signal.SIGSTOP)
-        victims |= found
-    for pid in victims:
-        _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, number: int) -> None:
-    try:
-        os.kill(pid, number)
-    except ProcessLookupError:
-        pass
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        docker.errors.create_api_error_from_http_exception(exc)  # raises
 
 
 def _path_stat(raw: dict[str, Any]) -> PathStat:
