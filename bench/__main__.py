@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
     run_id = uuid.uuid4().hex[:8]
     meta: dict[str, Any] = {
-        "run_id": run_id, "started": started.isoformat(timespec="seconds"), "commit": git("rev-parse", "--short", "HEAD"),
+        "run_id": run_id, "started": started.isoformat(timespec="seconds"),
+        "commit": git("rev-parse", "--short", "HEAD"),
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "python": platform.python_version(), "cpus": os.cpu_count(), "load_before": os.getloadavg(),
         "quick": args.quick, "sizes": dataclasses.asdict(sizes)}

@@ -231,7 +231,10 @@ class Item:
 def test_a_list_made_in_memory_pages_the_same_way() -> None:
     order = Order("orphans", {"kind": str, "id": str})
     items = [Item(kind, str(number)) for kind in ("volume", "container", "image") for number in range(5)]
-    key = lambda item: (item.kind, item.id)
+
+    def key(item: Item) -> tuple[str, str]:
+        return item.kind, item.id
+
     first = order.page_of(items, 6, None, key)
     assert [key(i) for i in first.items] == sorted(map(key, items))[:6] and first.next_cursor
     items.append(Item("container", "00"))  # sorts before the cursor: not shown, nothing shifts

@@ -105,8 +105,8 @@ def victim(daemon: Daemon, name: str) -> dict[str, Any]:
         workspace = create_ws(as_bob, name)["workspace"]
         token_id = as_bob.get("/api/v1/tokens").json()["items"][0]["id"]
     return {"workspace": workspace, "token": bob, "token_id": token_id,
-            "operation_id": workspace["current_operation_id"] or
-            daemon.client().get("/api/v1/operations", params={"workspace_id": workspace["id"]}).json()["items"][0]["id"]}
+            "operation_id": workspace["current_operation_id"] or daemon.client().get(
+                "/api/v1/operations", params={"workspace_id": workspace["id"]}).json()["items"][0]["id"]}
 
 
 def test_another_users_workspace_is_404_on_every_endpoint(daemon: Daemon, victim: dict[str, Any]) -> None:

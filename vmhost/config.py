@@ -168,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a connection has to send a whole request head, from its opening or its first byte"),
     Option("body_timeout", ("VMHOST_BODY_TIMEOUT",), lambda: 60.0, _positive_float,
            "seconds a request body may go without a byte arriving before the connection is closed (408)"),
-    Option("keepalive_timeout", ("VMHOST_KEEPALIVE_TIMEOUT",), lambda: 330.0, _positive_float,
+    Option("keepalive_timeout", ("VMHOST_KEEPALIVE_TIMEOUT",), lambda: 330, _positive_int,
            "seconds an idle keep-alive connection is kept (longer than clients keep theirs)"),
 )
 
@@ -223,7 +223,7 @@ class Settings:
     socket_reserve: int
     header_timeout: float
     body_timeout: float
-    keepalive_timeout: float
+    keepalive_timeout: int
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -243,9 +243,10 @@ class Settings:
     def load(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        config_file = Path(env["VMHOST_CONFIG"]) if env.get("VMHOST_CONFIG") else paths.default_config_path()
+        config_path = Path(env["VMHOST_CONFIG"]) if env.get("VMHOST_CONFIG") else paths.default_config_path()
+        config_file = config_path if config_path.is_file() else None
         file_values: dict[str, Any] = {}
-        if config_file.is_file():
+        if config_file is not None:
             try:
                 file_values = tomllib.loads(config_file.read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -253,8 +254,6 @@ class Settings:
             unknown = set(file_values) - {o.name for o in OPTIONS}
             if unknown:
                 raise InvalidInput(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
-        else:
-            config_file = None
 
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}

@@ -57,7 +57,8 @@ def test_docker_stopped_daemon_stays_up_answers_503_fails_in_flight_ops_and_reco
             assert response.status_code == 503, response.text
             assert response.json()["code"] == "docker_unavailable"
             assert "Docker" in response.json()["detail"]
-        assert not [o for o in client.get("/api/v1/operations").json()["items"] if o["status"] in ("pending", "running")]
+        operations = client.get("/api/v1/operations").json()["items"]
+        assert not [o for o in operations if o["status"] in ("pending", "running")]
 
         engine.start()  # no restart of vmhost from here on
 

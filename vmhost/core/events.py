@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -153,7 +153,7 @@ class EventBus:
                     self.unsubscribe(subscription)
 
     async def stream(self, event_filter: EventFilter, since: int | None,
-                     heartbeat: float) -> AsyncIterator[dict[str, Any]]:
+                     heartbeat: float) -> AsyncGenerator[dict[str, Any], None]:
         """Messages for one consumer: a gap marker if events it asked for were pruned, the events after
         `since` (None: only new ones), a heartbeat once caught up, then live events, with a heartbeat
         after every `heartbeat` seconds of silence."""
@@ -242,7 +242,8 @@ def warn_expiring(store: Store, window_seconds: float) -> list[Event]:
     now = utcnow()
     sent = []
     for workspace in store.expired_workspaces(now + timedelta(seconds=window_seconds)):
-        if workspace.expires_at > now and workspace.status != WorkspaceStatus.DELETING:
+        expires_at = workspace.expires_at
+        if expires_at is not None and expires_at > now and workspace.status != WorkspaceStatus.DELETING:
             event = announce_expiry(store, workspace, "warning")
             if event is not None:
                 sent.append(event)

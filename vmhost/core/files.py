@@ -134,7 +134,7 @@ class _Extracted:
 class _Limited(io.RawIOBase):
     """A reader that fails once more than `limit` bytes were read: an archive's unpacked size."""
 
-    def __init__(self, source: IO[bytes], limit: int) -> None:
+    def __init__(self, source: IO[bytes] | io.BufferedIOBase, limit: int) -> None:
         self._source = source
         self._left = limit
         self._limit = limit
@@ -152,7 +152,7 @@ class _Limited(io.RawIOBase):
         return len(data)
 
 
-def _decompressed(source: IO[bytes]) -> IO[bytes]:
+def _decompressed(source: IO[bytes]) -> IO[bytes] | io.BufferedIOBase:
     """`source` (seekable) decompressed when it is gzip, bzip2 or xz; as it is otherwise."""
     magic = source.read(6)
     source.seek(0)

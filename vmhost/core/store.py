@@ -149,6 +149,13 @@ def _make_private(db_path: Path) -> None:
         paths.private_file(db_path.with_name(db_path.name + suffix), create=False)
 
 
+class _ThreadState(threading.local):
+    """Per thread: how deep its write transactions nest, and its read connection."""
+
+    depth = 0
+    reader: sqlite3.Connection | None = None
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -162,7 +169,7 @@ class Store:
         conn.execute("PRAGMA synchronous = NORMAL")
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
-        self._local = threading.local()  # .depth: this thread's nesting of write transactions; .reader
+        self._local = _ThreadState()
         self._readers: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()  # every thread's, to close them
         self._readers_lock = threading.Lock()
         self._subscribers: list[Callable[[Event], None]] = []
@@ -199,7 +206,7 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             events_before = len(self._pending_events)
-            self._local.depth = getattr(self._local, "depth", 0) + 1
+            self._local.depth = self._local.depth + 1
             try:
                 with self.db.atomic() if self.db.conn.in_transaction else self._immediate():
                     yield self.db.conn
@@ -252,7 +259,7 @@ class Store:
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A connection to read through, several statements in one consistent snapshot; it does not
         wait for a write transaction (inside one, it is the writer's, to see the changes made so far)."""
-        if self.in_memory or getattr(self._local, "depth", 0):
+        if self.in_memory or self._local.depth:
             with self._lock, self._mapping_errors():
                 yield self.db.conn
             return
@@ -267,7 +274,7 @@ class Store:
                 conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        if self.in_memory or getattr(self._local, "depth", 0):
+        if self.in_memory or self._local.depth:
             with self._lock, self._mapping_errors():
                 return self.db.conn.execute(sql, params).fetchall()
         with self._mapping_errors(), self._reader() as conn:
@@ -299,7 +306,7 @@ class Store:
     def _reader(self) -> Iterator[sqlite3.Connection]:
         """This thread's read connection, opened at its first read and closed when the thread ends (or
         the store closes); one that failed is replaced at the next read."""
-        conn = getattr(self._local, "reader", None)
+        conn = self._local.reader
         if conn is None:
             try:
                 conn = self._connect(_ReadConnection)
@@ -344,9 +351,9 @@ class Store:
         """Record an event inside the caller's transaction."""
         now = utcnow()
         cursor = conn.execute(
-            "INSERT INTO events (type, time, workspace_id, owner, payload) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (type, time, workspace_id, owner, payload) VALUES (?, ?, ?, ?, ?) RETURNING id",
             (type, to_text(now), workspace_id, owner, json.dumps(payload)))
-        event = Event(id=cursor.lastrowid, type=type, time=now, workspace_id=workspace_id, owner=owner,
+        event = Event(id=cursor.fetchone()[0], type=type, time=now, workspace_id=workspace_id, owner=owner,
                       payload=payload)
         self._pending_events.append(event)
         return event

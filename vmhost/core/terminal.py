@@ -16,24 +16,25 @@ TERM = "xterm-256color"
 MAX_TERMINAL_SIZE = 10_000
 
 
-def _running(orchestrator: Orchestrator, caller: Caller, ref: str) -> Workspace:
+def _running(orchestrator: Orchestrator, caller: Caller, ref: str) -> tuple[Workspace, str]:
+    """The workspace `ref` names and its container's id, when it runs."""
     workspace = orchestrator.get(caller, ref)
     if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
         raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; start it with "
                            f"'vmhost ws start {workspace.name}'")
-    return workspace
+    return workspace, workspace.container_id
 
 
 def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[str] | None = None,
                workdir: str | None = None) -> Terminal:
     """A terminal running `argv` (default: the workspace's shell from its template) in the workspace."""
     caller.require_write()
-    workspace = _running(orchestrator, caller, ref)
+    workspace, container_id = _running(orchestrator, caller, ref)
     if argv is not None and (not argv or not argv[0] or any("\0" in a for a in argv)):
         raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
-    return orchestrator.engine.open_terminal(workspace.container_id, argv or [workspace.shell or DEFAULT_SHELL],
+    return orchestrator.engine.open_terminal(container_id, argv or [workspace.shell or DEFAULT_SHELL],
                                              env={"TERM": TERM}, workdir=workdir or "/workspace")
 
 

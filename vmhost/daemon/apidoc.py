@@ -29,7 +29,7 @@ SECURITY_SCHEMES = {
                              "`X-VM-Email` may add their email. Never an admin."},
 }
 # either scheme; callers on the Unix socket need neither
-SECURITY = [{"bearer": []}, {"proxy": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"proxy": []}]
 
 TAGS = [
     {"name": "workspaces", "description": "Create, list, edit, start, stop, rebuild and delete workspaces; "

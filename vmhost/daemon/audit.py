@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio.to_thread
@@ -29,7 +30,7 @@ REFUSED = (401, 403)
 MAX_CAPTURE = 64 * 1024
 _WORKSPACE_PARAMS = ("ref", "workspace", "workspace_id")
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 def remember_caller(scope: Scope, caller: Caller) -> None:

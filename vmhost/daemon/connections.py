@@ -168,7 +168,7 @@ class _GuardedHttp(PeerH11Protocol):
     _body_timer: asyncio.TimerHandle | None = None
     _body_at: float = 0.0  # when the body last moved (a byte came, or the app was busy reading)
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if not self.table.admit(transport):
             transport.close()
@@ -254,7 +254,7 @@ class _GuardedWebSocket(PeerWebSocketProtocol):
 
     table: ConnectionTable
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if not self.table.admit(transport):
             transport.close()

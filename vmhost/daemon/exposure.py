@@ -66,8 +66,10 @@ class Server(uvicorn.Server):
             return
         config = self.config
 
+        protocol_class: Any = config.http_protocol_class  # uvicorn types it as a bare asyncio.Protocol
+
         def protocol() -> Any:
-            return config.http_protocol_class(config=config, server_state=self.server_state,
+            return protocol_class(config=config, server_state=self.server_state,
                                               app_state=self.lifespan.state)
 
         loop = asyncio.get_running_loop()

@@ -4,14 +4,15 @@ Everything here runs on the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
 from vmhost.core.models import Caller
 
-End = Callable[[], Awaitable[None]]
+End = Callable[[], Coroutine[Any, Any, None]]
 
 
 class LiveSessions:

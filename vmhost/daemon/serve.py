@@ -13,8 +13,12 @@ import os
 import socket
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmhost.config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("vmhost")
 
@@ -123,7 +127,7 @@ def listening_sockets(settings: Settings) -> list[socket.socket]:
     return sockets
 
 
-def build_app(settings: Settings):  # -> FastAPI, imported lazily
+def build_app(settings: Settings) -> FastAPI:
     from vmhost.core.build import build
     from vmhost.daemon.app import create_app
 

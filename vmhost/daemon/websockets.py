@@ -13,7 +13,7 @@ A session whose API token is revoked while it runs is closed with 4401.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -107,7 +107,7 @@ def int_param(websocket: WebSocket, name: str, maximum: int = MAX_INT) -> int | 
     return int(text)
 
 
-async def send_until_disconnect(websocket: WebSocket, messages: AsyncIterator[dict[str, Any]]) -> None:
+async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[dict[str, Any], None]) -> None:
     """Send every message as a JSON text frame until the messages end or the client goes away (frames
     the client sends are read and ignored, so a disconnect is noticed even on an idle stream)."""
     async with anyio.create_task_group() as group:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Literal, Protocol
 
 from vmhost.core.models import ContainerState
 
@@ -98,6 +98,9 @@ _GO_MODE_SYMLINK = 1 << 27
 _GO_MODE_TYPE = _GO_MODE_DIR | _GO_MODE_SYMLINK | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 
 
+PathKind = Literal["file", "directory", "symlink", "other"]
+
+
 @dataclass(frozen=True)
 class PathStat:
     """What the engine says of a path inside a container. `mode` holds the permission bits and Go's
@@ -110,7 +113,7 @@ class PathStat:
     link_target: str = ""
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> PathKind:
         if self.mode & _GO_MODE_DIR:
             return "directory"
         if self.mode & _GO_MODE_SYMLINK:

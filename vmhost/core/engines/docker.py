@@ -187,7 +187,8 @@ class DockerEngine:
                 nano_cpus=int(spec.cpus * 1e9),
                 mem_limit=f"{spec.memory_mb}m",
                 memswap_limit=f"{spec.memory_mb}m",
-                ports={_port_key(p): (spec.publish_address, None) for p in spec.ports},
+                # (address, None): any free port on that address, which the SDK's stubs leave out
+                ports={_port_key(p): (spec.publish_address, None) for p in spec.ports},  # type: ignore[misc]
                 pids_limit=spec.pids_limit,
                 log_config=LogConfig(type="json-file", config=self.log_config),
                 network=spec.network,
@@ -196,7 +197,7 @@ class DockerEngine:
                 cap_add=list(dict.fromkeys((*DEFAULT_CAPABILITIES, *spec.capabilities))),
                 privileged=False,
             )
-            return container.id
+            return container.attrs["Id"]
 
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:
         with self._errors(f"copy files into {path}"):

@@ -19,7 +19,7 @@ from vmhost.core.sessions import SessionKind
 from vmhost.core.store import EVENT_ORDER
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
-from vmhost.daemon.schemas import EventPage
+from vmhost.daemon.schemas import EventGap, EventOut, EventPage
 from vmhost.daemon.websockets import MAX_INT, accepted_as, int_param, send_until_disconnect
 from vmhost.errors import WorkspaceNotFound
 
@@ -61,9 +61,11 @@ async def list_events(request: Request, caller: CallerDep, orchestrator: Orchest
         page = store.page_events(max(after, pruned), event_filter.owner, event_filter.workspace_id,
                                  event_filter.types, limit=limit)
         ids = [e.id for e in page.items]
-        return EventPage(items=[event_message(e) for e in page.items], next_cursor=page.next_cursor,
+        gap = gap_message(after + 1, pruned) if 0 < after < pruned else None
+        return EventPage(items=[EventOut.model_validate(event_message(e)) for e in page.items],
+                         next_cursor=page.next_cursor,
                          last_id=ids[-1] if page.next_cursor else max([newest, after, *ids]),
-                         gap=gap_message(after + 1, pruned) if 0 < after < pruned else None)
+                         gap=EventGap.model_validate(gap) if gap is not None else None)
     return await in_read_pool(request, read)
 
 
