@@ -43,11 +43,13 @@ from vmhost.daemon.routes import (
     ui,
     workspaces,
 )
+from vmhost.daemon.services import Services
 from vmhost.daemon.sessions import ReleaseSessions, session_gate
 
 log = logging.getLogger(__name__)
 
 REQUEST_THREADS = 128
+READ_THREADS = 16
 STREAM_THREADS = 2048  # enough for 100 users at the default limits of shells and log reads (8 + 8 each)
 
 DESCRIPTION = """\
@@ -65,10 +67,6 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
         # short blocking handlers run in the default pool; a session that holds a thread for its whole
         # life (a shell's reader, a log stream) takes it from its own pool, so it never starves them
         anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
-        app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
-        # threads of their own for routes that only read the database: never queued behind the default
-        # pool's requests, some of which wait on Docker
-        app.state.read_limiter = anyio.CapacityLimiter(16)
         await anyio.to_thread.run_sync(orchestrator.recover)
         for worker in workers:
             worker.start()
@@ -83,13 +81,14 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; the spec is /openapi.json
     app = FastAPI(title="vmhost", version=vmhost.__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    app.state.orchestrator = orchestrator
-    app.state.settings = settings
-    app.state.authenticator = Authenticator(settings, orchestrator)
-    app.state.events = EventBus(orchestrator.store)
-    app.state.workspace_lists = WorkspaceListCache(orchestrator.store)
-    app.state.sessions = session_gate(settings)
-    app.state.token_sessions = LiveSessions()
+    # the limiters may be made outside the event loop: anyio binds them to it when first used
+    services = Services(orchestrator=orchestrator, settings=settings,
+                        authenticator=Authenticator(settings, orchestrator), events=EventBus(orchestrator.store),
+                        workspace_lists=WorkspaceListCache(orchestrator.store), sessions=session_gate(settings),
+                        token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers),
+                        audit=AuditLog(orchestrator.store), read_limiter=anyio.CapacityLimiter(READ_THREADS),
+                        stream_limiter=anyio.CapacityLimiter(STREAM_THREADS))
+    app.state.services = services
     errors.install(app)
     # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths;
     # the busiest routes early, as each request tries the routes in this order
@@ -100,9 +99,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.add_middleware(ReleaseSessions)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        larger={files.UPLOAD_PATH: settings.max_upload_bytes})
-    app.state.metrics = Metrics(orchestrator.store, workers)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
-    app.add_middleware(SameOrigin, trusted_proxy=app.state.authenticator.is_trusted_proxy)
-    app.state.audit = AuditLog(orchestrator.store)
-    app.add_middleware(AuditTrail, audit=app.state.audit)  # outermost: sees every answer, 413s included
+    app.add_middleware(RequestMetrics, metrics=services.metrics)
+    app.add_middleware(SameOrigin, trusted_proxy=services.authenticator.is_trusted_proxy)
+    app.add_middleware(AuditTrail, audit=services.audit)  # outermost: sees every answer, 413s included
     return app

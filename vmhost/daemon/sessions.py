@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from vmhost.config import Settings
 from vmhost.core.models import Caller
 from vmhost.core.sessions import Session, SessionGate, SessionKind
+from vmhost.daemon.services import services_of
 
 SCOPE_KEY = "vmhost.sessions"
 
@@ -27,7 +28,7 @@ def session_gate(settings: Settings) -> SessionGate:
 
 def hold(connection: HTTPConnection, caller: Caller, kind: SessionKind) -> None:
     """Open a session of `kind` for the caller until this request ends (TooManyRequests past the limit)."""
-    session = connection.app.state.sessions.open(kind, caller.user)
+    session = services_of(connection).sessions.open(kind, caller.user)
     connection.scope[SCOPE_KEY].append(session)
 
 

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from vmhost.core.models import Caller
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.audit import session_started
+from vmhost.daemon.services import services_of
 from vmhost.daemon.sessions import hold
 from vmhost.errors import InvalidInput, Unauthenticated, VmhostError
 
@@ -70,8 +71,9 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T], kind
     (in a thread; e.g. closing a terminal, which a client that reads nothing, and so never gets the close
     frame, would otherwise keep typing into)."""
     await websocket.accept()
+    services = services_of(websocket)
     try:
-        caller = await anyio.to_thread.run_sync(websocket.app.state.authenticator.caller, websocket)
+        caller = await anyio.to_thread.run_sync(services.authenticator.caller, websocket)
         if kind is not None:
             hold(websocket, caller, kind)
         resolved = await anyio.to_thread.run_sync(resolve, caller)
@@ -91,7 +93,7 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T], kind
         if release is not None:
             await anyio.to_thread.run_sync(release, resolved)
 
-    async with websocket.app.state.token_sessions.hold(caller, end):
+    async with services.token_sessions.hold(caller, end):
         yield resolved
 
 

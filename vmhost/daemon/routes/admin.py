@@ -15,7 +15,7 @@ from vmhost.core import doctor, paging
 from vmhost.core.backup import online_backup
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import Reconciler
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, MetricsDep, OrchestratorDep
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import DoctorCheck, Orphan, Page
 
@@ -87,11 +87,10 @@ def backup(caller: CallerDep, orchestrator: OrchestratorDep) -> FileResponse:
             responses={200: {"description": "Prometheus' text format, or OpenMetrics when `Accept` asks for it",
                              "content": {"text/plain": {"schema": {"type": "string"}},
                                          "application/openmetrics-text": {"schema": {"type": "string"}}}},
-                       **errors(403)},
-            name="read_metrics")
-def metrics(request: Request, caller: CallerDep) -> Response:
+                       **errors(403)})
+def read_metrics(request: Request, caller: CallerDep, metrics: MetricsDep) -> Response:
     """Admins only (give Prometheus an admin token with read scope). Workspaces by status, operations
     by type and result with durations, HTTP requests by route and status, background worker runs."""
     caller.require_admin("may read the metrics")
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(request.app.state.metrics.registry), headers={"Content-Type": content_type})
+    return Response(encode(metrics.registry), headers={"Content-Type": content_type})

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from vmhost.core import paging
-from vmhost.daemon.deps import CallerDep, in_read_pool
+from vmhost.daemon.deps import AuditDep, CallerDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import AuditEntryOut, Page
 from vmhost.errors import InvalidInput
@@ -26,7 +26,7 @@ def _utc(moment: datetime | None, name: str) -> datetime | None:
 
 
 @router.get("", response_model=Page[AuditEntryOut], summary="Read the audit log (admins)", responses=errors(403))
-async def read_audit(request: Request, caller: CallerDep,
+async def read_audit(request: Request, caller: CallerDep, audit: AuditDep,
                      user: Annotated[str | None, Query(description="only this caller")] = None,
                      workspace: Annotated[str | None, Query(description="only this workspace (id or name)")] = None,
                      since: Annotated[datetime | None,
@@ -36,8 +36,8 @@ async def read_audit(request: Request, caller: CallerDep,
     """Mutating requests, refused requests (401/403) and WebSocket handshakes, newest first: who, through
     which door, from where, what, on which workspace, and the answer. Entries outlive their workspaces."""
     def read() -> Page[AuditEntryOut]:
-        entries = request.app.state.audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
-                                                 until=_utc(until, "until"), limit=limit, cursor=cursor)
+        entries = audit.search(caller, user=user, workspace=workspace, since=_utc(since, "since"),
+                               until=_utc(until, "until"), limit=limit, cursor=cursor)
         return Page[AuditEntryOut].of(entries, AuditEntryOut.model_validate)
 
     return await in_read_pool(request, read)

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from vmhost.core.commands import CommandRequest, CommandStream
 from vmhost.core.models import Caller
 from vmhost.core.sessions import SessionKind
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, TokenSessionsDep
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors, locate_operation
 from vmhost.daemon.schemas import CommandEnd, CommandOutput, CommandRun, OperationOut
@@ -55,7 +55,7 @@ async def _lines(stream: CommandStream, sessions: LiveSessions, caller: Caller) 
                               "content": {NDJSON: {"schema": {"oneOf": [CommandOutput.model_json_schema(),
                                                                         CommandEnd.model_json_schema()]}}}}})
 def run_command(ref: str, body: CommandRun, request: Request, response: Response, caller: CallerDep,
-                orchestrator: OrchestratorDep) -> Any:
+                orchestrator: OrchestratorDep, token_sessions: TokenSessionsDep) -> Any:
     """Runs `argv` (no shell) in the running workspace, as root, in `workdir`, with `env` added to the
     container's. Past `timeout_seconds` the command and every process it started are killed.
 
@@ -73,7 +73,7 @@ def run_command(ref: str, body: CommandRun, request: Request, response: Response
     if body.stream:
         hold(request, caller, SessionKind.COMMAND_STREAM)
         stream = orchestrator.commands.stream(caller, ref, command)
-        return StreamedCommand(stream, request.app.state.token_sessions, caller)
+        return StreamedCommand(stream, token_sessions, caller)
     operation = orchestrator.commands.submit(caller, ref, command)
     locate_operation(response, operation.id)
     return OperationOut.model_validate(operation)

@@ -17,7 +17,7 @@ from vmhost.core.models import Caller
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import SessionKind
 from vmhost.core.store import EVENT_ORDER
-from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
+from vmhost.daemon.deps import CallerDep, EventsDep, OrchestratorDep, SettingsDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import EventGap, EventOut, EventPage
 from vmhost.daemon.websockets import MAX_INT, accepted_as, int_param, send_until_disconnect
@@ -69,8 +69,8 @@ async def list_events(request: Request, caller: CallerDep, orchestrator: Orchest
     return await in_read_pool(request, read)
 
 
-async def _stream(websocket: WebSocket, ref: str | None) -> None:
-    orchestrator: Orchestrator = websocket.app.state.orchestrator
+async def _stream(websocket: WebSocket, ref: str | None, orchestrator: Orchestrator, bus: EventBus,
+                  heartbeat: float) -> None:
 
     def resolve(caller: Caller) -> tuple[EventFilter, int | None]:
         since = int_param(websocket, "since")
@@ -82,18 +82,18 @@ async def _stream(websocket: WebSocket, ref: str | None) -> None:
         if resolved is None:
             return
         event_filter, since = resolved
-        bus: EventBus = websocket.app.state.events
-        heartbeat = websocket.app.state.settings.event_heartbeat
         await send_until_disconnect(websocket, bus.stream(event_filter, since, heartbeat))
 
 
 @router.websocket("/ws/events")
-async def events_socket(websocket: WebSocket) -> None:
+async def events_socket(websocket: WebSocket, orchestrator: OrchestratorDep, events: EventsDep,
+                        settings: SettingsDep) -> None:
     """All of the caller's events (everyone's for admins). Query: `since`, `types`, and on TCP `token`."""
-    await _stream(websocket, None)
+    await _stream(websocket, None, orchestrator, events, settings.event_heartbeat)
 
 
 @router.websocket("/ws/workspaces/{ref}/events")
-async def workspace_events_socket(websocket: WebSocket, ref: str) -> None:
+async def workspace_events_socket(websocket: WebSocket, ref: str, orchestrator: OrchestratorDep, events: EventsDep,
+                                  settings: SettingsDep) -> None:
     """One workspace's events. Another user's or an unknown workspace closes with 4404."""
-    await _stream(websocket, ref)
+    await _stream(websocket, ref, orchestrator, events, settings.event_heartbeat)

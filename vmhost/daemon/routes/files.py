@@ -8,7 +8,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
 from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import FileStat, FilesUploaded
@@ -58,14 +58,14 @@ def stat(ref: str, path: PathQuery, caller: CallerDep, orchestrator: Orchestrato
             responses=errors(403, 404, 409, 413, 502, 503),
             openapi_extra={"requestBody": {"required": True, "content": {RAW: _BINARY, TAR: _BINARY}}},
             name="upload_files")
-async def upload(ref: str, path: PathQuery, request: Request, caller: CallerDep,
-                 orchestrator: OrchestratorDep) -> FilesUploaded:
+async def upload(ref: str, path: PathQuery, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                 settings: SettingsDep) -> FilesUploaded:
     """With `Content-Type: application/x-tar` the body is a tar archive (plain or compressed) extracted
     into the directory `path`, which is made when missing; members with absolute names, `..`, links
     pointing outside `path` (also through other links in the archive) or device files are refused.
     Any other body is written to the file `path` (mode 0644), making missing parent directories.
     Bodies may be as large as `max_upload_bytes`, and so may an archive once decompressed (else 413)."""
-    limit = request.app.state.settings.max_upload_bytes
+    limit = settings.max_upload_bytes
     is_tar = request.headers.get("content-type", "").split(";")[0].strip().lower() == TAR
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body, \
             tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from vmhost.core import paging
 from vmhost.core.models import OperationStatus
 from vmhost.core.sessions import SessionKind
-from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
+from vmhost.daemon.deps import CallerDep, EventsDep, OrchestratorDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import OperationOut, Page
 from vmhost.daemon.sessions import hold
@@ -43,13 +43,13 @@ async def get_operation(operation_id: str, request: Request, caller: CallerDep,
 @router.get("/{operation_id}/wait", response_model=OperationOut, summary="Wait for an operation to end",
             responses=errors(404, 429))
 async def wait_operation(operation_id: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
-                         timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30) -> OperationOut:
+                         events: EventsDep, timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30) -> OperationOut:
     """Blocks until the operation has succeeded or failed, or `timeout` seconds pass; answers with the
     operation either way (check its `status`). Each user may hold `user_max_waits` waits at once (429
     with `Retry-After` past that); a wait ends early when its client goes away."""
     hold(request, caller, SessionKind.WAIT)
     operation = await anyio.to_thread.run_sync(orchestrator.get_operation, caller, operation_id)
-    operation = await request.app.state.events.wait_operation(operation, timeout, gone=request.is_disconnected)
+    operation = await events.wait_operation(operation, timeout, gone=request.is_disconnected)
     return OperationOut.model_validate(operation)
 
 

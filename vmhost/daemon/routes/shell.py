@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import anyio.to_thread
@@ -23,7 +23,7 @@ from vmhost.core.engines import LogStream, Terminal
 from vmhost.core.models import Caller
 from vmhost.core.sessions import SessionKind
 from vmhost.core.terminal import check_terminal_size, open_shell, workspace_logs
-from vmhost.daemon.deps import CallerDep, OrchestratorDep
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, StreamLimiterDep, TokenSessionsDep
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.sessions import hold
@@ -33,16 +33,11 @@ from vmhost.errors import InvalidInput, VmhostError
 router = APIRouter(tags=["workspaces"])
 
 
-def stream_limiter(app: Any) -> anyio.CapacityLimiter:
-    """Threads for long-lived streams (terminal readers, followed logs), apart from the request pool."""
-    return app.state.stream_limiter
-
-
 @router.websocket("/ws/workspaces/{ref}/shell")
-async def shell_socket(websocket: WebSocket, ref: str) -> None:
+async def shell_socket(websocket: WebSocket, ref: str, orchestrator: OrchestratorDep,
+                       stream_limiter: StreamLimiterDep) -> None:
     """A TTY session in the workspace: its template's shell (else /bin/sh), or `argv` (repeatable query
     parameter) in `workdir` (default /workspace). Needs a write scope and a running workspace."""
-    orchestrator = websocket.app.state.orchestrator
     argv = websocket.query_params.getlist("argv") or None
     workdir = websocket.query_params.get("workdir")
     async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir),
@@ -50,15 +45,14 @@ async def shell_socket(websocket: WebSocket, ref: str) -> None:
         if terminal is None:
             return
         try:
-            await _pump(websocket, terminal)
+            await _pump(websocket, terminal, stream_limiter)
         finally:
             await anyio.to_thread.run_sync(terminal.close)
 
 
-async def _pump(websocket: WebSocket, terminal: Terminal) -> None:
-    """Terminal output to the client and the client's keys and control frames to the terminal, until
-    either side ends."""
-    limiter = stream_limiter(websocket.app)
+async def _pump(websocket: WebSocket, terminal: Terminal, limiter: anyio.CapacityLimiter) -> None:
+    """Terminal output to the client (read in a thread of `limiter`) and the client's keys and control
+    frames to the terminal, until either side ends."""
     async with anyio.create_task_group() as group:
         async def output() -> None:
             try:
@@ -112,6 +106,7 @@ async def _control(websocket: WebSocket, terminal: Terminal, text: str) -> None:
                              "description": "the container's output"}},
             name="read_workspace_logs")
 async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep,
+                               stream_limiter: StreamLimiterDep, token_sessions: TokenSessionsDep,
                                follow: Annotated[bool, Query(description="keep streaming new output")] = False,
                                tail: Annotated[int | None, Query(ge=0, le=1_000_000,
                                                                  description="only the last N lines")] = None,
@@ -120,7 +115,7 @@ async def workspace_logs_route(ref: str, request: Request, caller: CallerDep, or
     or the container stops. Each user may hold `user_max_log_streams` at once (429 past that)."""
     hold(request, caller, SessionKind.LOG_STREAM)
     logs = await anyio.to_thread.run_sync(workspace_logs, orchestrator, caller, ref, follow, tail)
-    return StreamingResponse(_chunks(logs, stream_limiter(request.app), request.app.state.token_sessions, caller),
+    return StreamingResponse(_chunks(logs, stream_limiter, token_sessions, caller),
                              media_type="text/plain; charset=utf-8")
 
 

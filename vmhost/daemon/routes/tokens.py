@@ -4,7 +4,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 
 from vmhost.core import paging
-from vmhost.daemon.deps import CallerDep, OrchestratorDep, in_read_pool
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, TokenSessionsDep, in_read_pool
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import Page, TokenCreate, TokenCreated, TokenOut
 
@@ -29,9 +29,10 @@ async def list_tokens(request: Request, caller: CallerDep, orchestrator: Orchest
 
 
 @router.delete("/{token_id}", response_model=TokenOut, summary="Revoke an API token", responses=errors(403, 404))
-async def revoke_token(token_id: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> TokenOut:
+async def revoke_token(token_id: str, caller: CallerDep, orchestrator: OrchestratorDep,
+                       token_sessions: TokenSessionsDep) -> TokenOut:
     """The token stops working at once: requests with it get 401, and the sessions it has open (shells,
     event streams, followed logs, streamed commands) end; a WebSocket closes with 4401."""
     token = await anyio.to_thread.run_sync(orchestrator.revoke_token, caller, token_id)
-    await request.app.state.token_sessions.revoke(token.id)
+    await token_sessions.revoke(token.id)
     return TokenOut.model_validate(token)

@@ -7,10 +7,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
 from vmhost.core import paging
-from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
+from vmhost.core.orchestrator import WorkspaceRequest
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, in_read_pool
 from vmhost.daemon.routes.common import API, CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, errors, locate_operation
 from vmhost.daemon.schemas import OperationOut, Page, WorkspaceAccepted, WorkspaceCreate, WorkspaceOut
+from vmhost.daemon.services import services_of
 from vmhost.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API}/workspaces", tags=["workspaces"])
@@ -81,7 +82,8 @@ LIST_QUERY = [
 async def list_workspaces(request: Request) -> Response:
     """The caller's workspaces (every workspace for admins), oldest first."""
     caller = await get_caller(request)
-    orchestrator: Orchestrator = request.app.state.orchestrator
+    services = services_of(request)
+    orchestrator = services.orchestrator
     query = request.query_params
     status, cursor = query.get("status"), query.get("cursor")
     labels = parse_label_filters(query.getlist("label"))
@@ -94,7 +96,7 @@ async def list_workspaces(request: Request) -> Response:
     # served pre-serialised, reused until a workspace changes (see daemon/listcache.py); a reused answer
     # needs no thread, a new one is built in the read pool
     key = ("workspaces", caller.user, caller.admin, status, tuple(sorted(labels.items())), limit, cursor)
-    body = await request.app.state.workspace_lists.answer(key, build, request.app.state.read_limiter)
+    body = await services.workspace_lists.answer(key, build, services.read_limiter)
     return Response(body, media_type="application/json")
 
 
