@@ -85,7 +85,7 @@ def test_full_disk_writes_answer_503_disk_full_reads_work_nothing_lost_and_write
             assert response.status_code == 503, response.text
             assert "disk is full" in response.json()["detail"]
         listed = client.get("/api/v1/workspaces")
-        assert listed.status_code == 200 and [w["id"] for w in listed.json()] == [workspace["id"]]
+        assert listed.status_code == 200 and [w["id"] for w in listed.json()["items"]] == [workspace["id"]]
         assert client.get(f"/api/v1/workspaces/{workspace['id']}").json()["status"] == "running"
         check_database(db_path, token_ids, workspace["id"])
 

@@ -1,7 +1,7 @@
-"""Serialised workspace lists, reused while the workspaces table has not changed.
+"""Serialised pages of the workspace list, reused while the workspaces table has not changed.
 
 Building the JSON for a thousand workspaces (rows to domain objects to response models to JSON) costs
-tens of milliseconds of CPU, and dashboards and scripts ask for the same list again and again. An
+tens of milliseconds of CPU, and dashboards and scripts ask for the same page again and again. An
 answer is kept with the table's version and served again only while that version stands; any write
 to a workspace, here or by another process, makes the next request build it afresh. Writes to other
 tables (events, operations, tokens, the audit log) leave it be.
@@ -30,7 +30,8 @@ class WorkspaceListCache:
 
     def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
         """The answer for `key`, from `build()` unless one was built since the last change. The key must
-        hold everything the answer depends on besides the workspaces table (the caller, the query)."""
+        hold everything the answer depends on besides the workspaces table (the caller, the filters, the
+        page's limit and cursor)."""
         version = self.store.workspaces_version()  # read before building: a change during it is not missed
         body = self._kept(key, version)
         if body is None:

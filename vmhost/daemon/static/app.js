@@ -100,7 +100,7 @@ async function listAll(path) {
   do {
     const query = new URLSearchParams({ limit: "1000" });
     if (cursor) query.set("cursor", cursor);
-    const page = await api("GET", `${path}${path.includes("?") ? "&" : "?"}${query}`);
+    const page = await api("GET", `${path}?${query}`);
     items.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor);
