@@ -30,7 +30,8 @@ from vmhost.core.models import (
     new_id,
 )
 from vmhost.core.paging import Order
-from vmhost.core.store import Store, to_text
+from vmhost.core.rows import to_text
+from vmhost.core.store import Store
 from vmhost.errors import InvalidInput
 from vmhost.testing import remove_instance_objects
 

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from vmhost.core.models import Caller, utcnow
 from vmhost.core.paging import DEFAULT_LIMIT, Order, Page
-from vmhost.core.store import Store, equal_to, from_text, to_text
+from vmhost.core.rows import equal_to, from_text, to_text
+from vmhost.core.store import Store
 
 AUDIT_ORDER = Order("audit", {"id": int}, descending=True)
 

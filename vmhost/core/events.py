@@ -19,7 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from vmhost.core.models import Caller, Event, Operation, Workspace, WorkspaceStatus, utcnow
-from vmhost.core.store import Store, to_text
+from vmhost.core.rows import to_text
+from vmhost.core.store import Store
 from vmhost.errors import InvalidInput
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from typing import Any
 from vmhost.config import Settings
 from vmhost.core import validation
 from vmhost.core.models import Caller, Workspace, utcnow
-from vmhost.core.store import Store, to_text
+from vmhost.core.rows import to_text
+from vmhost.core.store import Store
 from vmhost.errors import InvalidInput, QuotaExceeded
 
 

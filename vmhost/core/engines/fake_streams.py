@@ -1,0 +1,95 @@
+"""What the fake engine streams: container events, a container's output, and a terminal that echoes."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+from vmhost.core.engines.base import ContainerEvent
+from vmhost.core.engines.fake_objects import Container
+from vmhost.errors import ProviderError
+
+
+class FakeEventStream:
+    """The events of the containers carrying `labels`, as the engine `put`s them, until it `end`s the
+    stream; `forget(stream)` is called when the reader closes it."""
+
+    def __init__(self, labels: dict[str, str], forget: Callable[[FakeEventStream], None]) -> None:
+        self.labels = labels
+        self._forget = forget
+        self._items: queue.SimpleQueue[ContainerEvent | BaseException | None] = queue.SimpleQueue()
+
+    def put(self, event: ContainerEvent) -> None:
+        self._items.put(event)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the iteration, by raising `error` when given."""
+        self._items.put(error)
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        while True:
+            item = self._items.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._forget(self)
+        self.end()
+
+
+class FakeLogStream:
+    """A container's output from line `start` on; following, it ends when the container stops running.
+    `changed` is the engine's condition, notified on every change of its state."""
+
+    def __init__(self, changed: threading.Condition, container: Container, start: int, follow: bool) -> None:
+        self._changed = changed
+        self._container = container
+        self._next = start
+        self._follow = follow
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed or self._next < len(self._container.logs)
+                                       or not (self._follow and self._container.status == "running"))
+                lines = [] if self._closed else self._container.logs[self._next:]
+                self._next += len(lines)
+            if not lines:
+                return
+            yield b"".join(lines)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+class EchoTerminal:
+    """A terminal that echoes its input; `close()` ends it with exit code 0."""
+
+    def __init__(self) -> None:
+        self._echo: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._closed = threading.Event()
+
+    def read(self) -> bytes:
+        return b"" if self._closed.is_set() else self._echo.get()
+
+    def write(self, data: bytes) -> None:
+        if self._closed.is_set():
+            raise ProviderError("the terminal is closed")
+        self._echo.put(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        pass
+
+    def exit_code(self) -> int | None:
+        return 0 if self._closed.is_set() else None
+
+    def close(self) -> None:
+        self._closed.set()
+        self._echo.put(b"")
