@@ -67,6 +67,22 @@ class PrivateEngine:
                 time.sleep(0.2)
         raise RuntimeError(f"private dockerd did not answer within {timeout} s:\n{self.log()}")
 
+    @contextmanager
+    def frozen(self, timeout: float = 10) -> Iterator[None]:
+        """dockerd and the containerd it runs, stopped (SIGSTOP) as a hung engine: it accepts connections but
+        answers nothing. The whole process group stops: a child of dockerd that exits while dockerd alone is
+        stopped can make the kernel send the orphaned group SIGCONT, and dockerd would answer again."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + timeout
+            while _state(self.process.pid) != "T":
+                assert time.monotonic() < deadline, f"dockerd did not stop (state {_state(self.process.pid)})"
+                time.sleep(0.01)
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 30) -> None:
         """Stop dockerd the way an admin does (SIGTERM); its containers stop with it."""
         if not self.running:
@@ -241,3 +257,8 @@ def check_consistent(client: httpx.Client, engine_client: docker.DockerClient, i
         orphans = {name: owner for name, owner in found.items() if owner not in ids}
         assert not orphans, f"{context}: {kind}s in Docker without a workspace row: {orphans}"
     return workspaces
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (R, S, T for stopped, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
