@@ -145,6 +145,15 @@ def workspace(w: dict[str, Any]) -> None:
     details(rows)
 
 
+def ports(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out().print("Nothing listens in this workspace (on an address other than 127.0.0.1).")
+        return
+    rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
+             p["tunnel_url"]] for p in items]
+    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL"], rows)
+
+
 def details(rows: Sequence[tuple[str, Cell]]) -> None:
     """One thing as a two-column table of field and value, values folded to the terminal's width."""
     from rich.table import Table
