@@ -204,6 +204,8 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
     assert listed.returncode == 0 and "8080" in listed.stdout and "9000" in listed.stdout, listed.stderr
     shared = daemon.cli("ws", "ports", "share", name, "9000", "--level", "authenticated")
     assert shared.returncode == 0 and shared.stdout.strip() == f"port 9000 of {name}: authenticated"
+    shown = daemon.cli("ws", "show", name)
+    assert "8080 (private), 9000 (authenticated)" in shown.stdout, shown.stdout + shown.stderr
     refused = daemon.cli("ws", "ports", "share", name, "9000", "--level", "world")
     assert refused.returncode == 2 and "level" in refused.stderr
 
