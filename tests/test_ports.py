@@ -5,6 +5,7 @@ The workspace serves a page with busybox's `httpd -p 8080` and echoes with `nc -
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -177,10 +178,10 @@ def test_idle_tunnels_close_and_each_user_has_a_limit(make_daemon: Any, name: st
 
 @pytest.fixture
 def port_forward(daemon: Daemon) -> Iterator[Any]:
-    """Start `vmhost ws port-forward` with arguments; answers the local ports it listens on."""
+    """Start `vmhost ws port-forward` with arguments; answers the process and the local ports it listens on."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> list[int]:
+    def start(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
         process = subprocess.Popen([sys.executable, "-m", "vmhost", "ws", "port-forward", *args],
                                    env=daemon.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(process)
@@ -190,7 +191,7 @@ def port_forward(daemon: Daemon) -> Iterator[Any]:
             line = process.stdout.readline()
             assert line.startswith("forwarding 127.0.0.1:"), (line, process.stderr and process.stderr.read())
             local.append(int(line.split()[1].rpartition(":")[2]))
-        return local
+        return process, local
 
     yield start
     for process in started:
@@ -209,7 +210,7 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
     refused = daemon.cli("ws", "ports", "share", name, "9000", "--level", "world")
     assert refused.returncode == 2 and "level" in refused.stderr
 
-    echo_port, web_port = port_forward(name, "0:9000", "0:8080")
+    process, (echo_port, web_port) = port_forward(name, "0:9000", "0:8080")
 
     def round_trip(index: int) -> bytes:
         with socket.create_connection(("127.0.0.1", echo_port), timeout=30) as conn:
@@ -225,6 +226,10 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
         assert list(pool.map(round_trip, range(20))) == [b"ok"] * 20
     answer = httpx.get(f"http://127.0.0.1:{web_port}/index.html", timeout=30)
     assert answer.status_code == 200 and PAGE in answer.text
+
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and stderr == ""
 
 
 def test_cli_port_forward_ends_on_an_unknown_workspace(daemon: Daemon, name: str) -> None:
