@@ -154,6 +154,10 @@ OPTIONS: tuple[Option, ...] = (
            "container log reads one user may hold open at once"),
     Option("user_max_event_streams", ("VMHOST_USER_MAX_EVENT_STREAMS",), lambda: 32, _positive_int,
            "event WebSockets one user may hold open at once"),
+    Option("user_max_tunnels", ("VMHOST_USER_MAX_TUNNELS",), lambda: 64, _positive_int,
+           "port tunnels (one per forwarded connection) one user may hold open at once"),
+    Option("tunnel_idle_timeout", ("VMHOST_TUNNEL_IDLE_TIMEOUT",), lambda: 3600.0, _positive_float,
+           "seconds a port tunnel may carry no byte either way before it is closed"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -216,6 +220,8 @@ class Settings:
     user_max_shells: int
     user_max_log_streams: int
     user_max_event_streams: int
+    user_max_tunnels: int
+    tunnel_idle_timeout: float
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool

@@ -31,6 +31,7 @@ def cli() -> "TyperGroup":
         local,
         openapi,
         operations,
+        ports,
         shell,
         snapshots,
         templates,

@@ -36,20 +36,28 @@ class VmhostClient:
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
         """`transport`, when given, carries the requests instead of TCP or the socket (tests)."""
         headers = {"User-Agent": "vmhost-cli"}
+        self.uds: str | None = None
         if url:
             self.where = base_url = url
             if token:
                 headers["Authorization"] = f"Bearer {token}"
         else:
             socket = paths.client_socket_path(socket)
-            self.where, base_url = f"unix:{socket}", "http://vmhost"
+            self.where, base_url, self.uds = f"unix:{socket}", "http://vmhost", str(socket)
             # no TLS on a Unix socket: skip loading the CA bundle (20+ ms a run)
-            transport = transport or httpx.HTTPTransport(uds=str(socket), verify=False)
+            transport = transport or httpx.HTTPTransport(uds=self.uds, verify=False)
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, transport=transport,
                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
 
     def close(self) -> None:
         self.http.close()
+
+    def async_http(self) -> httpx.AsyncClient:
+        """An async client to the same daemon, with the same credentials, and no limit on connections
+        (each WebSocket holds one)."""
+        transport = None if self.uds is None else httpx.AsyncHTTPTransport(uds=self.uds, verify=False)
+        return httpx.AsyncClient(base_url=self.http.base_url, headers=self.http.headers, transport=transport,
+                                 timeout=self.http.timeout, limits=httpx.Limits(max_connections=None))
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -77,13 +85,14 @@ class VmhostClient:
                     raise
                 response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            raise self._error(response)
+            raise self.answer_error(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
     @staticmethod
-    def _error(response: httpx.Response) -> VmhostError:
+    def answer_error(response: httpx.Response) -> VmhostError:
+        """The VmhostError an error answer carries."""
         try:
             body = response.json()
             detail, code = body.get("detail"), body.get("code", "error")
@@ -128,7 +137,7 @@ class VmhostClient:
         with self._errors(), self.http.stream("GET", f"{API}{path}") as response:
             if response.status_code >= 400:
                 response.read()
-                raise self._error(response)
+                raise self.answer_error(response)
             for chunk in response.iter_bytes():
                 target.write(chunk)
                 written += len(chunk)
@@ -141,7 +150,7 @@ class VmhostClient:
         with self._errors(), self.http.stream("GET", f"{API}{path}", params=query, timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
-                raise self._error(response)
+                raise self.answer_error(response)
             yield from response.iter_bytes()
 
     @contextmanager
@@ -157,7 +166,7 @@ class VmhostClient:
                     yield session
             except WebSocketUpgradeError as exc:
                 exc.response.read()
-                raise self._error(exc.response) from exc
+                raise self.answer_error(exc.response) from exc
 
     @staticmethod
     def closed_error(code: int, reason: str) -> VmhostError:
@@ -180,7 +189,7 @@ class VmhostClient:
         with self._errors(), self.http.stream("GET", f"{API}{path}", params=query) as response:
             if response.status_code >= 400:
                 response.read()
-                raise self._error(response)
+                raise self.answer_error(response)
             yield response
 
     def post_lines(self, path: str, body: Any) -> Iterator[Any]:
@@ -189,7 +198,7 @@ class VmhostClient:
         with self._errors(), self.http.stream("POST", f"{API}{path}", json=body, timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
-                raise self._error(response)
+                raise self.answer_error(response)
             for line in response.iter_lines():
                 if line:
                     yield json.loads(line)

@@ -127,7 +127,8 @@ def workspaces(items: list[dict[str, Any]], show_owner: bool) -> None:
     _table(columns, rows)
 
 
-def workspace(w: dict[str, Any]) -> None:
+def workspace(w: dict[str, Any], listening: str = "-") -> None:
+    """A workspace's fields; `listening` says which of its ports listen (see `ws ports`)."""
     rows = [
         ("Name", w["name"]), ("ID", w["id"]), ("Owner", w["owner"]), ("Status", status_cell(w["status"])),
         ("Reason", w["status_reason"] or "-"), ("Template", f"{w['template']} ({w['image']})"),
@@ -138,11 +139,21 @@ def workspace(w: dict[str, Any]) -> None:
         ("Plugins", ", ".join(w["plugins"]) or "-"),
         ("Container", w["connection"]["container_name"]),
         ("Ports", ", ".join(f"{v} -> {k}" for k, v in w["connection"]["ports"].items()) or "-"),
+        ("Listening", listening),
         ("Shell", w["connection"]["shell"]),
         ("Operation", w["current_operation_id"] or "-"),
         ("Created", w["created_at"]),
     ]
     details(rows)
+
+
+def ports(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out().print("Nothing listens in this workspace (on an address other than 127.0.0.1).")
+        return
+    rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
+             p["tunnel_url"]] for p in items]
+    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL"], rows)
 
 
 def details(rows: Sequence[tuple[str, Cell]]) -> None:

@@ -16,6 +16,7 @@ from vmhost.cli.base import (
     workspaces_app,
 )
 from vmhost.cli.durations import parse_duration
+from vmhost.errors import VmhostError
 
 if TYPE_CHECKING:
     from vmhost.cli.client import VmhostClient
@@ -77,11 +78,21 @@ def ws_create(
 
 @workspaces_app.command("show")
 def ws_show(name: NameArg, json: JsonOpt = False) -> None:
-    """Show one workspace with its connection info."""
-    workspace = run(lambda c: c.get(f"/workspaces/{name}"))
+    """Show one workspace with its connection info and, when it runs, the ports listening in it."""
+    def show(client: "VmhostClient") -> tuple[dict[str, Any], str]:
+        workspace = client.get(f"/workspaces/{name}")
+        if json or workspace["status"] != "running":
+            return workspace, "-"
+        try:
+            ports = client.get(f"/workspaces/{workspace['id']}/ports")["items"]
+        except VmhostError as exc:  # the workspace is still worth showing
+            return workspace, f"unknown ({exc.detail})"
+        return workspace, ", ".join(f"{p['port']} ({p['sharing']})" for p in ports if p["listening"]) or "none"
+
+    workspace, listening = run(show)
     from vmhost.cli import render
 
-    render.print_json(workspace) if json else render.workspace(workspace)
+    render.print_json(workspace) if json else render.workspace(workspace, listening)
 
 
 def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool, force: bool = False) -> None:

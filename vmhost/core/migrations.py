@@ -191,6 +191,20 @@ def m008_tokens_version(db: Database) -> None:
                    "UPDATE table_versions SET version = version + 1 WHERE name = 'tokens'; END")
 
 
+@migrations()
+def m009_port_sharing(db: Database) -> None:
+    # only ports shared beyond their owner have a row; no foreign key: deleting a workspace deletes its rows
+    db.execute("""
+        CREATE TABLE port_sharing (
+            workspace_id TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            level TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, port)
+        )""")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -67,6 +67,13 @@ class Scope(enum.StrEnum):
     WRITE = "write"
 
 
+class Sharing(enum.StrEnum):
+    """Who may reach a workspace's port."""
+
+    PRIVATE = "private"  # the owner and admins
+    AUTHENTICATED = "authenticated"  # also any vmhost user, through a tunnel
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling, and the one place that says what they may do: a user sees and changes their own

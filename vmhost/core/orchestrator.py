@@ -1,7 +1,7 @@
 """Every business rule of vmhost. Any front door (the daemon, a cron job, a test) drives this object.
 
 The use cases, thin: they check the caller and the input, then queue operations (see operations.py),
-which the container lifecycle (lifecycle.py) carries out. Snapshots, commands, files and tokens are
+which the container lifecycle (lifecycle.py) carries out. Snapshots, commands, files, ports and tokens are
 beside it, as attributes of the same name.
 """
 
@@ -34,6 +34,7 @@ from vmhost.core.models import (
 )
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
+from vmhost.core.ports import WorkspacePorts
 from vmhost.core.quotas import Quotas
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
@@ -93,6 +94,7 @@ class Orchestrator:
         self.commands = CommandRunner(store, engine, self.queue, self.get)
         self.snapshots = Snapshots(store, engine, self.queue, self.lifecycle, self.quotas, self.get)
         self.files = WorkspaceFiles(engine, self.get)
+        self.ports = WorkspacePorts(store, engine, self.get, lambda owner: self.lifecycle.network_for(owner).name)
         lifecycle = self.lifecycle
         self.queue.register({
             OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),

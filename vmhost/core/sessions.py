@@ -1,6 +1,6 @@
-"""Per-user limits on long-lived sessions: streamed commands, operation waits, shells, log reads and
-event streams. Each kind has its own limit per user; past it the caller gets TooManyRequests at once,
-so one user holding many sessions never makes another user wait."""
+"""Per-user limits on long-lived sessions: streamed commands, operation waits, shells, log reads,
+event streams and port tunnels. Each kind has its own limit per user; past it the caller gets
+TooManyRequests at once, so one user holding many sessions never makes another user wait."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class SessionKind(StrEnum):
     SHELL = "shells"
     LOG_STREAM = "log streams"
     EVENT_STREAM = "event streams"
+    TUNNEL = "tunnels"
 
 
 class Session:

@@ -16,6 +16,7 @@ from vmhost.core.models import (
     Event,
     Operation,
     OperationStatus,
+    Sharing,
     Snapshot,
     SnapshotStatus,
     Token,
@@ -141,6 +142,7 @@ class Store(Database):
             if row is None:
                 return
             conn.execute("DELETE FROM workspaces WHERE id = ?", (workspace_id,))
+            conn.execute("DELETE FROM port_sharing WHERE workspace_id = ?", (workspace_id,))
             self.add_event(conn, "workspace.deleted", workspace_id, row["owner"], {"name": row["name"]})
 
     def expired_workspaces(self, now: datetime) -> list[Workspace]:
@@ -362,6 +364,21 @@ class Store(Database):
         with self.transaction() as conn:
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                          (to_text(utcnow()), token_id))
+
+    # -- port sharing ---------------------------------------------------------------------------
+
+    def port_sharing(self, workspace_id: str) -> dict[int, Sharing]:
+        """The workspace's ports shared beyond their owner (a port not named here is private)."""
+        rows = self._query("SELECT port, level FROM port_sharing WHERE workspace_id = ?", (workspace_id,))
+        return {row[0]: Sharing(row[1]) for row in rows}
+
+    def set_port_sharing(self, workspace_id: str, port: int, level: Sharing, by: str) -> None:
+        with self.transaction() as conn:
+            if level == Sharing.PRIVATE:
+                conn.execute("DELETE FROM port_sharing WHERE workspace_id = ? AND port = ?", (workspace_id, port))
+            else:
+                conn.execute("INSERT OR REPLACE INTO port_sharing (workspace_id, port, level, updated_at, updated_by) "
+                             "VALUES (?, ?, ?, ?, ?)", (workspace_id, port, level.value, to_text(utcnow()), by))
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from vmhost.daemon.routes import (
     health,
     me,
     operations,
+    ports,
     quotas,
     shell,
     snapshots,
@@ -90,10 +91,10 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                         stream_limiter=anyio.CapacityLimiter(STREAM_THREADS))
     app.state.services = services
     errors.install(app)
-    # edits, commands and snapshots before workspaces, whose POST /{ref}/{action} would catch their paths;
+    # edits, commands, snapshots and ports before workspaces, whose POST /{ref}/{action} would catch their paths;
     # the busiest routes early, as each request tries the routes in this order
-    for module in (edits, commands, snapshots, workspaces, operations, health, admin, files, templates, tokens, ui,
-                   events, shell, quotas, me, audit):
+    for module in (edits, commands, snapshots, ports, workspaces, operations, health, admin, files, templates, tokens,
+                   ui, events, shell, quotas, me, audit):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)

@@ -9,7 +9,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from vmhost.core import commands, paging, validation
-from vmhost.core.models import Door, OperationStatus, Scope, SnapshotStatus, Workspace, WorkspaceStatus
+from vmhost.core.models import Door, OperationStatus, Scope, Sharing, SnapshotStatus, Workspace, WorkspaceStatus
 
 REQUEST = ConfigDict(extra="forbid", strict=True)
 """Request bodies take JSON's own types only: no `true` for 1, no "5" for 5 (a float field still takes 5)."""
@@ -100,6 +100,24 @@ class WorkspaceOut(BaseModel):
                 shell=f"vmhost ws shell {ws.name}",
             ),
         )
+
+
+class PortOut(BaseModel):
+    port: int
+    listening: bool = Field(description="something in the workspace listens on it now (on an address other "
+                                        "than loopback)")
+    in_template: bool = Field(description="the workspace's template names it")
+    sharing: Sharing = Field(description="`private`: the owner and admins; `authenticated`: any vmhost user may "
+                                         "open a tunnel to it")
+    preview_url: str = Field(description="the path of the port's HTTP preview (coming: not served yet)")
+    tunnel_url: str = Field(description="the path of the WebSocket that tunnels TCP to the port")
+
+
+class PortSharingIn(BaseModel):
+    model_config = REQUEST
+
+    level: Sharing = Field(strict=False, description="`private` (the owner and admins) or `authenticated` (any "
+                                                     "vmhost user may open a tunnel to it)")
 
 
 class OperationOut(BaseModel):

@@ -23,6 +23,7 @@ def session_gate(settings: Settings) -> SessionGate:
         SessionKind.SHELL: settings.user_max_shells,
         SessionKind.LOG_STREAM: settings.user_max_log_streams,
         SessionKind.EVENT_STREAM: settings.user_max_event_streams,
+        SessionKind.TUNNEL: settings.user_max_tunnels,
     })
 
 

@@ -188,6 +188,9 @@ class Engine(Protocol):
     def remove_container(self, container_id: str) -> None:
         """Remove the container (running or not), keeping its volumes."""
     def inspect(self, container_id: str) -> ContainerState: ...
+    def container_address(self, container_id: str, network: str | None) -> str:
+        """The IP address this host reaches the running container at, on `network` (else its only one);
+        nothing is published on the host for it."""
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]:
         """The objects of those kinds that carry all of `labels`."""
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage:

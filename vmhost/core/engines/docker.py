@@ -239,6 +239,16 @@ class DockerEngine(DockerExec):
         return ContainerState(exists=True, running=bool(state.get("Running")), status=state.get("Status", "unknown"),
                               ports=ports, container_id=info.get("Id"))
 
+    def container_address(self, container_id: str, network: str | None) -> str:
+        with self.errors("find the container's address"):
+            info = self.client.api.inspect_container(container_id)
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        attached = [networks[network]] if network in networks else list(networks.values())
+        for endpoint in attached:
+            if endpoint.get("IPAddress"):
+                return endpoint["IPAddress"]
+        raise ProviderError(f"container {container_id[:12]} has no address on a network (is it running?)")
+
     def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> DockerLogStream:
         with self.errors("read the container's output"):
             stream = self.client.api.logs(container_id, stream=True, follow=follow, stdout=True, stderr=True,

@@ -316,6 +316,15 @@ class FakeEngine:
             return ContainerState(exists=True, running=container.status == "running", status=container.status,
                                   ports=dict(container.ports), container_id=container.id)
 
+    def container_address(self, container_id: str, network: str | None) -> str:
+        """This host's loopback address: a test serves a running container's ports on it."""
+        doing = "find the container's address"
+        self._faults.enter("container_address", doing)
+        with self._lock:
+            if self._container(container_id, doing).status != "running":
+                raise ProviderError(f"cannot {doing}: container {container_id[:12]} is not running")
+        return "127.0.0.1"
+
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]:
         self._faults.enter("list_managed", "list vmhost's Docker objects")
         found: list[ManagedObject] = []

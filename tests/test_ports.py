@@ -1,0 +1,243 @@
+"""A workspace's ports: the list, sharing, the raw TCP tunnel WebSocket (who may open one, clean closes,
+revocation, the idle timeout, the per-user limit) and `vmhost ws port-forward` with many connections.
+The workspace serves a page with busybox's `httpd -p 8080` and echoes with `nc -ll -p 9000 -e cat`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import wsproto.events
+from conftest import Daemon, create_ws
+from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
+
+PAGE = "hello from the workspace"
+SERVERS = (f"echo '{PAGE}' > /workspace/index.html; httpd -p 8080 -h /workspace; "
+           "nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &")
+
+
+def serving_workspace(client: httpx.Client, name: str) -> dict[str, Any]:
+    """A running workspace with the page server on 8080 and the echo server on 9000, both listening."""
+    workspace = create_ws(client, name)["workspace"]
+    started = client.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", SERVERS],
+                                                                        "stream": True})
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 20
+    while not {8080, 9000} <= {p["port"] for p in ports(client, name) if p["listening"]}:
+        assert time.monotonic() < deadline, ports(client, name)
+        time.sleep(0.1)
+    return workspace
+
+
+def ports(client: httpx.Client, ref: str) -> list[dict[str, Any]]:
+    response = client.get(f"/api/v1/workspaces/{ref}/ports")
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def tunnel(client: httpx.Client, ref: str, port: int) -> Any:
+    return connect_ws(f"/ws/workspaces/{ref}/ports/{port}", client)
+
+
+def receive_until_closed(ws: WebSocketSession, timeout: float = 20) -> tuple[bytes, int, str]:
+    """Every byte the tunnel sends until the daemon closes it, and its close code and reason."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    with pytest.raises(WebSocketDisconnect) as closed:
+        while True:
+            event = ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(event, wsproto.events.BytesMessage):
+                data += bytes(event.data)
+    return data, closed.value.code, closed.value.reason
+
+
+def echo(ws: WebSocketSession, payload: bytes) -> bytes:
+    ws.send_bytes(payload)
+    received = b""
+    while len(received) < len(payload):
+        received += ws.receive_bytes(timeout=20)
+    return received
+
+
+def close_code(client: httpx.Client, ref: str, port: int) -> tuple[int, str]:
+    with tunnel(client, ref, port) as ws:
+        _, code, reason = receive_until_closed(ws)
+    return code, reason
+
+
+def test_owner_lists_ports_and_tunnels_both_ways(api: httpx.Client, name: str) -> None:
+    workspace = serving_workspace(api, name)
+    listed = {p["port"]: p for p in ports(api, name)}
+    assert listed[8080] == {"port": 8080, "listening": True, "in_template": False, "sharing": "private",
+                            "preview_url": f"/api/v1/workspaces/{workspace['id']}/ports/8080/proxy/",
+                            "tunnel_url": f"/ws/workspaces/{workspace['id']}/ports/8080"}
+    assert listed[9000]["listening"]
+
+    with tunnel(api, name, 9000) as ws:
+        assert echo(ws, b"ping\n") == b"ping\n"
+        big = bytes(range(256)) * 4096  # 1 MiB, more than any buffer on the way
+        assert echo(ws, big) == big
+    # the workspace's side closes: the client gets everything, then a clean close
+    with tunnel(api, name, 8080) as ws:
+        ws.send_bytes(b"GET /index.html HTTP/1.0\r\n\r\n")
+        data, code, _ = receive_until_closed(ws)
+    assert data.startswith(b"HTTP/1.1 200 OK") and PAGE.encode() in data and code == 1000
+    # the client says it has sent everything: the answer still comes
+    with tunnel(api, name, 9000) as ws:
+        ws.send_bytes(b"last words\n")
+        ws.send_text(json.dumps({"type": "eof"}))
+        data, code, _ = receive_until_closed(ws)
+    assert data == b"last words\n" and code == 1000
+
+    code, reason = close_code(api, name, 9999)
+    assert code == 4409 and "nothing answers on port 9999" in reason
+    entries = api.get("/api/v1/audit", params={"workspace": name}).json()["items"]
+    assert {(e["path"], e["phase"]) for e in entries} >= {(f"/ws/workspaces/{name}/ports/9000", "start"),
+                                                         (f"/ws/workspaces/{name}/ports/9000", "end")}
+
+
+def test_template_ports_are_listed_when_stopped(api: httpx.Client, name: str) -> None:
+    create_ws(api, name, template="web")
+    stop = api.post(f"/api/v1/workspaces/{name}/actions/stop")
+    assert stop.status_code == 202
+    api.get(f"/api/v1/operations/{stop.json()['id']}/wait", params={"timeout": 60})
+    assert ports(api, name) == [{"port": 8080, "listening": False, "in_template": True, "sharing": "private",
+                                 "preview_url": f"/api/v1/workspaces/{stop.json()['workspace_id']}/ports/8080/proxy/",
+                                 "tunnel_url": f"/ws/workspaces/{stop.json()['workspace_id']}/ports/8080"}]
+    assert close_code(api, name, 8080)[0] == 4409
+
+
+def test_who_may_list_share_and_tunnel(daemon: Daemon, name: str) -> None:
+    alice = daemon.token(f"alice-{name}")
+    reader = daemon.token(f"alice-{name}", scope="read")
+    bob = daemon.token(f"bob-{name}")
+    with daemon.tcp(token=alice) as as_alice, daemon.tcp(token=bob) as as_bob, \
+            daemon.tcp(token=reader) as as_reader, daemon.tcp() as nobody:
+        workspace = serving_workspace(as_alice, name)
+        ws_id = workspace["id"]
+        assert close_code(nobody, ws_id, 9000)[0] == 4401
+        assert nobody.get(f"/api/v1/workspaces/{ws_id}/ports").status_code == 401
+        assert close_code(as_bob, ws_id, 9000)[0] == 4404
+        assert as_bob.get(f"/api/v1/workspaces/{ws_id}/ports").status_code == 404
+        assert len(ports(as_reader, name)) >= 2  # a read token lists, but opens no tunnel
+        assert close_code(as_reader, name, 9000) == (4403, "this token is read-only: it may not open a tunnel")
+        share = {"level": "authenticated"}
+        assert as_reader.put(f"/api/v1/workspaces/{name}/ports/9000/sharing", json=share).status_code == 403
+        assert as_bob.put(f"/api/v1/workspaces/{ws_id}/ports/9000/sharing", json=share).status_code == 404
+
+        shared = as_alice.put(f"/api/v1/workspaces/{name}/ports/9000/sharing", json=share)
+        assert shared.status_code == 200 and shared.json()["sharing"] == "authenticated"
+        assert {p["port"]: p["sharing"] for p in ports(as_alice, name)}[9000] == "authenticated"
+        with tunnel(as_bob, ws_id, 9000) as ws:  # by the workspace's id: bob's names are his own
+            assert echo(ws, b"shared\n") == b"shared\n"
+        assert close_code(as_bob, ws_id, 8080)[0] == 4404  # only the shared port
+        assert as_bob.get(f"/api/v1/workspaces/{ws_id}/ports").status_code == 404  # and nothing else
+        assert as_bob.get(f"/api/v1/workspaces/{ws_id}").status_code == 404
+
+        private = as_alice.put(f"/api/v1/workspaces/{name}/ports/9000/sharing", json={"level": "private"})
+        assert private.json()["sharing"] == "private"
+        assert close_code(as_bob, ws_id, 9000)[0] == 4404
+        bad = as_alice.put(f"/api/v1/workspaces/{name}/ports/9000/sharing", json={"level": "everyone"})
+        assert bad.status_code == 422
+
+
+def test_revoking_a_token_ends_its_tunnels(daemon: Daemon, api: httpx.Client, name: str) -> None:
+    created = api.post("/api/v1/tokens", json={"user": f"carol-{name}"}).json()
+    with daemon.tcp(token=created["secret"]) as as_carol:
+        serving_workspace(as_carol, name)
+        with tunnel(as_carol, name, 9000) as ws:
+            assert echo(ws, b"before\n") == b"before\n"
+            assert api.delete(f"/api/v1/tokens/{created['token']['id']}").status_code == 200
+            _, code, reason = receive_until_closed(ws)
+    assert (code, reason) == (4401, "this API token was revoked")
+
+
+def test_idle_tunnels_close_and_each_user_has_a_limit(make_daemon: Any, name: str) -> None:
+    daemon = make_daemon({"VMHOST_TUNNEL_IDLE_TIMEOUT": "1", "VMHOST_USER_MAX_TUNNELS": "2"})
+    with daemon.client() as root, daemon.tcp(token=daemon.token("dora")) as as_dora:
+        serving_workspace(root, name)
+        other = serving_workspace(as_dora, f"{name}-d")
+        with tunnel(root, name, 9000) as first, tunnel(root, name, 9000) as second:
+            assert echo(first, b"1\n") == b"1\n" and echo(second, b"2\n") == b"2\n"
+            code, reason = close_code(root, name, 9000)
+            assert code == 4429 and "too many tunnels at once" in reason
+            with tunnel(as_dora, other["id"], 9000) as hers:  # another user is unaffected
+                assert echo(hers, b"3\n") == b"3\n"
+            _, code, reason = receive_until_closed(first)
+            assert (code, reason) == (4408, "no traffic for 1 s")
+
+
+@pytest.fixture
+def port_forward(daemon: Daemon) -> Iterator[Any]:
+    """Start `vmhost ws port-forward` with arguments; answers the process and the local ports it listens on."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
+        process = subprocess.Popen([sys.executable, "-m", "vmhost", "ws", "port-forward", *args],
+                                   env=daemon.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        local = []
+        assert process.stdout is not None
+        for _ in args[1:]:
+            line = process.stdout.readline()
+            assert line.startswith("forwarding 127.0.0.1:"), (line, process.stderr and process.stderr.read())
+            local.append(int(line.split()[1].rpartition(":")[2]))
+        return process, local
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, name: str, port_forward: Any) -> None:
+    serving_workspace(api, name)
+    listed = daemon.cli("ws", "ports", name)
+    assert listed.returncode == 0 and "8080" in listed.stdout and "9000" in listed.stdout, listed.stderr
+    shared = daemon.cli("ws", "ports", "share", name, "9000", "--level", "authenticated")
+    assert shared.returncode == 0 and shared.stdout.strip() == f"port 9000 of {name}: authenticated"
+    shown = daemon.cli("ws", "show", name)
+    assert "8080 (private), 9000 (authenticated)" in shown.stdout, shown.stdout + shown.stderr
+    refused = daemon.cli("ws", "ports", "share", name, "9000", "--level", "world")
+    assert refused.returncode == 2 and "level" in refused.stderr
+
+    process, (echo_port, web_port) = port_forward(name, "0:9000", "0:8080")
+
+    def round_trip(index: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", echo_port), timeout=30) as conn:
+            payload = f"connection {index}\n".encode() * 1000
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+            return received == payload and b"ok" or received[:100]
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(round_trip, range(20))) == [b"ok"] * 20
+    answer = httpx.get(f"http://127.0.0.1:{web_port}/index.html", timeout=30)
+    assert answer.status_code == 200 and PAGE in answer.text
+
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and stderr == ""
+
+
+def test_cli_port_forward_ends_on_an_unknown_workspace(daemon: Daemon, name: str) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "vmhost", "ws", "port-forward", name, "0:9000"],
+                               env=daemon.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    local = int(process.stdout.readline().split()[1].rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", local), timeout=30) as conn:
+        assert conn.recv(10) == b""
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 3 and f"no workspace {name!r}" in stderr
