@@ -229,7 +229,7 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
 
     process.send_signal(signal.SIGINT)  # Ctrl-C
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130 and stderr == ""
+    assert (process.returncode, stderr) == (130, "")
 
 
 def test_cli_port_forward_ends_on_an_unknown_workspace(daemon: Daemon, name: str) -> None:

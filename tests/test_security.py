@@ -137,7 +137,7 @@ def test_another_users_workspace_is_404_on_every_endpoint(daemon: Daemon, victim
         for path in websocket_paths():
             if "{" not in path:
                 continue
-            url = re.sub(r"\{[^}]+\}", workspace["id"], path)
+            url = re.sub(r"\{[^}]+\}", workspace["id"], path.replace("{port}", "8080"))
             with connect_ws(url, mallory) as ws, pytest.raises(WebSocketDisconnect) as refused:
                 ws.receive_text(timeout=10)
             assert refused.value.code == 4404, path

@@ -42,6 +42,9 @@ NAME_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     ("snapshot", "ls"): frozenset(),
     ("snapshot", "rm"): frozenset(),
     ("snapshot", "restore"): frozenset({"--as-new", "--timeout"}),
+    ("ports", "ls"): frozenset(),
+    ("ports", "share"): frozenset({"--level"}),
+    ("port-forward",): frozenset(),
 }
 
 SCRIPTS = {

@@ -6,6 +6,7 @@ forward goes on."""
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,11 +60,14 @@ class Forwarder:
         self.workspace = workspace
         self.report = report
         self.fatal: VmhostError | None = None
+        self.interrupted = False
 
     async def serve(self, forwards: list[Forward], on_listening: Callable[[Forward, int], None]) -> None:
-        """Listen for every forward, then tunnel connections until cancelled or a fatal error."""
+        """Listen for every forward, then tunnel connections until Ctrl-C (then `interrupted`) or a fatal
+        error."""
         async with self.client.async_http() as http, anyio.create_task_group() as group:
             self.group = group
+            await group.start(self._until_interrupted)
             for forward in forwards:
                 try:
                     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=forward.local)
@@ -73,6 +77,17 @@ class Forwarder:
                 group.start_soon(listener.serve, functools.partial(self._handle, http, forward.remote))
         if self.fatal is not None:
             raise self.fatal
+
+    async def _until_interrupted(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Ctrl-C ends the forward cleanly: the open tunnels are cancelled and `serve` returns (left to
+        asyncio, a SIGINT that lands while a tunnel closes may surface as CancelledError, not
+        KeyboardInterrupt)."""
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()
+            async for _ in signals:
+                self.interrupted = True
+                self.group.cancel_scope.cancel()
+                return
 
     async def _handle(self, http: httpx.AsyncClient, remote: int, stream: anyio.abc.SocketStream) -> None:
         async with stream:

@@ -79,8 +79,10 @@ def ws_port_forward(
 
         forwarder = Forwarder(client, name, lambda line: render.err().print(line, highlight=False))
         anyio.run(forwarder.serve, parsed, listening)
+        if forwarder.interrupted:
+            raise typer.Exit(130)
 
     try:
         run(action)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the forward listens
         raise typer.Exit(130) from None
