@@ -35,6 +35,13 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 def _log_format(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("text", "json"):
@@ -126,6 +133,9 @@ OPTIONS: tuple[Option, ...] = (
            "seconds between heartbeats on an idle event stream"),
     Option("expiry_warning", ("VMHOST_EXPIRY_WARNING",), lambda: 300.0, _positive_float,
            "seconds before a workspace's expiry that a workspace.expiring warning goes out"),
+    Option("idle_warning", ("VMHOST_IDLE_WARNING",), lambda: 300.0, _positive_float,
+           "seconds before a workspace's idle stop that a workspace.idle warning goes out (at most half its "
+           "idle timeout)"),
     Option("quota_max_workspaces", ("VMHOST_QUOTA_MAX_WORKSPACES",), lambda: 5, _positive_int,
            "workspaces a user may have (admins: no quota)"),
     Option("quota_max_cpus", ("VMHOST_QUOTA_MAX_CPUS",), lambda: 8.0, _positive_float,
@@ -140,6 +150,10 @@ OPTIONS: tuple[Option, ...] = (
            "processes and threads a user's workspaces may run in total (each container gets its share)"),
     Option("quota_max_snapshot_bytes", ("VMHOST_QUOTA_MAX_SNAPSHOT_BYTES",), lambda: 20 * 1024 ** 3, _positive_int,
            "bytes a user's snapshots may take on disk in total (images and volume archives)"),
+    Option("quota_max_idle_timeout_seconds", ("VMHOST_QUOTA_MAX_IDLE_TIMEOUT_SECONDS",), lambda: 0,
+           _non_negative_int,
+           "longest idle timeout of a user's workspace, also the one of a workspace without (0: no maximum, and no "
+           "idle stop unless a template or workspace sets one)"),
     Option("quota_default_cpus", ("VMHOST_QUOTA_DEFAULT_CPUS",), lambda: 1.0, _positive_float,
            "CPUs a workspace gets (and counts for) when neither it nor its template sets cpus"),
     Option("quota_default_memory_mb", ("VMHOST_QUOTA_DEFAULT_MEMORY_MB",), lambda: 2048, _positive_int,
@@ -206,6 +220,7 @@ class Settings:
     audit_retention: float
     event_heartbeat: float
     expiry_warning: float
+    idle_warning: float
     quota_max_workspaces: int
     quota_max_cpus: float
     quota_max_memory_mb: int
@@ -213,6 +228,7 @@ class Settings:
     quota_max_snapshots: int
     quota_max_pids: int
     quota_max_snapshot_bytes: int
+    quota_max_idle_timeout_seconds: int
     quota_default_cpus: float
     quota_default_memory_mb: int
     user_max_command_streams: int

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 import typer
 
 from vmhost.cli.base import JsonOpt, app, run
-from vmhost.cli.durations import parse_duration
+from vmhost.cli.durations import parse_duration, seconds_or_never
 from vmhost.errors import InvalidInput
 
 quotas_app = typer.Typer(help="Per-user quotas (admins set them).", no_args_is_help=True)
 app.add_typer(quotas_app, name="quotas")
 
 LIMITS = ("max_workspaces", "max_cpus", "max_memory_mb", "max_ttl_seconds", "max_snapshots", "max_pids",
-          "max_snapshot_bytes")
+          "max_snapshot_bytes", "max_idle_timeout_seconds")
 
 
 def _quota_rows(quota: dict[str, Any]) -> list[tuple[str, str]]:
@@ -35,6 +35,8 @@ def _quota_rows(quota: dict[str, Any]) -> list[tuple[str, str]]:
         ("Snapshot disk", f"{size(usage['snapshot_bytes'])} of {size(limits['max_snapshot_bytes'])}"
                           f"{mark('max_snapshot_bytes')}"),
         ("Processes", f"{limits['max_pids']} in total{mark('max_pids')}"),
+        ("Longest idle", (f"{limits['max_idle_timeout_seconds']} s" if limits.get("max_idle_timeout_seconds")
+                          else "no maximum") + mark("max_idle_timeout_seconds")),
     ]
 
 
@@ -79,6 +81,8 @@ def quotas_set(
     max_snapshots: Annotated[int | None, typer.Option(help="Snapshots per workspace.")] = None,
     max_pids: Annotated[int | None, typer.Option(help="Processes and threads in total.")] = None,
     max_snapshot_bytes: Annotated[int | None, typer.Option(help="Bytes of snapshots on disk in total.")] = None,
+    max_idle_timeout: Annotated[str | None, typer.Option(help="Longest idle timeout, e.g. 2h (also the one of a "
+                                                              "workspace without); 'none': no maximum.")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Drop the user's other overrides: back to the defaults.")]
     = False,
     json: JsonOpt = False,
@@ -86,7 +90,8 @@ def quotas_set(
     """Set limits for one user (admins). Limits not named keep their current value, unless --reset."""
     changes = {"max_workspaces": max_workspaces, "max_cpus": max_cpus, "max_memory_mb": max_memory,
                "max_ttl_seconds": int(parse_duration(max_ttl)) if max_ttl else None, "max_snapshots": max_snapshots,
-               "max_pids": max_pids, "max_snapshot_bytes": max_snapshot_bytes}
+               "max_pids": max_pids, "max_snapshot_bytes": max_snapshot_bytes,
+               "max_idle_timeout_seconds": seconds_or_never(max_idle_timeout) if max_idle_timeout else None}
     changes = {k: v for k, v in changes.items() if v is not None}
 
     def apply(client: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ NAME_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     ("restart",): frozenset({"--timeout"}),
     ("rm",): frozenset({"--timeout"}),
     ("rebuild",): frozenset({"--timeout"}),
-    ("edit",): frozenset({"--name", "--ttl", "--label", "--unlabel", "--plugin"}),
+    ("edit",): frozenset({"--name", "--ttl", "--label", "--unlabel", "--plugin", "--idle-timeout"}),
     ("extend",): frozenset(),
     ("exec",): frozenset({"--env", "--workdir", "--timeout"}),
     ("shell",): frozenset({"--workdir"}),

@@ -1,24 +1,13 @@
-"""Durations as people type them: 90, 90s, 15m, 2h, 7d, 1w, 1h30m."""
+"""Durations as people type them (90, 90s, 15m, 2h, 7d, 1w, 1h30m): the core's one parser, which
+templates use too (`idle_timeout = "2h"`)."""
 
-from __future__ import annotations
+from vmhost.core.durations import parse_duration
 
-import re
+__all__ = ["NEVER", "parse_duration", "seconds_or_never"]
 
-from vmhost.errors import InvalidInput
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+NEVER = ("none", "never", "off", "0")
 
 
-def parse_duration(text: str) -> float:
-    cleaned = text.strip().lower()
-    try:
-        seconds = float(cleaned)
-    except ValueError:
-        parts = _PART.findall(cleaned)
-        if not parts or "".join(n + u for n, u in parts) != cleaned:
-            raise InvalidInput(f"invalid duration {text!r}: use e.g. 90s, 15m, 2h, 7d") from None
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise InvalidInput(f"invalid duration {text!r}: must be more than zero")
-    return seconds
+def seconds_or_never(text: str) -> int:
+    """Whole seconds of a duration, or 0 for 'none', 'never', 'off' or '0'."""
+    return 0 if text.strip().lower() in NEVER else int(parse_duration(text))

@@ -14,7 +14,7 @@ from vmhost.cli.base import (
     run,
     workspaces_app,
 )
-from vmhost.cli.durations import parse_duration
+from vmhost.cli.durations import parse_duration, seconds_or_never
 from vmhost.errors import InvalidInput
 
 NO_EXPIRY = ("none", "never")
@@ -35,9 +35,12 @@ def ws_edit(
     label: Annotated[list[str], typer.Option(help="Set a label, key=value; repeatable.")] = [],
     unlabel: Annotated[list[str], typer.Option(help="Remove the label with this key; repeatable.")] = [],
     plugin: Annotated[list[str] | None, typer.Option(help="Replace the plugins with these; repeatable.")] = None,
+    idle_timeout: Annotated[str | None, typer.Option(help="Stop it after this long without activity, e.g. 2h; "
+                                                          "'none': never.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Change a workspace's name, expiry, labels or plugins (at once; the container is untouched)."""
+    """Change a workspace's name, expiry, labels, plugins or idle timeout (at once; the container is
+    untouched)."""
     body: dict[str, Any] = {}
     if new_name is not None:
         body["name"] = new_name
@@ -49,8 +52,10 @@ def ws_edit(
         body["remove_labels"] = unlabel
     if plugin is not None:
         body["plugins"] = plugin
+    if idle_timeout is not None:
+        body["idle_timeout_seconds"] = seconds_or_never(idle_timeout)
     if not body:
-        fail(InvalidInput("nothing to change: give --name, --ttl, --label, --unlabel or --plugin"))
+        fail(InvalidInput("nothing to change: give --name, --ttl, --label, --unlabel, --plugin or --idle-timeout"))
     _show(run(lambda c: c.patch(f"/workspaces/{name}", body)), json)
 
 

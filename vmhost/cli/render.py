@@ -71,6 +71,30 @@ def relative(when: str | None) -> str:
     return f"in {amount}" if future else f"{amount} ago"
 
 
+def duration(seconds: float) -> str:
+    """A number of seconds as people write it: 90 -> 1m30s, 7200 -> 2h."""
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{seconds}s")
+    return "".join(parts)
+
+
+def idle_stop(w: dict[str, Any]) -> str:
+    """When a workspace is stopped for being idle: its idle timeout and, while it runs, the time."""
+    timeout = w.get("idle_timeout_seconds")
+    if not timeout:
+        return "never"
+    text = f"after {duration(timeout)} without activity"
+    if w.get("idle_stop_at"):
+        text += f", {relative(w['idle_stop_at'])} ({w['idle_stop_at']})"
+    return text
+
+
 def _plain_stdout() -> bool:
     """True when rich would show no styles on stdout: a pipe or file, with no FORCE_COLOR or
     TTY_COMPATIBLE asking for them, or a console without colours. Decided for a pipe without importing rich."""
@@ -135,6 +159,9 @@ def workspace(w: dict[str, Any], listening: str = "-") -> None:
         ("Repository", f"{w['repo_url']} {w['branch'] or ''}".strip() if w["repo_url"] else "-"),
         ("Resources", f"cpus={w['cpus'] or 'host'} memory={str(w['memory_mb']) + 'MB' if w['memory_mb'] else 'host'}"),
         ("Expires", f"{relative(w['expires_at'])} ({w['expires_at']})" if w["expires_at"] else "never"),
+        ("Idle stop", idle_stop(w)),
+        ("Last activity", f"{relative(w['last_activity_at'])} ({w['last_activity_at']})"
+                          if w.get("last_activity_at") else "-"),
         ("Labels", ", ".join(f"{k}={v}" for k, v in w["labels"].items()) or "-"),
         ("Plugins", ", ".join(w["plugins"]) or "-"),
         ("Container", w["connection"]["container_name"]),
@@ -203,7 +230,10 @@ def template(t: dict[str, Any]) -> None:
         ("Command", " ".join(t["command"])), ("Environment", ", ".join(f"{k}={v}" for k, v in t["env"].items()) or "-"),
         ("Ports", ", ".join(t["ports"]) or "-"), ("Provision", "\n".join(provision) or "-"),
         ("Resources", f"cpus={t['cpus'] or 'host'} memory={str(t['memory_mb']) + 'MB' if t['memory_mb'] else 'host'}"),
-        ("Shell", t["shell"] or "-"), ("Source", "built-in" if t["source"] == "builtin" else t["source"]),
+        ("Shell", t["shell"] or "-"),
+        ("Idle stop", f"after {duration(t['idle_timeout_seconds'])} without activity"
+                      if t.get("idle_timeout_seconds") else "never"),
+        ("Source", "built-in" if t["source"] == "builtin" else t["source"]),
     ])
 
 

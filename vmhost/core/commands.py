@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.activity import Activity
 from vmhost.core.channel import Channel
 from vmhost.core.engines import CommandOutcome, Engine
 from vmhost.core.models import (
@@ -119,14 +120,16 @@ class CommandStream:
 
 class CommandRunner:
     """Runs commands in workspaces, streamed or as "exec" operations. `find(caller, ref)` is the workspace
-    `ref` names for `caller` (Orchestrator.get)."""
+    `ref` names for `caller` (Orchestrator.get). A command counts as activity on its workspace for as
+    long as it runs (`activity`)."""
 
     def __init__(self, store: Store, engine: Engine, queue: OperationQueue,
-                 find: Callable[[Caller, str], Workspace]) -> None:
+                 find: Callable[[Caller, str], Workspace], activity: Activity | None = None) -> None:
         self.store = store
         self.engine = engine
         self.queue = queue
         self.find = find
+        self.activity = activity
 
     def _target(self, caller: Caller, ref: str, request: CommandRequest) -> tuple[Workspace, str, CommandRequest]:
         """The workspace, its container's id and the checked request."""
@@ -138,12 +141,17 @@ class CommandRunner:
                                f"workspace (start it with 'vmhost ws start {workspace.name}')")
         return workspace, workspace.container_id, request
 
-    def _execute(self, container_id: str, request: CommandRequest, on_output: Callable[[str, bytes], None],
-                 cancel: threading.Event) -> CommandOutcome:
-        outcome = self.engine.run_command(
-            container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
-            stdin=None if request.stdin is None else request.stdin.encode(), timeout=request.timeout_seconds,
-            cancel=cancel)
+    def _execute(self, workspace: Workspace, container_id: str, request: CommandRequest,
+                 on_output: Callable[[str, bytes], None], cancel: threading.Event) -> CommandOutcome:
+        session = self.activity.session(workspace.id) if self.activity is not None else None
+        try:
+            outcome = self.engine.run_command(
+                container_id, request.argv, on_output=on_output, env=request.env, workdir=request.workdir,
+                stdin=None if request.stdin is None else request.stdin.encode(), timeout=request.timeout_seconds,
+                cancel=cancel)
+        finally:
+            if session is not None:
+                session.release()
         if outcome.error:
             on_output("stderr", f"vmhost: {outcome.error}\n".encode())
         return outcome
@@ -165,7 +173,7 @@ class CommandRunner:
 
         def work() -> None:
             try:
-                outcome = self._execute(container_id, request, emit, cancel)
+                outcome = self._execute(workspace, container_id, request, emit, cancel)
                 for stream in decoders:
                     emit(stream, b"", final=True)
                 items.put(ending(outcome))
@@ -185,6 +193,8 @@ class CommandRunner:
         workspace, _, request = self._target(caller, ref, request)
         operation = new_operation(caller, workspace, OperationType.EXEC, asdict(request))
         self.queue.add(operation, exclusive=False)
+        if self.activity is not None:
+            self.activity.touch(workspace.id)
         return operation
 
     def run_operation(self, operation: Operation) -> dict[str, Any]:
@@ -195,7 +205,8 @@ class CommandRunner:
         if not workspace.container_id:
             raise ProviderError(f"workspace {workspace.name!r} has no container (status {workspace.status})")
         captured = {"stdout": _Capture(), "stderr": _Capture()}
-        outcome = self._execute(workspace.container_id, request, lambda stream, chunk: captured[stream].add(chunk),
+        outcome = self._execute(workspace, workspace.container_id, request,
+                                lambda stream, chunk: captured[stream].add(chunk),
                                 self.queue.cancels.event(operation.id))
         reason = self.queue.cancels.reason(operation.id)
         result = {**ending(outcome), "stdout": captured["stdout"].text(), "stderr": captured["stderr"].text(),

@@ -1,5 +1,6 @@
-"""Changes to a workspace's metadata: its name, expiry, labels and plugins. None of them touches Docker
-(the container's name and labels carry the workspace's id, not its name), so they apply at once."""
+"""Changes to a workspace's metadata: its name, expiry, labels, plugins and idle timeout. None of them
+touches Docker (the container's name and labels carry the workspace's id, not its name), so they apply
+at once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from vmhost.errors import InvalidInput, InvalidState, OperationNotFound
 if TYPE_CHECKING:
     from vmhost.core.orchestrator import Orchestrator
 
-EDITABLE = ("name", "ttl_seconds", "labels", "remove_labels", "plugins")
+EDITABLE = ("name", "ttl_seconds", "labels", "remove_labels", "plugins", "idle_timeout_seconds")
 
 
 def edit_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, changes: Mapping[str, Any]) -> Workspace:
@@ -25,6 +26,10 @@ def edit_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, changes
       the longest TTL it allows).
     - labels: set (add or overwrite) these labels; remove_labels: delete these keys (absent ones are ignored).
     - plugins: the new list of plugin ids.
+    - idle_timeout_seconds: stop the workspace after this long without activity; None or 0: never (for a
+      user whose quota has a longest idle timeout: that one; a longer one is refused).
+
+    An edit is activity on the workspace (it puts its idle stop off).
     """
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
@@ -41,9 +46,17 @@ def edit_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, changes
         update["labels"] = _relabel(workspace.labels, changes.get("labels") or {}, changes.get("remove_labels") or [])
     if "plugins" in changes:
         update["plugins"] = validation.check_plugins(changes["plugins"])
+    if "idle_timeout_seconds" in changes:
+        update["idle_timeout_seconds"] = orchestrator.quotas.idle_timeout_for(
+            caller, validation.check_idle_timeout(changes["idle_timeout_seconds"]))
+    orchestrator.touch(workspace.id)
     if not update:
-        return workspace
-    return orchestrator.store.update_workspace(workspace.id, **update)
+        return _with_activity(orchestrator, workspace)
+    return _with_activity(orchestrator, orchestrator.store.update_workspace(workspace.id, **update))
+
+
+def _with_activity(orchestrator: Orchestrator, workspace: Workspace) -> Workspace:
+    return orchestrator.idle.with_activity([workspace])[0]
 
 
 def extend_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, seconds: Any) -> Workspace:
@@ -52,15 +65,16 @@ def extend_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, secon
     if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 < seconds <= validation.MAX_TTL_SECONDS:
         raise InvalidInput(f"seconds must be a whole number from 1 to {validation.MAX_TTL_SECONDS}, got {seconds!r}")
     workspace = _editable(orchestrator, caller, ref)
+    orchestrator.touch(workspace.id)
     if workspace.expires_at is None:
-        return workspace
+        return _with_activity(orchestrator, workspace)
     now = utcnow()
     expires_at = max(workspace.expires_at, now) + timedelta(seconds=seconds)
     if expires_at > now + timedelta(seconds=validation.MAX_TTL_SECONDS):
         raise InvalidInput(f"workspace {workspace.name!r} would then expire more than "
                            f"{validation.MAX_TTL_SECONDS // 86400} days from now; extend it by less")
     orchestrator.quotas.ttl_for(caller, int((expires_at - now).total_seconds()))  # within the longest TTL
-    return orchestrator.store.update_workspace(workspace.id, expires_at=expires_at)
+    return _with_activity(orchestrator, orchestrator.store.update_workspace(workspace.id, expires_at=expires_at))
 
 
 def _editable(orchestrator: Orchestrator, caller: Caller, ref: str) -> Workspace:

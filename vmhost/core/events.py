@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from vmhost.core.activity import Activity
 from vmhost.core.models import Caller, Event, Operation, Workspace, WorkspaceStatus, utcnow
 from vmhost.core.rows import to_text
 from vmhost.core.store import Store
@@ -121,10 +122,12 @@ def _put_all(subscriptions: list[Subscription], event: Event) -> None:
 
 
 class EventBus:
-    """Fans every committed event out to the subscriptions whose filter matches."""
+    """Fans every committed event out to the subscriptions whose filter matches. A stream of one
+    workspace's events counts as activity on it while it is open (`activity`)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, activity: Activity | None = None) -> None:
         self.store = store
+        self.activity = activity
         self._subscriptions: set[Subscription] = set()
         self._lock = threading.Lock()
         store.subscribe(self._deliver)
@@ -159,6 +162,8 @@ class EventBus:
         `since` (None: only new ones), a heartbeat once caught up, then live events, with a heartbeat
         after every `heartbeat` seconds of silence."""
         subscription = self.subscribe(event_filter)  # before reading the database: nothing slips between
+        session = (self.activity.session(event_filter.workspace_id)
+                   if self.activity is not None and event_filter.workspace_id is not None else None)
         try:
             last = since if since is not None else await asyncio.to_thread(self.store.last_event_id)
             behind = True
@@ -181,6 +186,8 @@ class EventBus:
                     yield event_message(event)
         finally:
             self.unsubscribe(subscription)
+            if session is not None:
+                session.release()
 
     async def wait_operation(self, operation: Operation, timeout: float,
                              gone: Callable[[], Awaitable[bool]] | None = None) -> Operation:

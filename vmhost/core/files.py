@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
+from vmhost.core.activity import Activity
 from vmhost.core.engines import Engine, PathStat
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge, ProviderError
@@ -253,14 +254,19 @@ class Upload:
 
 
 class WorkspaceFiles:
-    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
+    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get). Reading or writing
+    a workspace's files counts as activity on it (`activity`)."""
 
-    def __init__(self, engine: Engine, find: Callable[[Caller, str], Workspace]) -> None:
+    def __init__(self, engine: Engine, find: Callable[[Caller, str], Workspace],
+                 activity: Activity | None = None) -> None:
         self.engine = engine
         self.find = find
+        self.activity = activity
 
     def _container(self, caller: Caller, ref: str) -> tuple[Workspace, str]:
         workspace = self.find(caller, ref)
+        if self.activity is not None:
+            self.activity.touch(workspace.id)
         if not workspace.container_id:
             raise InvalidState(f"workspace {workspace.name!r} has no container yet (status {workspace.status})")
         if workspace.status in (WorkspaceStatus.ERROR, WorkspaceStatus.DELETING):  # its container is gone or going

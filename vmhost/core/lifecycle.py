@@ -329,7 +329,8 @@ class Lifecycle:
 
     def settle_interrupted(self, operation: Operation, workspace: Workspace) -> str | None:
         workspace = self.sync_status(workspace)
-        wanted = WorkspaceStatus.STOPPED if operation.type == OperationType.STOP else WorkspaceStatus.RUNNING
+        stops = (OperationType.STOP, OperationType.IDLE_STOP)
+        wanted = WorkspaceStatus.STOPPED if operation.type in stops else WorkspaceStatus.RUNNING
         return None if workspace.status == wanted else f"Docker shows the workspace {workspace.status}"
 
     def _purge(self, workspace_id: str, owner: str) -> None:

@@ -205,6 +205,15 @@ def m009_port_sharing(db: Database) -> None:
         )""")
 
 
+@migrations()
+def m010_idle_stop(db: Database) -> None:
+    # a workspace's idle timeout (NULL: never stopped for being idle), the last activity flushed from the
+    # daemon's memory (vmhost.core.activity), and the per-user longest idle timeout
+    db.execute("ALTER TABLE workspaces ADD COLUMN idle_timeout_seconds INTEGER")
+    db.execute("ALTER TABLE workspaces ADD COLUMN last_activity_at TEXT")
+    db.execute("ALTER TABLE quotas ADD COLUMN max_idle_timeout_seconds INTEGER")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vmhost.errors import Forbidden
@@ -51,6 +51,7 @@ class OperationType(enum.StrEnum):
     RESTORE = "restore"
     REBUILD = "rebuild"
     EXEC = "exec"
+    IDLE_STOP = "idle_stop"  # the janitor's stop of a workspace nobody used for its idle timeout
 
 
 class Door(enum.StrEnum):
@@ -152,6 +153,16 @@ class Workspace:
     shell: str | None = None
     current_operation_id: str | None = None
     capabilities: list[str] = field(default_factory=list)
+    idle_timeout_seconds: int | None = None  # stopped after this long without activity; None: never
+    last_activity_at: datetime | None = None  # see vmhost.core.activity: the last activity the idle stop counts
+
+    @property
+    def idle_stop_at(self) -> datetime | None:
+        """When the janitor stops this workspace if nothing happens on it before: only a running workspace
+        with an idle timeout is ever stopped for being idle."""
+        if self.status != WorkspaceStatus.RUNNING or not self.idle_timeout_seconds or self.last_activity_at is None:
+            return None
+        return self.last_activity_at + timedelta(seconds=self.idle_timeout_seconds)
 
 
 @dataclass
@@ -187,6 +198,7 @@ class Template:
     shell: str | None = None
     source: str = "builtin"
     capabilities: tuple[str, ...] = ()
+    idle_timeout_seconds: int | None = None
 
 
 @dataclass

@@ -15,10 +15,12 @@ from typing import Any
 
 from vmhost.config import Settings
 from vmhost.core import validation
+from vmhost.core.activity import Activity, Clock
 from vmhost.core.commands import CommandRunner
 from vmhost.core.engines import Engine, NetworkSpec
 from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
+from vmhost.core.idle import IdleStops
 from vmhost.core.lifecycle import CLONE_FROM_ANYWHERE, Lifecycle, volume_name
 from vmhost.core.models import (
     Caller,
@@ -74,12 +76,13 @@ class WorkspaceRequest:
 
 class Orchestrator:
     def __init__(self, store: Store, engine: Engine, templates: TemplateCatalog, settings: Settings | None = None,
-                 *, quotas: Quotas | None = None) -> None:
+                 *, quotas: Quotas | None = None, clock: Clock = utcnow) -> None:
         """`settings` (default: every setting at its default) gives the instance label, the publish
-        address, how many operations run at once, the provision and stop timeouts, and the quotas
-        unless `quotas` is given."""
+        address, how many operations run at once, the provision and stop timeouts, the idle warning, and
+        the quotas unless `quotas` is given. `clock` is the time the idle stop goes by (a test's own)."""
         settings = settings or Settings.defaults()
         self.store = store
+        self.activity = Activity(store, clock)
         self.quotas = quotas or Quotas.from_settings(store, settings)
         self.engine = engine
         self.templates = templates
@@ -91,10 +94,12 @@ class Orchestrator:
                                    publish_address=settings.publish_address,
                                    provision_timeout=settings.provision_timeout, stop_timeout=settings.stop_timeout)
         self.queue = OperationQueue(store, self.lifecycle, cancels, workers=settings.workers)
-        self.commands = CommandRunner(store, engine, self.queue, self.get)
-        self.snapshots = Snapshots(store, engine, self.queue, self.lifecycle, self.quotas, self.get)
-        self.files = WorkspaceFiles(engine, self.get)
-        self.ports = WorkspacePorts(store, engine, self.get, lambda owner: self.lifecycle.network_for(owner).name)
+        self.commands = CommandRunner(store, engine, self.queue, self.get, self.activity)
+        self.snapshots = Snapshots(store, engine, self.queue, self.lifecycle, self.quotas, self.get, self.activity)
+        self.files = WorkspaceFiles(engine, self.get, self.activity)
+        self.ports = WorkspacePorts(store, engine, self.get, lambda owner: self.lifecycle.network_for(owner).name,
+                                    on_traffic=self.activity.touch)
+        self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
         lifecycle = self.lifecycle
         self.queue.register({
             OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
@@ -107,11 +112,27 @@ class Orchestrator:
             OperationType.EXEC: Handler(self.commands.run_operation, holds_workspace=False),
             OperationType.SNAPSHOT: Handler(self.snapshots.run_snapshot, repeatable=True),
             OperationType.RESTORE: Handler(self.snapshots.run_restore, repeatable=True),
+            OperationType.IDLE_STOP: Handler(self.idle.run_operation),
         })
 
     def close(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """See OperationQueue.close."""
-        self.queue.close(grace)
+        """See OperationQueue.close; then store the activity recorded since the last flush."""
+        try:
+            self.queue.close(grace)
+        finally:
+            self.activity.flush()
+
+    # -- activity (see vmhost.core.activity and vmhost.core.idle) -------------------------------
+
+    def touch(self, workspace_id: str | None) -> None:
+        """Record activity on a workspace now, for its idle stop: the one way in for whatever carries
+        work to it (the API's actions, commands; port previews, tunnels and SSH once they exist). A
+        connection that lasts holds `self.activity.session(workspace_id)` instead."""
+        self.activity.touch(workspace_id)
+
+    def stop_idle(self) -> builtins.list[Operation]:
+        """The janitor's sweep for idle workspaces (see IdleStops.sweep)."""
+        return self.idle.sweep()
 
     def recover(self) -> None:
         """After a crash: settle operations left running, then queue what is pending."""
@@ -145,11 +166,17 @@ class Orchestrator:
              limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[Workspace]:
         if status is not None and status not in WorkspaceStatus.__members__.values():
             raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(s.value for s in WorkspaceStatus)}")
-        return self.store.page_workspaces(owner=caller.owner_filter, status=status, labels=labels,
+        page = self.store.page_workspaces(owner=caller.owner_filter, status=status, labels=labels,
                                           limit=limit, cursor=cursor)
+        self.idle.with_activity(page.items)
+        return page
 
     def get(self, caller: Caller, ref: str) -> Workspace:
-        """A workspace by id, or by the caller's name for it (admins: anyone's, when unambiguous)."""
+        """A workspace by id, or by the caller's name for it (admins: anyone's, when unambiguous), with the
+        last activity its idle stop counts."""
+        return self.idle.with_activity([self._find(caller, ref)])[0]
+
+    def _find(self, caller: Caller, ref: str) -> Workspace:
         try:
             workspace = self.store.get_workspace(ref)
             if caller.can_see(workspace.owner):
@@ -216,6 +243,7 @@ class Orchestrator:
         repo_url, branch = validation.check_repo(request.repo_url, request.branch,
                                                  allow_local=caller.may_clone_from_host)
         ttl = self.quotas.ttl_for(caller, validation.check_ttl(request.ttl_seconds))
+        idle_timeout = self.quotas.idle_timeout_for(caller, template.idle_timeout_seconds, cap=True)
         now = utcnow()
         provision = list(template.provision) + validation.check_provision(request.provision)
         workspace = Workspace(
@@ -243,6 +271,8 @@ class Orchestrator:
             ports={validation.check_port(p): "" for p in template.ports},
             shell=template.shell,
             capabilities=list(template.capabilities),
+            idle_timeout_seconds=idle_timeout,
+            last_activity_at=self.activity.clock(),
         )
         workspace.volume = volume_name(workspace.id)
         clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
@@ -332,6 +362,7 @@ class Orchestrator:
         self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = new_operation(caller, workspace, type, params)
         self.queue.add(operation)
+        self.touch(workspace.id)
         return operation
 
     # -- background work ----------------------------------------------------------------------

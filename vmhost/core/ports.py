@@ -92,15 +92,15 @@ def template_ports(workspace: Workspace) -> set[int]:
 class WorkspacePorts:
     """The ports of workspaces, for callers. `get(caller, ref)` finds a workspace the caller sees;
     `network_of(owner)` names the network an owner's containers are on; `on_traffic(workspace_id)` is
-    called as bytes go through a tunnel (activity, for the idle stop)."""
+    called as bytes go through a tunnel (activity, for the idle stop: an in-memory write)."""
 
     def __init__(self, store: Store, engine: Engine, get: Callable[[Caller, str], Workspace],
-                 network_of: Callable[[str], str]) -> None:
+                 network_of: Callable[[str], str], on_traffic: Callable[[str], None]) -> None:
         self.store = store
         self.engine = engine
         self._get = get
         self._network_of = network_of
-        self.on_traffic: Callable[[str], None] = lambda workspace_id: None
+        self.on_traffic = on_traffic
 
     def list(self, caller: Caller, ref: str) -> list[WorkspacePort]:
         """The ports that listen in the workspace (none when it is not running) and its template's."""

@@ -1,6 +1,6 @@
 """Per-user quotas: how many workspaces, how many CPUs and how much memory in total, the longest TTL,
-snapshots per workspace, processes in total and snapshot bytes on disk. Defaults come from the
-settings; an admin may override them per user.
+snapshots per workspace, processes in total, snapshot bytes on disk and the longest idle timeout.
+Defaults come from the settings; an admin may override them per user.
 
 Admins have no quota. What the quota counts is what the container gets (`container_limits`): a
 workspace that sets no cpus (or memory_mb), and whose template sets none, counts as and is limited
@@ -36,6 +36,7 @@ class Limits:
     max_snapshots: int
     max_pids: int
     max_snapshot_bytes: int
+    max_idle_timeout_seconds: int = 0  # 0: no maximum
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
@@ -155,6 +156,24 @@ class Quotas:
             raise QuotaExceeded(f"quota exceeded: {caller.user} may keep a workspace at most {longest} s "
                                 f"(asked for a TTL of {ttl_seconds} s)")
         return ttl_seconds
+
+    def idle_timeout_for(self, caller: Caller, seconds: int | None, *, cap: bool = False) -> int | None:
+        """The idle timeout a workspace gets: `seconds` (None: no idle stop) if the quota allows it. With a
+        longest idle timeout in the quota, a workspace without one gets the longest, and a longer one is
+        refused, or cut to the longest with `cap` (a template's value, which the user did not ask for)."""
+        if caller.exempt_from_quotas:
+            return seconds
+        longest = self.quota(caller.user).limits.max_idle_timeout_seconds
+        if not longest:
+            return seconds
+        if seconds is None:
+            return longest
+        if seconds > longest:
+            if cap:
+                return longest
+            raise QuotaExceeded(f"quota exceeded: {caller.user} may leave a workspace idle at most {longest} s "
+                                f"before it is stopped (asked for an idle timeout of {seconds} s)")
+        return seconds
 
     def create_check(self, caller: Caller, workspace: Workspace) -> Callable[[sqlite3.Connection], None] | None:
         """A check for Store.insert_workspace, run inside its transaction (None for admins)."""

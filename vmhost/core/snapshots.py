@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.activity import Activity
 from vmhost.core.engines import Engine
 from vmhost.core.lifecycle import Lifecycle, volume_name, volume_of
 from vmhost.core.models import (
@@ -47,10 +48,13 @@ VOLUME_PATH = "/workspace"
 
 
 class Snapshots:
-    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get)."""
+    """`find(caller, ref)` is the workspace `ref` names for `caller` (Orchestrator.get). Taking and
+    restoring a snapshot count as activity on the workspace (`activity`)."""
 
     def __init__(self, store: Store, engine: Engine, queue: OperationQueue, lifecycle: Lifecycle, quotas: Quotas,
-                 find: Callable[[Caller, str], Workspace], directory: Path | None = None) -> None:
+                 find: Callable[[Caller, str], Workspace], activity: Activity | None = None,
+                 directory: Path | None = None) -> None:
+        self.activity = activity
         self.store = store
         self.engine = engine
         self.queue = queue
@@ -105,7 +109,12 @@ class Snapshots:
         self.store.insert_snapshot(snapshot, operation, check=lambda conn, existing:
                                    self.quotas.check_snapshot(caller, workspace, existing, conn))
         self.queue.submit(operation.id)
+        self._touch(workspace.id)
         return snapshot, operation
+
+    def _touch(self, workspace_id: str) -> None:
+        if self.activity is not None:
+            self.activity.touch(workspace_id)
 
     def restore(self, caller: Caller, ref: str, snapshot_ref: str,
                 as_new: str | None = None) -> tuple[Workspace, Operation]:
@@ -121,6 +130,7 @@ class Snapshots:
             self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
             operation = new_operation(caller, workspace, OperationType.RESTORE, params)
             self.queue.add(operation)
+            self._touch(workspace.id)
             return workspace, operation
         validation.check_name(as_new)
         self.engine.ping()
@@ -130,7 +140,9 @@ class Snapshots:
             workspace, id=new_id("ws"), name=as_new, owner=caller.user, image=snapshot.image,
             status=WorkspaceStatus.PENDING, status_reason=None, container_id=None, created_at=now, updated_at=now,
             ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl) if ttl else None,
-            ports={port: "" for port in workspace.ports}, current_operation_id=None)
+            ports={port: "" for port in workspace.ports}, current_operation_id=None,
+            idle_timeout_seconds=self.quotas.idle_timeout_for(caller, workspace.idle_timeout_seconds, cap=True),
+            last_activity_at=now)
         copy.volume = volume_name(copy.id)
         operation = new_operation(caller, copy, OperationType.RESTORE, {**params, "source_workspace_id": workspace.id})
         self.store.insert_workspace(copy, operation, check=self.quotas.create_check(caller, copy))

@@ -151,6 +151,12 @@ class Store(Database):
             (to_text(now), WorkspaceStatus.DELETING.value))
         return [workspace_from_row(r) for r in rows]
 
+    def idle_candidates(self) -> list[Workspace]:
+        """Running workspaces with an idle timeout and no operation in flight: those the idle stop judges."""
+        rows = self._query("SELECT * FROM workspaces WHERE status = ? AND idle_timeout_seconds > 0 "
+                           "AND current_operation_id IS NULL", (WorkspaceStatus.RUNNING.value,))
+        return [workspace_from_row(r) for r in rows]
+
     # -- operations -----------------------------------------------------------------------------
 
     def _insert_operation(self, conn: sqlite3.Connection, operation: Operation) -> None:

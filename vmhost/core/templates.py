@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vmhost.core import validation
+from vmhost.core.durations import parse_duration
 from vmhost.core.models import Template
 from vmhost.errors import InvalidInput, TemplateNotFound
 
@@ -24,13 +25,28 @@ BUILTIN: tuple[Template, ...] = (
 )
 
 _FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell",
-           "capabilities"}
+           "capabilities", "idle_timeout"}
 
 
 @dataclass(frozen=True)
 class BrokenTemplate:
     source: str
     error: str
+
+
+def parse_idle_timeout(value: Any) -> int | None:
+    """A template's `idle_timeout`: seconds (a number) or a duration ("2h", "90m"); 0 means no idle stop."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip() in ("0", "none", "never"):
+            return None
+        seconds: Any = round(parse_duration(value))
+    elif isinstance(value, float) and not isinstance(value, bool) and value >= 0:
+        seconds = round(value)
+    else:
+        seconds = value
+    return validation.check_idle_timeout(seconds, "'idle_timeout'")
 
 
 def parse_template(data: dict[str, Any], source: str) -> Template:
@@ -59,6 +75,7 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         shell=data.get("shell"),
         source=source,
         capabilities=validation.check_capabilities(data.get("capabilities", [])),
+        idle_timeout_seconds=parse_idle_timeout(data.get("idle_timeout")),
     )
 
 

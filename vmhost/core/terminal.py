@@ -6,6 +6,7 @@ found), a shell needs a write scope, and the workspace must be running.
 
 from __future__ import annotations
 
+from vmhost.core.activity import ActivitySession
 from vmhost.core.engines import LogStream, Terminal
 from vmhost.core.models import Caller, Workspace, WorkspaceStatus
 from vmhost.core.orchestrator import Orchestrator
@@ -34,8 +35,35 @@ def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[
         raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
-    return orchestrator.engine.open_terminal(container_id, argv or [workspace.shell or DEFAULT_SHELL],
-                                             env={"TERM": TERM}, workdir=workdir or "/workspace")
+    terminal = orchestrator.engine.open_terminal(container_id, argv or [workspace.shell or DEFAULT_SHELL],
+                                                 env={"TERM": TERM}, workdir=workdir or "/workspace")
+    return ActiveTerminal(terminal, orchestrator.activity.session(workspace.id))
+
+
+class ActiveTerminal:
+    """A terminal that keeps its workspace counted as active (for its idle stop) until it is closed."""
+
+    def __init__(self, terminal: Terminal, session: ActivitySession) -> None:
+        self.terminal = terminal
+        self.session = session
+
+    def read(self) -> bytes:
+        return self.terminal.read()
+
+    def write(self, data: bytes) -> None:
+        self.terminal.write(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.terminal.resize(cols, rows)
+
+    def exit_code(self) -> int | None:
+        return self.terminal.exit_code()
+
+    def close(self) -> None:
+        try:
+            self.terminal.close()
+        finally:
+            self.session.release()
 
 
 def check_terminal_size(cols: object, rows: object) -> tuple[int, int]:

@@ -23,6 +23,7 @@ MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
 MAX_ENV_VALUE = 32 * 1024
 MAX_TTL_SECONDS = 365 * 24 * 3600
+MAX_IDLE_TIMEOUT_SECONDS = MAX_TTL_SECONDS
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 1024 * 1024
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -100,6 +101,16 @@ def check_ttl(ttl: Any) -> int | None:
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0 or ttl > MAX_TTL_SECONDS:
         raise InvalidInput(f"ttl_seconds must be a whole number from 1 to {MAX_TTL_SECONDS}, got {ttl!r}")
     return ttl
+
+
+def check_idle_timeout(seconds: Any, what: str = "idle_timeout_seconds") -> int | None:
+    """An idle timeout in whole seconds; 0 and None both mean no idle stop (answered as None)."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_IDLE_TIMEOUT_SECONDS:
+        raise InvalidInput(f"{what} must be a whole number of seconds from 0 (no idle stop) to "
+                           f"{MAX_IDLE_TIMEOUT_SECONDS}, got {seconds!r}")
+    return seconds or None
 
 
 def check_cpus(cpus: Any, available: int | None = None) -> float | None:

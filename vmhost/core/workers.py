@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from vmhost.config import Settings
+from vmhost.core.activity import FLUSH_INTERVAL
 from vmhost.core.audit import AuditLog
 from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
@@ -53,11 +54,13 @@ class PeriodicWorker:
 
 def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
-    expiry, expires those past it, removes networks no container is on) and the event and audit pruners,
-    on the settings' intervals and retentions."""
+    expiry, expires those past it, warns about and stops idle workspaces, removes networks no container
+    is on), the event and audit pruners, on the settings' intervals and retentions, and the writer of the
+    recorded activity (every FLUSH_INTERVAL seconds; the orchestrator's close() writes it once more)."""
     def janitor() -> None:
         warn_expiring(orchestrator.store, settings.expiry_warning)
         orchestrator.expire_due()
+        orchestrator.stop_idle()
         orchestrator.release_networks()
 
     return [
@@ -67,4 +70,5 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
                        lambda: prune_events(orchestrator.store, settings.event_retention)),
         PeriodicWorker("audit-pruner", settings.janitor_interval,
                        lambda: AuditLog(orchestrator.store).prune(settings.audit_retention)),
+        PeriodicWorker("activity", FLUSH_INTERVAL, orchestrator.activity.flush),
     ]

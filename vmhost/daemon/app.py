@@ -84,7 +84,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                   docs_url=None, redoc_url=None)
     # the limiters may be made outside the event loop: anyio binds them to it when first used
     services = Services(orchestrator=orchestrator, settings=settings,
-                        authenticator=Authenticator(settings, orchestrator), events=EventBus(orchestrator.store),
+                        authenticator=Authenticator(settings, orchestrator),
+                        events=EventBus(orchestrator.store, orchestrator.activity),
                         workspace_lists=WorkspaceListCache(orchestrator.store), sessions=session_gate(settings),
                         token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers),
                         audit=AuditLog(orchestrator.store), read_limiter=anyio.CapacityLimiter(READ_THREADS),

@@ -87,6 +87,15 @@ class WorkspaceOut(BaseModel):
     current_operation_id: str | None
     created_at: datetime
     updated_at: datetime
+    idle_timeout_seconds: int | None = Field(description="a running workspace is stopped after this long without "
+                                                         "activity; null: never")
+    last_activity_at: datetime | None = Field(
+        description="the last activity its idle stop counts: an action on it through the API, a command, the end "
+                    "of a shell or event stream on it (now while one is open); while it runs, also the change of "
+                    "status that made it run and the daemon's start")
+    idle_stop_at: datetime | None = Field(description="when it will be stopped for being idle if nothing happens "
+                                                      "on it before; null when it is not running or has no idle "
+                                                      "timeout")
     connection: Connection
 
     @classmethod
@@ -158,6 +167,8 @@ class TemplateOut(BaseModel):
     cpus: float | None
     memory_mb: int | None
     shell: str | None
+    idle_timeout_seconds: int | None = Field(description="its workspaces are stopped after this long without "
+                                                         "activity (the template's `idle_timeout`); null: never")
     source: str
 
 
@@ -236,7 +247,7 @@ class Orphan(BaseModel):
 class EventOut(BaseModel):
     id: int = Field(description="strictly increasing; pass the last one seen as `since` to resume")
     type: str = Field(description="workspace.created, workspace.status, workspace.updated, workspace.deleted, "
-                                  "workspace.expiring, operation.status, operation.output")
+                                  "workspace.expiring, workspace.idle, operation.status, operation.output")
     time: str = Field(description="ISO 8601 in UTC, as in the WebSocket frames")
     workspace_id: str | None
     owner: str | None
@@ -268,6 +279,8 @@ class QuotaLimits(BaseModel):
     max_pids: int = Field(description="processes and threads the user's workspaces may run in total; each "
                                       "container may run max_pids / max_workspaces")
     max_snapshot_bytes: int = Field(description="bytes the user's snapshots may take on disk in total")
+    max_idle_timeout_seconds: int = Field(description="longest idle timeout of a workspace, also the one of a "
+                                                      "workspace without; 0: no maximum")
 
 
 class QuotaOverrides(BaseModel):
@@ -282,6 +295,7 @@ class QuotaOverrides(BaseModel):
     max_snapshots: int | None = Field(None, ge=0, le=1_000_000)
     max_pids: int | None = Field(None, ge=1, le=4_194_304)
     max_snapshot_bytes: int | None = Field(None, ge=0, le=2 ** 62)
+    max_idle_timeout_seconds: int | None = Field(None, ge=0, le=validation.MAX_IDLE_TIMEOUT_SECONDS)
 
 
 class QuotaUsage(BaseModel):
@@ -322,7 +336,8 @@ class AuditEntryOut(BaseModel):
     address: str | None = Field(description="unix:uid=..,pid=.. on the socket, else the peer's IP address")
     forwarded_for: str | None = Field(None, description="the client's address as a trusted proxy forwarded it "
                                                         "(X-Forwarded-For); null from anyone else")
-    method: str = Field(description="HTTP method, or WS for a WebSocket handshake")
+    method: str = Field(description="HTTP method, WS for a WebSocket handshake, or JANITOR for the daemon's own "
+                                    "action (an idle stop)")
     path: str
     action: str | None = Field(description="the endpoint (and lifecycle action) that handled it")
     workspace_id: str | None
@@ -347,6 +362,10 @@ class WorkspaceEdit(BaseModel):
     remove_labels: list[str] | None = Field(None, max_length=validation.MAX_LABELS,
                                             description="keys of labels to remove (absent ones are ignored)")
     plugins: list[str] | None = Field(None, max_length=100, description="the new list of plugin ids")
+    idle_timeout_seconds: int | None = Field(None, ge=0, le=validation.MAX_IDLE_TIMEOUT_SECONDS,
+                                             description="stop the workspace after this long without activity; "
+                                                         "0 or null: never (with a longest idle timeout in the "
+                                                         "quota: that one)")
 
 
 class WorkspaceExtend(BaseModel):

@@ -298,7 +298,8 @@ setInterval(() => {
 // ---------- operations ----------
 
 const VERB = { create: "creating", start: "starting", stop: "stopping", restart: "restarting", rebuild: "rebuilding",
-  delete: "deleting", extend: "extending", snapshot: "taking a snapshot", restore: "restoring" };
+  delete: "deleting", extend: "extending", snapshot: "taking a snapshot", restore: "restoring",
+  idle_stop: "stopping (idle)" };
 
 function progressText(type, status, error) {
   if (status === "failed") return `${type} failed: ${error || "no reason given"}`;
@@ -499,6 +500,15 @@ function closeDetail() {
 
 $("detail-close").addEventListener("click", closeDetail);
 
+/** When the workspace is stopped for being idle: its idle timeout, and the time while it runs. */
+function idleStop(ws) {
+  if (!ws.idle_timeout_seconds) return "never";
+  const s = ws.idle_timeout_seconds;
+  const span = s < 120 ? `${s} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${Math.round(s / 360) / 10} h`;
+  const text = `after ${span} without activity`;
+  return ws.idle_stop_at ? `${text} (${when(ws.idle_stop_at)})` : text;
+}
+
 function renderDetail() {
   const ws = state.workspaces.get(state.selected);
   if (!ws) { closeDetail(); return; }
@@ -511,6 +521,7 @@ function renderDetail() {
     ["Ports", Object.keys(conn.ports || {}).length ? h("span", null, portLinks(conn.ports)) : "none published"],
     ["Repository", ws.repo_url ? `${ws.repo_url}${ws.branch ? ` (${ws.branch})` : ""}` : "none"],
     ["Created", when(ws.created_at)], ["Expires", ws.expires_at ? when(ws.expires_at) : "never"],
+    ["Idle stop", idleStop(ws)], ["Last activity", when(ws.last_activity_at)],
   ];
   $("overview").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
 }
