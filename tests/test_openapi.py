@@ -153,11 +153,13 @@ def test_fuzzing_finds_no_server_errors_and_no_answer_off_the_spec(make_daemon) 
     token = fuzzed.token("root", admin=True)
     # One worker: with two, hypothesis in schemathesis' threads calls ast.parse concurrently, which on
     # CPython 3.11.7 can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905)
+    # ASCII strings: a 4,096-character path of 4-byte characters is a 48 KiB URL, past the 16 KiB request head
+    # uvicorn parses, and answers the HTTP layer's 400 before any route sees it (met in a clean-clone run)
     run = subprocess.run(
         [str(Path(sys.executable).with_name("schemathesis")), "run", f"{fuzzed.url}/openapi.json", "--url", fuzzed.url,
          "-H", f"Authorization: Bearer {token}", "--checks", FUZZ_CHECKS, "--phases", "coverage,fuzzing",
          "--max-examples", "5", "--max-time", "40", "--workers", "1", "--request-timeout", "10", "--seed", "7",
-         "--no-shrink", "--exclude-path-regex", SKIPPED],
+         "--no-shrink", "--generation-codec", "ascii", "--exclude-path-regex", SKIPPED],
         capture_output=True, text=True, timeout=120)
     report = run.stdout[run.stdout.find("FAILURES"):] if "FAILURES" in run.stdout else run.stdout[-4000:]
     assert run.returncode == 0, f"{report}\n{run.stderr[-2000:]}\ndaemon log:\n{fuzzed.log()[-3000:]}"
