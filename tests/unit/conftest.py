@@ -5,13 +5,15 @@ on any machine (`pytest tests/unit`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vmhost.config import Settings
 from vmhost.core.engines.fake import FakeEngine
-from vmhost.core.models import Caller, Operation, OperationStatus, Workspace
+from vmhost.core.models import Caller, Operation, OperationStatus, Workspace, utcnow
 from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -43,13 +45,13 @@ def templates(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_orchestrator(tmp_path: Path, engine: FakeEngine, templates: Path) -> Iterator[MakeOrchestrator]:
     """Orchestrators over one database file and one engine, like daemons started one after the other
-    (or side by side); `limits` (quota_max_* settings without the prefix) sets the users' quota."""
+    (or side by side); `settings` are Settings fields (e.g. quota_max_workspaces=3), `clock` the time the
+    idle stop goes by."""
     made: list[Orchestrator] = []
 
-    def make(**limits: float) -> Orchestrator:
-        store = Store(tmp_path / "vmhost.db")
-        settings = Settings.defaults(instance="unit", **{f"quota_{name}": value for name, value in limits.items()})
-        orchestrator = Orchestrator(store, engine, TemplateCatalog(templates), settings)
+    def make(clock: Callable[[], datetime] = utcnow, **settings: Any) -> Orchestrator:
+        orchestrator = Orchestrator(Store(tmp_path / "vmhost.db"), engine, TemplateCatalog(templates),
+                                    Settings.defaults(instance="unit", **settings), clock=clock)
         made.append(orchestrator)
         return orchestrator
 

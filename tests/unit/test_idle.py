@@ -5,27 +5,25 @@ timeout, and how the recorded activity reaches the database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from unit.conftest import ALICE, WAIT, create_running, finish
-from vmhost.config import Settings
+from unit.conftest import ALICE, WAIT, MakeOrchestrator, create_running, finish
 from vmhost.core.audit import AuditLog
 from vmhost.core.commands import CommandRequest
 from vmhost.core.edits import edit_workspace
-from vmhost.core.engines.fake import FakeEngine
 from vmhost.core.events import EventBus, EventFilter
 from vmhost.core.idle import IDLE, decide, warning_window
 from vmhost.core.models import Caller, OperationStatus, OperationType, Workspace, WorkspaceStatus, utcnow
 from vmhost.core.operations import new_operation
 from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
 from vmhost.core.rows import to_text
-from vmhost.core.store import Store
-from vmhost.core.templates import TemplateCatalog, parse_template
+from vmhost.core.templates import parse_template
 from vmhost.core.terminal import open_shell
 from vmhost.errors import InvalidInput, QuotaExceeded
 
@@ -57,23 +55,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_idle(tmp_path: Path, engine: FakeEngine, templates: Path, clock: Clock) -> Iterator[MakeIdle]:
+def make_idle(make_orchestrator: MakeOrchestrator, templates: Path, clock: Clock) -> MakeIdle:
     """Orchestrators (daemons, one after another) over one database, going by `clock`, with a template
     `idle` whose workspaces stop after TIMEOUT seconds without activity; `settings` are Settings fields."""
     (templates / "idle.toml").write_text(f'image = "vmhost-unit:latest"\nidle_timeout = "{TIMEOUT}s"\n')
-    made: list[Orchestrator] = []
-
-    def make(**settings: Any) -> Orchestrator:
-        orchestrator = Orchestrator(Store(tmp_path / "vmhost.db"), engine, TemplateCatalog(templates),
-                                    Settings.defaults(instance="unit", **settings), clock=clock)
-        made.append(orchestrator)
-        return orchestrator
-
-    yield make
-    engine.close()
-    for orchestrator in made:
-        orchestrator.close(grace=WAIT)
-        orchestrator.store.close()
+    return functools.partial(make_orchestrator, clock)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def create_at_once(limits: dict[str, float], make_orchestrator: MakeOrchestrator
                    requests: list[WorkspaceRequest]) -> tuple[int, list[str]]:
     """Bob sends the creates from one thread each, released together, under `limits`; returns how many
     were accepted, and the refusals."""
-    orchestrator = make_orchestrator(**limits)
+    orchestrator = make_orchestrator(**{f"quota_{name}": value for name, value in limits.items()})
     barrier = threading.Barrier(len(requests))
     accepted: list[str] = []
     refused: list[str] = []
