@@ -23,13 +23,11 @@ from vmhost.core.models import (
     Operation,
     OperationType,
     Workspace,
-    WorkspaceStatus,
 )
 from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
 from vmhost.core.store import Store
 from vmhost.errors import (
     InvalidInput,
-    InvalidState,
     OperationFailed,
     ProviderError,
     VmhostError,
@@ -136,10 +134,7 @@ class CommandRunner:
         caller.require_write()
         request = check_command(request)
         workspace = self.find(caller, ref)
-        if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
-            raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; commands run only in a running "
-                               f"workspace (start it with 'vmhost ws start {workspace.name}')")
-        return workspace, workspace.container_id, request
+        return workspace, workspace.running_container("commands run only in a running workspace"), request
 
     def _execute(self, workspace: Workspace, container_id: str, request: CommandRequest,
                  on_output: Callable[[str, bytes], None], cancel: threading.Event) -> CommandOutcome:

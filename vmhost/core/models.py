@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vmhost.errors import Forbidden
+from vmhost.errors import Forbidden, InvalidState
 
 
 def utcnow() -> datetime:
@@ -155,6 +155,14 @@ class Workspace:
     capabilities: list[str] = field(default_factory=list)
     idle_timeout_seconds: int | None = None  # stopped after this long without activity; None: never
     last_activity_at: datetime | None = None  # see vmhost.core.activity: the last activity the idle stop counts
+
+    def running_container(self, why: str = "") -> str:
+        """The id of the container of this workspace, which must be running; InvalidState says how to
+        start it (after `why`, what needs it running, when given)."""
+        if self.status != WorkspaceStatus.RUNNING or not self.container_id:
+            hint = f"start it with 'vmhost ws start {self.name}'"
+            raise InvalidState(f"workspace {self.name!r} is {self.status}; " + (f"{why} ({hint})" if why else hint))
+        return self.container_id
 
     @property
     def idle_stop_at(self) -> datetime | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vmhost.core.engines import Engine
 from vmhost.core.models import Caller, Sharing, Workspace, WorkspaceStatus
 from vmhost.core.store import Store
-from vmhost.errors import InvalidInput, InvalidState, ProviderError, WorkspaceNotFound
+from vmhost.errors import InvalidInput, ProviderError, WorkspaceNotFound
 
 LISTEN = "0A"  # the TCP_LISTEN state in /proc/net/tcp
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
@@ -125,11 +125,8 @@ class WorkspacePorts:
         caller.require_write("open a tunnel")
         check_port(port)
         workspace = self._shared_or_own(caller, ref, port)
-        if not _running(workspace):
-            raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; start it with "
-                               f"'vmhost ws start {workspace.name}'")
-        assert workspace.container_id is not None
-        host = self.engine.container_address(workspace.container_id, self._network_of(workspace.owner))
+        container_id = workspace.running_container()
+        host = self.engine.container_address(container_id, self._network_of(workspace.owner))
         return TunnelTarget(workspace, host, port)
 
     def _shared_or_own(self, caller: Caller, ref: str, port: int) -> Workspace:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from vmhost.core.activity import ActivitySession
 from vmhost.core.engines import LogStream, Terminal
-from vmhost.core.models import Caller, Workspace, WorkspaceStatus
+from vmhost.core.models import Caller, Workspace
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.errors import InvalidInput, InvalidState
 
@@ -20,10 +20,7 @@ MAX_TERMINAL_SIZE = 10_000
 def _running(orchestrator: Orchestrator, caller: Caller, ref: str) -> tuple[Workspace, str]:
     """The workspace `ref` names and its container's id, when it runs."""
     workspace = orchestrator.get(caller, ref)
-    if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
-        raise InvalidState(f"workspace {workspace.name!r} is {workspace.status}; start it with "
-                           f"'vmhost ws start {workspace.name}'")
-    return workspace, workspace.container_id
+    return workspace, workspace.running_container()
 
 
 def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[str] | None = None,
