@@ -79,6 +79,10 @@ class InvalidState(Conflict):
     code = "invalid_state"
 
 
+class ContainerNotRunning(InvalidState):
+    """The engine refused to act in a container that is not running (it stopped since vmhost last looked)."""
+
+
 class Unauthenticated(VmhostError):
     code = "unauthenticated"
     http_status = 401

@@ -13,7 +13,7 @@ from vmhost.config import Settings
 from vmhost.core.build import make_engine
 from vmhost.core.engines import ContainerSpec, NetworkSpec
 from vmhost.core.engines.fake import FakeEngine
-from vmhost.errors import DockerUnavailable, ProviderError
+from vmhost.errors import ContainerNotRunning, DockerUnavailable, ProviderError
 
 LABELS = {"vmhost.instance": "unit", "vmhost.workspace": "ws_1"}
 
@@ -96,7 +96,7 @@ def test_commands_answer_from_the_table_and_are_killed_by_timeout_cancel_or_a_st
     engine.stop(container_id, timeout=1)
     command.join(5)
     assert [o.exit_code for o in outcomes] == [137]
-    with pytest.raises(ProviderError, match="is not running"):
+    with pytest.raises(ContainerNotRunning, match="is not running"):
         engine.run_command(container_id, ["true"], on_output=lambda *_: None)
 
 

@@ -1,12 +1,19 @@
-"""Reading listening ports from /proc/net/tcp tables, and the CLI's [LOCAL:]REMOTE (no Docker)."""
+"""Reading listening ports from /proc/net/tcp tables, the CLI's [LOCAL:]REMOTE, and a container that stopped
+unseen (no Docker)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from unit.conftest import ALICE, IMAGE, create_running
 from vmhost.cli.forward import Forward, parse_forward
+from vmhost.core.engines.fake import FakeEngine
+from vmhost.core.models import WorkspaceStatus
+from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.ports import listening_ports
-from vmhost.errors import InvalidInput
+from vmhost.errors import InvalidInput, InvalidState
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -41,3 +48,16 @@ def test_forward_specs() -> None:
     for bad in ("", "x", "3000:", "1:0", "70000", "1:2:3"):
         with pytest.raises(InvalidInput):
             parse_forward(bad)
+
+
+def test_a_container_stopped_behind_vmhosts_back_lists_no_listening_port_and_refuses_a_tunnel(
+        orchestrator: Orchestrator, engine: FakeEngine, templates: Path) -> None:
+    (templates / "web.toml").write_text(f'image = "{IMAGE}"\nports = [8080]\n')
+    workspace = create_running(orchestrator, template="web")
+    engine.die(workspace.container_id)  # no reconciler runs: the database still says running
+    assert orchestrator.get(ALICE, "box").status == WorkspaceStatus.RUNNING
+
+    assert [(p.port, p.listening, p.in_template) for p in orchestrator.ports.list(ALICE, "box")] == [
+        (8080, False, True)]
+    with pytest.raises(InvalidState, match="is not running"):
+        orchestrator.ports.tunnel_target(ALICE, "box", 8080)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vmhost.core.engines import Engine
 from vmhost.core.models import Caller, Sharing, Workspace, WorkspaceStatus
 from vmhost.core.store import Store
-from vmhost.errors import InvalidInput, ProviderError, WorkspaceNotFound
+from vmhost.errors import ContainerNotRunning, InvalidInput, ProviderError, WorkspaceNotFound
 
 LISTEN = "0A"  # the TCP_LISTEN state in /proc/net/tcp
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
@@ -146,8 +146,11 @@ class WorkspacePorts:
                 output.extend(chunk[:MAX_TABLE_BYTES - len(output)])
 
         # a table that does not exist (no IPv6) makes cat fail, the other one is still read
-        outcome = self.engine.run_command(workspace.container_id, ["cat", *PROC_NET_TCP], on_output=collect,
-                                          timeout=READ_TIMEOUT)
+        try:
+            outcome = self.engine.run_command(workspace.container_id, ["cat", *PROC_NET_TCP], on_output=collect,
+                                              timeout=READ_TIMEOUT)
+        except ContainerNotRunning:  # it stopped since the workspace was read: nothing listens
+            return set()
         if outcome.error is not None or outcome.timed_out:
             raise ProviderError(f"could not read the listening ports of workspace {workspace.name!r}: "
                                 f"{outcome.error or f'cat took more than {READ_TIMEOUT:.0f} s'}")

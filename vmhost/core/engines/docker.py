@@ -35,7 +35,7 @@ from vmhost.core.engines.base import (
 from vmhost.core.engines.docker_exec import DockerExec
 from vmhost.core.engines.docker_streams import DockerEventStream, DockerLogStream
 from vmhost.core.models import ContainerState
-from vmhost.errors import ProviderError
+from vmhost.errors import ContainerNotRunning, ProviderError
 
 ARCHIVE_CHUNK = 1024 * 1024
 
@@ -242,12 +242,14 @@ class DockerEngine(DockerExec):
     def container_address(self, container_id: str, network: str | None) -> str:
         with self.errors("find the container's address"):
             info = self.client.api.inspect_container(container_id)
+        if not (info.get("State") or {}).get("Running"):
+            raise ContainerNotRunning(f"cannot find the address of container {container_id[:12]}: it is not running")
         networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
         attached = [networks[network]] if network in networks else list(networks.values())
         for endpoint in attached:
             if endpoint.get("IPAddress"):
                 return endpoint["IPAddress"]
-        raise ProviderError(f"container {container_id[:12]} has no address on a network (is it running?)")
+        raise ProviderError(f"container {container_id[:12]} has no address on a network")
 
     def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> DockerLogStream:
         with self.errors("read the container's output"):

@@ -1,6 +1,6 @@
 """The connection to one Docker engine, through the docker SDK's public API, and the one place Docker's
 errors are mapped (`DockerConnection.errors`): an engine that does not answer is `DockerUnavailable`, an
-engine that refuses is `ProviderError`.
+engine that refuses is `ProviderError`, one that finds a container stopped is `ContainerNotRunning`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from vmhost.errors import DockerUnavailable, ProviderError
+from vmhost.errors import ContainerNotRunning, DockerUnavailable, ProviderError
 
 PING_TIMEOUT = 5  # seconds: an engine slower than this to answer a ping counts as unreachable
 
@@ -68,6 +68,8 @@ class DockerConnection:
             if exc.status_code is not None and exc.status_code >= 500 and "connection" in str(exc).lower():
                 self._client = None
                 raise DockerUnavailable(f"Docker engine does not answer ({doing}): {_explain(exc)}") from exc
+            if exc.status_code == 409 and "is not running" in _explain(exc):
+                raise ContainerNotRunning(f"cannot {doing}: {_explain(exc)}") from exc
             raise ProviderError(f"cannot {doing}: {_explain(exc)}") from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, docker.errors.DockerException,
                 ConnectionError, FileNotFoundError) as exc:

@@ -48,7 +48,7 @@ from vmhost.core.engines.fake_objects import (
 )
 from vmhost.core.engines.fake_streams import EchoTerminal, FakeEventStream, FakeLogStream
 from vmhost.core.models import ContainerState
-from vmhost.errors import ProviderError
+from vmhost.errors import ContainerNotRunning, ProviderError
 
 T = TypeVar("T")
 
@@ -321,8 +321,7 @@ class FakeEngine:
         doing = "find the container's address"
         self._faults.enter("container_address", doing)
         with self._lock:
-            if self._container(container_id, doing).status != "running":
-                raise ProviderError(f"cannot {doing}: container {container_id[:12]} is not running")
+            self._running_container(container_id, doing)
         return "127.0.0.1"
 
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]:
@@ -409,9 +408,7 @@ class FakeEngine:
         doing = f"run {argv[0]}"
         self._faults.enter("run_command", doing)
         with self._lock:
-            container = self._container(container_id, doing)
-            if container.status != "running":
-                raise ProviderError(f"cannot {doing}: container {container.id} is not running")
+            container = self._running_container(container_id, doing)
             rule = rule_for(self._rules, argv)
             execution = RunningCommand(container.id, tuple(argv))
             self._executed.append(ExecRecord(container.id, tuple(argv), dict(env or {}), workdir, stdin))
@@ -436,9 +433,7 @@ class FakeEngine:
         doing = f"open a terminal running {argv[0] if argv else 'a shell'}"
         self._faults.enter("open_terminal", doing)
         with self._lock:
-            container = self._container(container_id, doing)
-            if container.status != "running":
-                raise ProviderError(f"cannot {doing}: container {container.id} is not running")
+            self._running_container(container_id, doing)
         return EchoTerminal()
 
     def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> LogStream:
@@ -468,6 +463,12 @@ class FakeEngine:
         container = self._find_container(ref)
         if container is None:
             raise ProviderError(f"cannot {doing}: No such container: {ref}", missing=True)
+        return container
+
+    def _running_container(self, ref: str, doing: str) -> Container:
+        container = self._container(ref, doing)
+        if container.status != "running":
+            raise ContainerNotRunning(f"cannot {doing}: container {container.id[:12]} is not running")
         return container
 
     def _find_image(self, ref: str) -> Image | None:
