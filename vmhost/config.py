@@ -49,6 +49,13 @@ def _log_format(value: Any) -> str:
     return text
 
 
+def _engine_kind(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("docker", "swarm"):
+        raise ValueError("must be docker (one Docker engine) or swarm (a Swarm cluster, docker_host its manager)")
+    return text
+
+
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
@@ -94,8 +101,16 @@ OPTIONS: tuple[Option, ...] = (
            _positive_float, "seconds between sweeps for queued operations"),
     Option("trusted_proxies", ("VMHOST_TRUSTED_PROXIES",), tuple, _str_list,
            "peer addresses (or CIDRs) whose X-VM-User headers are believed"),
+    Option("engine", ("VMHOST_ENGINE",), lambda: "docker", _engine_kind,
+           "docker: workspaces on one Docker engine; swarm: on a Docker Swarm cluster whose manager is docker_host"),
     Option("docker_host", ("VMHOST_DOCKER_HOST", "DOCKER_HOST"), lambda: None, _optional_str,
-           "Docker engine URL (default: the local engine)"),
+           "Docker engine URL (default: the local engine); with engine swarm, a manager's"),
+    Option("docker_tls_ca", ("VMHOST_DOCKER_TLS_CA",), lambda: None, _optional_path,
+           "CA certificate that Docker engines reached over tcp:// must be signed by (a node's vmhost.engine too)"),
+    Option("docker_tls_cert", ("VMHOST_DOCKER_TLS_CERT",), lambda: None, _optional_path,
+           "client certificate vmhost shows Docker engines reached over tcp://"),
+    Option("docker_tls_key", ("VMHOST_DOCKER_TLS_KEY",), lambda: None, _optional_path,
+           "private key of docker_tls_cert"),
     Option("docker_timeout", ("VMHOST_DOCKER_TIMEOUT",), lambda: 120, _positive_int,
            "seconds one call to the Docker engine may take before it counts as unanswered"),
     Option("instance", ("VMHOST_INSTANCE",), lambda: "default", str,
@@ -200,7 +215,11 @@ class Settings:
     janitor_interval: float
     provisioner_interval: float
     trusted_proxies: tuple[str, ...]
+    engine: str
     docker_host: str | None
+    docker_tls_ca: Path | None
+    docker_tls_cert: Path | None
+    docker_tls_key: Path | None
     docker_timeout: int
     instance: str
     publish_address: str

@@ -61,6 +61,10 @@ class SnapshotNotFound(NotFound):
     code = "snapshot_not_found"
 
 
+class NodeNotFound(NotFound):
+    code = "node_not_found"
+
+
 class Conflict(VmhostError):
     code = "conflict"
     http_status = 409

@@ -29,6 +29,7 @@ def cli() -> "TyperGroup":
         events,
         files,
         local,
+        nodes,
         openapi,
         operations,
         ports,

@@ -128,6 +128,9 @@ class VmhostClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", f"{API}{path}", json=body)
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", f"{API}{path}", json=body)
+
     def delete(self, path: str, **params: Any) -> Any:
         return self.request("DELETE", f"{API}{path}", params={k: v for k, v in params.items() if v is not None})
 

@@ -17,7 +17,8 @@ Cell = str | tuple[str, str]
 
 STATUS_STYLE = {"running": "green", "succeeded": "green", "stopped": "yellow", "pending": "cyan",
                 "provisioning": "cyan", "deleting": "magenta", "error": "red", "failed": "red", "ready": "green",
-                "creating": "cyan"}
+                "creating": "cyan", "down": "red", "drain": "yellow", "unreachable": "red"}
+LOCAL_NODE = "local"  # the node id the daemon gives its one Docker engine (see GET /api/v1/nodes)
 
 
 # The consoles are made on first use: importing rich costs a run ~20 ms, and a listing written to a
@@ -141,12 +142,15 @@ def workspaces(items: list[dict[str, Any]], show_owner: bool) -> None:
     if not items:
         out().print("No workspaces. Create one with: vmhost ws create NAME --template base")
         return
-    columns = ["NAME", *(["OWNER"] if show_owner else []), "STATUS", "TEMPLATE", "EXPIRES", "PORTS", "LABELS", "ID"]
+    show_node = any(w.get("node") not in (None, LOCAL_NODE) for w in items)  # on a cluster
+    columns = ["NAME", *(["OWNER"] if show_owner else []), "STATUS", *(["NODE"] if show_node else []), "TEMPLATE",
+               "EXPIRES", "PORTS", "LABELS", "ID"]
     rows = []
     for w in items:
         ports = ", ".join(f"{v}->{k}" for k, v in w["connection"]["ports"].items())
         labels = ", ".join(f"{k}={v}" for k, v in w["labels"].items())
-        rows.append([w["name"], *([w["owner"]] if show_owner else []), status_cell(w["status"]), w["template"],
+        rows.append([w["name"], *([w["owner"]] if show_owner else []), status_cell(w["status"]),
+                     *([(w.get("node") or "-")[:12]] if show_node else []), w["template"],
                      relative(w["expires_at"]), ports or "-", labels or "-", w["id"]])
     _table(columns, rows)
 
@@ -158,6 +162,7 @@ def workspace(w: dict[str, Any], listening: str = "-") -> None:
         ("Reason", w["status_reason"] or "-"), ("Template", f"{w['template']} ({w['image']})"),
         ("Repository", f"{w['repo_url']} {w['branch'] or ''}".strip() if w["repo_url"] else "-"),
         ("Resources", f"cpus={w['cpus'] or 'host'} memory={str(w['memory_mb']) + 'MB' if w['memory_mb'] else 'host'}"),
+        ("Node", w.get("node") or "-"),
         ("Expires", f"{relative(w['expires_at'])} ({w['expires_at']})" if w["expires_at"] else "never"),
         ("Idle stop", idle_stop(w)),
         ("Last activity", f"{relative(w['last_activity_at'])} ({w['last_activity_at']})"
@@ -181,6 +186,14 @@ def ports(items: list[dict[str, Any]]) -> None:
     rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
              p["tunnel_url"]] for p in items]
     _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL"], rows)
+
+
+def nodes(items: list[dict[str, Any]]) -> None:
+    rows = [[n["id"][:12], n["hostname"], n["address"], status_cell(n["state"]),
+             "manager" if n["manager"] else "worker",
+             f"{n['cpus_reserved']:g} of {n['cpus']}", f"{n['memory_mb_reserved']} of {n['memory_mb']}",
+             str(n["workspaces"]), n["engine_url"] or "(not named: vmhost nodes set-engine)"] for n in items]
+    _table(["ID", "HOSTNAME", "ADDRESS", "STATE", "ROLE", "CPUS", "MEMORY MB", "WORKSPACES", "ENGINE"], rows)
 
 
 def details(rows: Sequence[tuple[str, Cell]]) -> None:

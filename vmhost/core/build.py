@@ -47,11 +47,23 @@ class Parts:
 
 
 def make_engine(settings: Settings) -> Engine:
-    """The engine the settings name: Docker, at `docker_host`."""
-    from vmhost.core.engines.docker import DockerEngine  # the SDK is imported only when an engine is made
+    """The engine the settings name: one Docker engine at `docker_host`, or the Swarm cluster it manages."""
+    # the SDK is imported only when an engine is made
+    from vmhost.core.engines.docker import DockerEngine
+    from vmhost.core.engines.docker_connection import TLSFiles
 
-    return DockerEngine(settings.docker_host, timeout=settings.docker_timeout,
-                        log_max_mb=settings.container_log_max_mb, log_max_files=settings.container_log_max_files)
+    tls = TLSFiles(settings.docker_tls_ca, settings.docker_tls_cert, settings.docker_tls_key)
+
+    def docker_engine(url: str | None) -> DockerEngine:
+        return DockerEngine(url, timeout=settings.docker_timeout, log_max_mb=settings.container_log_max_mb,
+                            log_max_files=settings.container_log_max_files, tls=tls)
+
+    if settings.engine == "swarm":
+        from vmhost.core.engines.swarm import SwarmEngine
+
+        manager = docker_engine(settings.docker_host)
+        return SwarmEngine(manager, docker_engine, stop_timeout=settings.stop_timeout, log_config=manager.log_config)
+    return docker_engine(settings.docker_host)
 
 
 def build(settings: Settings, engine: Engine | None = None) -> Parts:

@@ -202,7 +202,7 @@ class Lifecycle:
                                                status_reason=reason or "container removed outside vmhost")
         status = WorkspaceStatus.RUNNING if state.running else WorkspaceStatus.STOPPED
         return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
-                                           ports=state.ports or workspace.ports)
+                                           ports=state.ports or workspace.ports, node=state.node or workspace.node)
 
     def with_container(self, operation: Operation) -> tuple[Workspace, str]:
         """The operation's workspace and its container's id; ProviderError when it has no container."""
@@ -235,7 +235,8 @@ class Lifecycle:
         self.start_container(workspace)
         self._provision(workspace, operation)
         state = self.confirm_running(workspace)
-        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
+                                    node=state.node or workspace.node)
         return {"container_id": container_id}
 
     def run_start(self, operation: Operation) -> dict[str, Any]:
@@ -271,7 +272,8 @@ class Lifecycle:
         self.start_container(workspace)
         self._provision(workspace, operation)
         state = self.confirm_running(workspace)
-        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
+                                    node=state.node or workspace.node)
         return {"container_id": workspace.container_id, "image": image}
 
     def run_delete(self, operation: Operation) -> dict[str, Any]:

@@ -214,6 +214,12 @@ def m010_idle_stop(db: Database) -> None:
     db.execute("ALTER TABLE quotas ADD COLUMN max_idle_timeout_seconds INTEGER")
 
 
+@migrations()
+def m011_workspace_node(db: Database) -> None:
+    # the node a workspace runs on (or is pinned to) on a Swarm cluster; "local" on one Docker engine
+    db.execute("ALTER TABLE workspaces ADD COLUMN node TEXT")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

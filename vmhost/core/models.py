@@ -155,6 +155,7 @@ class Workspace:
     capabilities: list[str] = field(default_factory=list)
     idle_timeout_seconds: int | None = None  # stopped after this long without activity; None: never
     last_activity_at: datetime | None = None  # see vmhost.core.activity: the last activity the idle stop counts
+    node: str | None = None  # the engine's node it runs on (see Engine.nodes)
 
     def running_container(self, why: str = "") -> str:
         """The id of the container of this workspace, which must be running; InvalidState says how to
@@ -267,3 +268,4 @@ class ContainerState:
     status: str = "missing"
     ports: dict[str, str] = field(default_factory=dict)
     container_id: str | None = None
+    node: str | None = None  # the node it runs on (or is pinned to), on an engine with several

@@ -34,6 +34,7 @@ from vmhost.core.models import (
     new_id,
     utcnow,
 )
+from vmhost.core.nodes import Nodes
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.ports import WorkspacePorts
@@ -99,6 +100,7 @@ class Orchestrator:
         self.files = WorkspaceFiles(engine, self.get, self.activity)
         self.ports = WorkspacePorts(store, engine, self.get, lambda owner: self.lifecycle.network_for(owner).name,
                                     on_traffic=self.activity.touch)
+        self.nodes = Nodes(store, engine)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
         lifecycle = self.lifecycle
         self.queue.register({

@@ -107,6 +107,10 @@ class Store(Database):
             return self._query("SELECT count(*) FROM workspaces")[0][0]
         return self._query("SELECT count(*) FROM workspaces WHERE owner = ?", (owner,))[0][0]
 
+    def count_by_node(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self._query("SELECT node, count(*) FROM workspaces WHERE node IS NOT NULL "
+                                                      "GROUP BY node")}
+
     def count_by_status(self) -> dict[str, int]:
         return {row[0]: row[1] for row in self._query("SELECT status, count(*) FROM workspaces GROUP BY status")}
 

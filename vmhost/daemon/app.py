@@ -34,6 +34,7 @@ from vmhost.daemon.routes import (
     files,
     health,
     me,
+    nodes,
     operations,
     ports,
     quotas,
@@ -95,7 +96,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     # edits, commands, snapshots and ports before workspaces, whose POST /{ref}/{action} would catch their paths;
     # the busiest routes early, as each request tries the routes in this order
     for module in (edits, commands, snapshots, ports, workspaces, operations, health, admin, files, templates, tokens,
-                   ui, events, shell, quotas, me, audit):
+                   ui, events, shell, quotas, me, audit, nodes):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)

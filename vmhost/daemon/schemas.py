@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vmhost.core import commands, paging, validation
 from vmhost.core.models import Door, OperationStatus, Scope, Sharing, SnapshotStatus, Workspace, WorkspaceStatus
+from vmhost.core.nodes import Node
 
 REQUEST = ConfigDict(extra="forbid", strict=True)
 """Request bodies take JSON's own types only: no `true` for 1, no "5" for 5 (a float field still takes 5)."""
@@ -96,6 +97,8 @@ class WorkspaceOut(BaseModel):
     idle_stop_at: datetime | None = Field(description="when it will be stopped for being idle if nothing happens "
                                                       "on it before; null when it is not running or has no idle "
                                                       "timeout")
+    node: str | None = Field(description="the id of the node it runs on (see GET /api/v1/nodes): `local` on one "
+                                         "Docker engine; null before its container is made")
     connection: Connection
 
     @classmethod
@@ -233,6 +236,31 @@ class DoctorCheck(BaseModel):
     ok: bool
     detail: str
     hint: str = Field("", description="what to do about a failure")
+
+
+class NodeOut(BaseModel):
+    id: str = Field(description="Swarm's node id; `local` for the one Docker engine")
+    hostname: str
+    address: str
+    state: str = Field(description="ready, down, drain (ready but taking no workspaces), unknown or disconnected")
+    manager: bool
+    engine_url: str = Field(description="where vmhost reaches the node's own engine (its vmhost.engine label); "
+                                        "empty: not named yet")
+    cpus: int
+    memory_mb: int
+    cpus_reserved: float = Field(description="CPUs the workspaces running on it reserve")
+    memory_mb_reserved: int = Field(description="memory the workspaces running on it reserve")
+    workspaces: int = Field(description="workspaces placed on it, running or not")
+
+    @classmethod
+    def of(cls, node: Node) -> NodeOut:
+        return cls(**vars(node.info), workspaces=node.workspaces)
+
+
+class NodeEngineIn(BaseModel):
+    url: str = Field(min_length=1, max_length=1000,
+                     description="the node's engine: unix:///path, tcp://host:port (with the docker_tls_* settings) "
+                                 "or ssh://user@host")
 
 
 class Orphan(BaseModel):

@@ -4,7 +4,9 @@ place that imports its SDK. vmhost/core/build.py picks the engine and hands it i
 
 from vmhost.core.engines.base import (
     DEFAULT_CAPABILITIES,
+    LOCAL_NODE,
     MANAGED_KINDS,
+    ONE_HOST_HAS_NO_NODES,
     WATCHED_ACTIONS,
     CommandOutcome,
     CommittedImage,
@@ -16,6 +18,7 @@ from vmhost.core.engines.base import (
     LogStream,
     ManagedObject,
     NetworkSpec,
+    NodeInfo,
     OutputCallback,
     PathStat,
     Terminal,
@@ -23,6 +26,8 @@ from vmhost.core.engines.base import (
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
+    "LOCAL_NODE",
+    "ONE_HOST_HAS_NO_NODES",
     "MANAGED_KINDS",
     "WATCHED_ACTIONS",
     "CommandOutcome",
@@ -35,6 +40,7 @@ __all__ = [
     "LogStream",
     "ManagedObject",
     "NetworkSpec",
+    "NodeInfo",
     "OutputCallback",
     "PathStat",
     "Terminal",

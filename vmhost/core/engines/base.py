@@ -17,6 +17,8 @@ from vmhost.core.models import ContainerState
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
+    "LOCAL_NODE",
+    "ONE_HOST_HAS_NO_NODES",
     "MANAGED_KINDS",
     "WATCHED_ACTIONS",
     "CommandOutcome",
@@ -29,6 +31,7 @@ __all__ = [
     "LogStream",
     "ManagedObject",
     "NetworkSpec",
+    "NodeInfo",
     "OutputCallback",
     "PathStat",
     "Terminal",
@@ -44,6 +47,9 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
                         "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE")
 
 MANAGED_KINDS = ("container", "volume", "image", "network")
+LOCAL_NODE = "local"  # the one node of an engine that is a single Docker host
+ONE_HOST_HAS_NO_NODES = ("vmhost runs on one Docker engine (the engine setting is docker): it has no nodes to name "
+                         "engines for")
 WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `container_events` reports
 
 
@@ -122,6 +128,22 @@ class PathStat:
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """A host the engine runs workspaces on: a Swarm node, or the one Docker engine (id "local")."""
+
+    id: str
+    hostname: str
+    address: str
+    state: str  # ready, down, drain (Swarm's node state, or its availability when that is drain), unknown
+    engine_url: str
+    cpus: int
+    memory_mb: int
+    cpus_reserved: float = 0.0
+    memory_mb_reserved: int = 0
+    manager: bool = False
+
+
+@dataclass(frozen=True)
 class CommittedImage:
     id: str
     added_bytes: int  # what the commit added on top of the container's image
@@ -168,7 +190,12 @@ class Engine(Protocol):
 
     def ping(self) -> None:
         """Return quickly when the engine answers; DockerUnavailable otherwise."""
-    def cpu_count(self) -> int: ...
+    def cpu_count(self) -> int:
+        """The most CPUs one workspace can have: those of the largest host."""
+    def nodes(self) -> list[NodeInfo]:
+        """The hosts workspaces run on (one for a single engine)."""
+    def set_node_engine(self, node_id: str, url: str) -> None:
+        """Name the engine of one node, for what its cluster does not do across nodes."""
     def ensure_image(self, image: str) -> None:
         """Pull the image unless the engine has it."""
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...

@@ -23,19 +23,23 @@ from docker.types import LogConfig, Mount
 
 from vmhost.core.engines.base import (
     DEFAULT_CAPABILITIES,
+    LOCAL_NODE,
     MANAGED_KINDS,
+    ONE_HOST_HAS_NO_NODES,
     WATCHED_ACTIONS,
     CommittedImage,
     ContainerSpec,
     EventStream,
     ManagedObject,
     NetworkSpec,
+    NodeInfo,
     PathStat,
 )
+from vmhost.core.engines.docker_connection import TLSFiles
 from vmhost.core.engines.docker_exec import DockerExec
 from vmhost.core.engines.docker_streams import DockerEventStream, DockerLogStream
 from vmhost.core.models import ContainerState
-from vmhost.errors import ContainerNotRunning, ProviderError
+from vmhost.errors import ContainerNotRunning, InvalidInput, ProviderError
 
 ARCHIVE_CHUNK = 1024 * 1024
 
@@ -45,8 +49,9 @@ class DockerEngine(DockerExec):
     commands: DockerExec). `timeout` bounds each API call (seconds); containers log to json-file, rotated
     at `log_max_mb` MB, keeping `log_max_files` files."""
 
-    def __init__(self, base_url: str | None, *, timeout: int, log_max_mb: int, log_max_files: int) -> None:
-        super().__init__(base_url, timeout=timeout)
+    def __init__(self, base_url: str | None, *, timeout: int, log_max_mb: int, log_max_files: int,
+                 tls: TLSFiles | None = None) -> None:
+        super().__init__(base_url, timeout=timeout, tls=tls)
         self.log_config = {"max-size": f"{log_max_mb}m", "max-file": str(log_max_files)}
         # Docker lets two networks share a name (it ignores CheckDuplicate since API 1.44): parallel creates
         # of one owner's workspaces must not both make theirs
@@ -237,7 +242,18 @@ class DockerEngine(DockerExec):
             if bindings:
                 ports[key] = f"{bindings[0]['HostIp'] or '0.0.0.0'}:{bindings[0]['HostPort']}"
         return ContainerState(exists=True, running=bool(state.get("Running")), status=state.get("Status", "unknown"),
-                              ports=ports, container_id=info.get("Id"))
+                              ports=ports, container_id=info.get("Id"), node=LOCAL_NODE)
+
+    def nodes(self) -> list[NodeInfo]:
+        """This engine's host, as the one node."""
+        with self.errors("read Docker's host"):
+            info = self.client.info()
+        return [NodeInfo(id=LOCAL_NODE, hostname=info.get("Name", ""), address=self.base_url, state="ready",
+                         engine_url=self.base_url, cpus=int(info.get("NCPU") or 0),
+                         memory_mb=int(info.get("MemTotal") or 0) // 2**20, manager=True)]
+
+    def set_node_engine(self, node_id: str, url: str) -> None:
+        raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
     def container_address(self, container_id: str, network: str | None) -> str:
         with self.errors("find the container's address"):

@@ -8,10 +8,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
 import requests.exceptions
 
 from vmhost.errors import ContainerNotRunning, DockerUnavailable, ProviderError
@@ -19,13 +22,24 @@ from vmhost.errors import ContainerNotRunning, DockerUnavailable, ProviderError
 PING_TIMEOUT = 5  # seconds: an engine slower than this to answer a ping counts as unreachable
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """What a client shows and checks over tcp:// (Docker's --tlsverify): a CA, a certificate and its key."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
 class DockerConnection:
     """A client of one Docker engine that connects lazily and reconnects after the engine comes back.
-    `timeout` bounds each API call (seconds)."""
+    `timeout` bounds each API call (seconds); `tls` is used for a tcp:// URL; an ssh:// URL goes through
+    the host's `ssh` (its keys and known_hosts)."""
 
-    def __init__(self, base_url: str | None, *, timeout: int) -> None:
+    def __init__(self, base_url: str | None, *, timeout: int, tls: TLSFiles | None = None) -> None:
         self.base_url = base_url or "unix:///var/run/docker.sock"
         self.timeout = timeout
+        self.tls = tls
         self._client: docker.DockerClient | None = None
         self._pinger: docker.APIClient | None = None  # the same engine with PING_TIMEOUT for every call
         self._lock = threading.Lock()
@@ -37,12 +51,23 @@ class DockerConnection:
                 with self.errors("connect to Docker"):
                     # a short timeout while connecting (it asks for the version), so a hung engine is
                     # found out in seconds; then the long one for real work
-                    pinger = docker.APIClient(base_url=self.base_url, timeout=PING_TIMEOUT, version="auto")
+                    options = self._client_options()
+                    pinger = docker.APIClient(base_url=self.base_url, timeout=PING_TIMEOUT, version="auto",
+                                              **options)
                     self._client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout,
-                                                       version=pinger.api_version)
+                                                       version=pinger.api_version, **options)
                     self._pinger = pinger
                 self._cpu_count = None
             return self._client, self._pinger
+
+    def _client_options(self) -> dict[str, Any]:
+        if self.base_url.startswith("ssh://"):
+            return {"use_ssh_client": True}
+        if self.base_url.startswith("tcp://") and self.tls is not None and (self.tls.ca or self.tls.cert):
+            cert = (str(self.tls.cert), str(self.tls.key)) if self.tls.cert and self.tls.key else None
+            return {"tls": docker.tls.TLSConfig(client_cert=cert, ca_cert=str(self.tls.ca) if self.tls.ca else None,
+                                                verify=str(self.tls.ca) if self.tls.ca else False)}
+        return {}
 
     @property
     def client(self) -> docker.DockerClient:

@@ -19,7 +19,9 @@ from collections.abc import Callable, Collection, Generator
 from typing import IO, TypeVar
 
 from vmhost.core.engines import (
+    LOCAL_NODE,
     MANAGED_KINDS,
+    ONE_HOST_HAS_NO_NODES,
     WATCHED_ACTIONS,
     CommandOutcome,
     CommittedImage,
@@ -29,6 +31,7 @@ from vmhost.core.engines import (
     LogStream,
     ManagedObject,
     NetworkSpec,
+    NodeInfo,
     OutputCallback,
     PathStat,
     Terminal,
@@ -48,7 +51,7 @@ from vmhost.core.engines.fake_objects import (
 )
 from vmhost.core.engines.fake_streams import EchoTerminal, FakeEventStream, FakeLogStream
 from vmhost.core.models import ContainerState
-from vmhost.errors import ContainerNotRunning, ProviderError
+from vmhost.errors import ContainerNotRunning, InvalidInput, ProviderError
 
 T = TypeVar("T")
 
@@ -314,7 +317,15 @@ class FakeEngine:
             if container is None:
                 return ContainerState(exists=False)
             return ContainerState(exists=True, running=container.status == "running", status=container.status,
-                                  ports=dict(container.ports), container_id=container.id)
+                                  ports=dict(container.ports), container_id=container.id, node=LOCAL_NODE)
+
+    def nodes(self) -> list[NodeInfo]:
+        self._faults.enter("nodes", "read Docker's host")
+        return [NodeInfo(id=LOCAL_NODE, hostname="fake", address="memory", state="ready", engine_url="memory",
+                         cpus=self._cpus, memory_mb=4096, manager=True)]
+
+    def set_node_engine(self, node_id: str, url: str) -> None:
+        raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
     def container_address(self, container_id: str, network: str | None) -> str:
         """This host's loopback address: a test serves a running container's ports on it."""
