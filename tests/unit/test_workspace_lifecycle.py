@@ -6,11 +6,14 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from unit.conftest import ALICE, IMAGE, WAIT, MakeOrchestrator, create_running, finish, held_for
 from vmhost.core.engines.fake import FakeEngine
 from vmhost.core.models import OperationStatus, WorkspaceStatus
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import EventFollower, Reconciler
+from vmhost.errors import InvalidState
 
 
 def test_create_stop_start_restart_and_delete(orchestrator: Orchestrator, engine: FakeEngine) -> None:
@@ -85,3 +88,27 @@ def _tar(files: dict[str, bytes]) -> bytes:
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
+
+
+def test_the_workspaces_of_a_node_that_goes_down_are_unreachable_until_it_is_back(
+        orchestrator: Orchestrator, engine: FakeEngine) -> None:
+    running = create_running(orchestrator, "up")
+    stopped = create_running(orchestrator, "down")
+    finish(orchestrator, orchestrator.stop(ALICE, "down"))
+    orchestrator.node_watch.sweep()
+    engine.set_node_state("down")
+    orchestrator.node_watch.sweep()
+    for workspace in (running, stopped):
+        seen = orchestrator.get(ALICE, workspace.id)
+        assert (seen.status, seen.status_reason) == (WorkspaceStatus.UNREACHABLE, "its node fake is down")
+    with pytest.raises(InvalidState, match="'up' is unreachable: its node fake is down; wait for the node"):
+        orchestrator.start(ALICE, "up")
+    with pytest.raises(InvalidState, match="unreachable"):
+        orchestrator.get(ALICE, "up").running_container()
+    events = [e for e in orchestrator.store.list_events(0) if e.type == "workspace.status"]
+    assert events[-1].payload["status"] == "unreachable" and events[-1].payload["reason"] == "its node fake is down"
+
+    engine.set_node_state("ready")
+    orchestrator.node_watch.sweep()
+    assert orchestrator.get(ALICE, "up").status == WorkspaceStatus.RUNNING
+    assert orchestrator.get(ALICE, "down").status == WorkspaceStatus.STOPPED

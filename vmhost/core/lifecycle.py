@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vmhost.core.clone import clone
-from vmhost.core.engines import ContainerSpec, Engine, NetworkSpec
+from vmhost.core.engines import UNREACHABLE, ContainerSpec, Engine, NetworkSpec
 from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
@@ -200,6 +200,9 @@ class Lifecycle:
         if state is None or not state.exists:
             return self.store.update_workspace(workspace.id, status=WorkspaceStatus.ERROR,
                                                status_reason=reason or "container removed outside vmhost")
+        if state.status == UNREACHABLE:
+            return self.store.update_workspace(workspace.id, status=WorkspaceStatus.UNREACHABLE,
+                                               status_reason=state.reason, node=state.node or workspace.node)
         status = WorkspaceStatus.RUNNING if state.running else WorkspaceStatus.STOPPED
         return self.store.update_workspace(workspace.id, status=status, status_reason=reason,
                                            ports=state.ports or workspace.ports, node=state.node or workspace.node)

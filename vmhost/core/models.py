@@ -27,6 +27,7 @@ class WorkspaceStatus(enum.StrEnum):
     STOPPED = "stopped"
     ERROR = "error"
     DELETING = "deleting"
+    UNREACHABLE = "unreachable"  # its node is down: nothing can be done on it until the node is back
 
 
 class OperationStatus(enum.StrEnum):
@@ -160,10 +161,16 @@ class Workspace:
     def running_container(self, why: str = "") -> str:
         """The id of the container of this workspace, which must be running; InvalidState says how to
         start it (after `why`, what needs it running, when given)."""
+        if self.status == WorkspaceStatus.UNREACHABLE:
+            raise InvalidState(self.unreachable_detail())
         if self.status != WorkspaceStatus.RUNNING or not self.container_id:
             hint = f"start it with 'vmhost ws start {self.name}'"
             raise InvalidState(f"workspace {self.name!r} is {self.status}; " + (f"{why} ({hint})" if why else hint))
         return self.container_id
+
+    def unreachable_detail(self) -> str:
+        return (f"workspace {self.name!r} is unreachable: {self.status_reason or 'its node is down'}; wait for the "
+                "node to come back (or delete the workspace)")
 
     @property
     def idle_stop_at(self) -> datetime | None:
@@ -269,3 +276,4 @@ class ContainerState:
     ports: dict[str, str] = field(default_factory=dict)
     container_id: str | None = None
     node: str | None = None  # the node it runs on (or is pinned to), on an engine with several
+    reason: str | None = None  # why it is as it is, when the engine knows (e.g. its node is down)

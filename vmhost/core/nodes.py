@@ -1,14 +1,19 @@
 """The hosts workspaces run on, as the engine reports them (Swarm's nodes, or the one Docker engine), with
-how many workspaces each holds; and naming a node's own engine (admins only)."""
+how many workspaces each holds; naming a node's own engine (admins only); and the watch that marks the
+workspaces of a node that went down `unreachable`, and brings them back to their real state with it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmhost.core.engines import Engine, NodeInfo
-from vmhost.core.models import Caller
+from vmhost.core.models import Caller, Workspace
 from vmhost.core.store import Store
-from vmhost.errors import InvalidInput, NodeNotFound
+from vmhost.errors import InvalidInput, NodeNotFound, VmhostError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,26 @@ class Nodes:
         node = self.find(ref)
         self.engine.set_node_engine(node.id, url)
         return Node(self.find(node.id), self.store.count_by_node().get(node.id, 0))
+
+
+class NodeWatch:
+    """On each `sweep`, the workspaces of every node whose state changed since the last one (all nodes, the
+    first time) are matched to what the engine shows (`sync`: Lifecycle.sync_status)."""
+
+    def __init__(self, store: Store, engine: Engine, sync: Callable[[Workspace], object]) -> None:
+        self.store = store
+        self.engine = engine
+        self.sync = sync
+        self._states: dict[str, str] = {}
+
+    def sweep(self) -> None:
+        states = {node.id: node.state for node in self.engine.nodes()}
+        changed = [node for node, state in states.items() if self._states.get(node) != state]
+        for node in changed:
+            for workspace in self.store.settled_on_node(node):
+                try:
+                    self.sync(workspace)
+                except VmhostError as exc:
+                    log.warning("could not look at workspace %s on node %s: %s", workspace.id, node[:12], exc.detail)
+                    states.pop(node, None)  # looked at again next time
+        self._states = states

@@ -34,7 +34,7 @@ from vmhost.core.models import (
     new_id,
     utcnow,
 )
-from vmhost.core.nodes import Nodes
+from vmhost.core.nodes import Nodes, NodeWatch
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.ports import WorkspacePorts
@@ -101,6 +101,7 @@ class Orchestrator:
         self.ports = WorkspacePorts(store, engine, self.get, lambda owner: self.lifecycle.network_for(owner).name,
                                     on_traffic=self.activity.touch)
         self.nodes = Nodes(store, engine)
+        self.node_watch = NodeWatch(store, engine, self.lifecycle.sync_status)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
         lifecycle = self.lifecycle
         self.queue.register({
@@ -361,6 +362,8 @@ class Orchestrator:
     def _act(self, caller: Caller, ref: str, type: OperationType, params: dict[str, Any] | None = None) -> Operation:
         caller.require_write()
         workspace = self.get(caller, ref)
+        if workspace.status == WorkspaceStatus.UNREACHABLE and type != OperationType.DELETE:
+            raise InvalidState(workspace.unreachable_detail())
         self.engine.ping()  # with Docker away, answer 503 now rather than queue work bound to fail
         operation = new_operation(caller, workspace, type, params)
         self.queue.add(operation)

@@ -155,6 +155,13 @@ class Store(Database):
             (to_text(now), WorkspaceStatus.DELETING.value))
         return [workspace_from_row(r) for r in rows]
 
+    def settled_on_node(self, node: str) -> list[Workspace]:
+        """The workspaces on one node with no operation in flight and no create or delete under way."""
+        rows = self._query("SELECT * FROM workspaces WHERE node = ? AND current_operation_id IS NULL AND status IN "
+                           "(?, ?, ?)", (node, WorkspaceStatus.RUNNING.value, WorkspaceStatus.STOPPED.value,
+                                          WorkspaceStatus.UNREACHABLE.value))
+        return [workspace_from_row(r) for r in rows]
+
     def idle_candidates(self) -> list[Workspace]:
         """Running workspaces with an idle timeout and no operation in flight: those the idle stop judges."""
         rows = self._query("SELECT * FROM workspaces WHERE status = ? AND idle_timeout_seconds > 0 "

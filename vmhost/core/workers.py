@@ -52,6 +52,9 @@ class PeriodicWorker:
             self.runs += 1
 
 
+NODE_WATCH_INTERVAL = 5.0  # seconds: with Swarm's own heartbeat, a node's loss shows within 30 s
+
+
 def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
     expiry, expires those past it, warns about and stops idle workspaces, removes networks no container
@@ -71,4 +74,6 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
         PeriodicWorker("audit-pruner", settings.janitor_interval,
                        lambda: AuditLog(orchestrator.store).prune(settings.audit_retention)),
         PeriodicWorker("activity", FLUSH_INTERVAL, orchestrator.activity.flush),
+        *([PeriodicWorker("node-watch", NODE_WATCH_INTERVAL, orchestrator.node_watch.sweep)]
+          if settings.engine == "swarm" else []),
     ]

@@ -7,6 +7,7 @@ from vmhost.core.engines.base import (
     LOCAL_NODE,
     MANAGED_KINDS,
     ONE_HOST_HAS_NO_NODES,
+    UNREACHABLE,
     WATCHED_ACTIONS,
     CommandOutcome,
     CommittedImage,
@@ -44,4 +45,5 @@ __all__ = [
     "OutputCallback",
     "PathStat",
     "Terminal",
+    "UNREACHABLE",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "OutputCallback",
     "PathStat",
     "Terminal",
+    "UNREACHABLE",
 ]
 
 OutputCallback = Callable[[str, bytes], None]
@@ -48,6 +49,7 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
 
 MANAGED_KINDS = ("container", "volume", "image", "network")
 LOCAL_NODE = "local"  # the one node of an engine that is a single Docker host
+UNREACHABLE = "unreachable"  # ContainerState.status of a container on a node that is down
 ONE_HOST_HAS_NO_NODES = ("vmhost runs on one Docker engine (the engine setting is docker): it has no nodes to name "
                          "engines for")
 WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `container_events` reports

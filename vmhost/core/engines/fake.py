@@ -22,6 +22,7 @@ from vmhost.core.engines import (
     LOCAL_NODE,
     MANAGED_KINDS,
     ONE_HOST_HAS_NO_NODES,
+    UNREACHABLE,
     WATCHED_ACTIONS,
     CommandOutcome,
     CommittedImage,
@@ -65,6 +66,7 @@ class FakeEngine:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on every change of state
         self._cpus = cpus
+        self._node_state = "ready"
         self._images: list[Image] = []
         self._volumes: dict[str, Volume] = {}
         self._networks: dict[str, Network] = {}
@@ -316,12 +318,20 @@ class FakeEngine:
             container = self._find_container(container_id)
             if container is None:
                 return ContainerState(exists=False)
+            if self._node_state != "ready":
+                return ContainerState(exists=True, status=UNREACHABLE, node=LOCAL_NODE,
+                                      reason=f"its node fake is {self._node_state}")
             return ContainerState(exists=True, running=container.status == "running", status=container.status,
                                   ports=dict(container.ports), container_id=container.id, node=LOCAL_NODE)
 
+    def set_node_state(self, state: str) -> None:
+        """The one node goes down ("down") or comes back ("ready"), as a Swarm node does; its containers
+        keep their state meanwhile."""
+        self._node_state = state
+
     def nodes(self) -> list[NodeInfo]:
         self._faults.enter("nodes", "read Docker's host")
-        return [NodeInfo(id=LOCAL_NODE, hostname="fake", address="memory", state="ready", engine_url="memory",
+        return [NodeInfo(id=LOCAL_NODE, hostname="fake", address="memory", state=self._node_state, engine_url="memory",
                          cpus=self._cpus, memory_mb=4096, manager=True)]
 
     def set_node_engine(self, node_id: str, url: str) -> None:

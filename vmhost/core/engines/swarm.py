@@ -32,6 +32,7 @@ from docker.types import (
 from vmhost.core.engines.base import (
     DEFAULT_CAPABILITIES,
     MANAGED_KINDS,
+    UNREACHABLE,
     CommandOutcome,
     CommittedImage,
     ContainerEvent,
@@ -246,7 +247,9 @@ class SwarmEngine:
             service_id = str(service.id)
         try:
             task = self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}")
+            # Swarm keeps a task whose node meets the new constraints: the container is not made again
             self._update(service_id, "pin the service to its node", constraints=[f"node.id=={task.node_id}"])
+            self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}")
         except VmhostError:
             self.remove_container(service_id)
             raise
@@ -288,8 +291,16 @@ class SwarmEngine:
                 service = self.manager.client.api.inspect_service(container_id)
             except docker.errors.NotFound:
                 return ContainerState(exists=False)
-        task = self._current_task(service["ID"])
         node = _pinned_node(service)
+        if node is not None:
+            with self.manager.errors(f"inspect node {node}"):
+                raw = self.manager.client.api.inspect_node(node)
+            state = (raw.get("Status") or {}).get("State", "unknown")
+            if state != "ready":
+                hostname = (raw.get("Description") or {}).get("Hostname", "?")
+                return ContainerState(exists=True, status=UNREACHABLE, node=node,
+                                      reason=f"its node {hostname} ({node[:12]}) is {state}")
+        task = self._current_task(service["ID"])
         if task is None:
             return ContainerState(exists=True, running=False, status="exited", node=node)
         return ContainerState(exists=True, running=True, status="running", container_id=task.container_id,
@@ -301,7 +312,7 @@ class SwarmEngine:
         for attempt in range(5):
             with self.manager.errors(doing):
                 service = self.manager.client.services.get(service_id)
-                changes: dict[str, Any] = {"force_update": force_update}
+                changes: dict[str, Any] = {"force_update": True} if force_update else {}
                 if replicas is not None:
                     changes["mode"] = ServiceMode("replicated", replicas=replicas)
                 if constraints is not None:

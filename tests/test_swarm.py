@@ -1,0 +1,128 @@
+"""Workspaces on a real three-node Docker Swarm (tests/cluster.py builds it on this machine): placement and
+pinning, stop and start keeping /workspace, commands and files through each node's own engine, the
+template's image copied from the manager to the nodes, the nodes' list, and what a node's loss looks like."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from cluster import SwarmCluster, swarm_cluster
+from conftest import Daemon, create_ws, wait_op
+
+SMALL = {"cpus": 0.25, "memory_mb": 64}  # six fit on each node
+
+
+@pytest.fixture(scope="session")
+def cluster(docker_client: docker.DockerClient, test_image: str) -> Iterator[SwarmCluster]:
+    """Three nodes; the test image is on the manager only (vmhost copies it to the node Swarm picks)."""
+    with swarm_cluster(3) as built:
+        built.load_image(test_image, docker_client, nodes=[0])
+        yield built
+
+
+@pytest.fixture(scope="session")
+def swarm_daemon(cluster: SwarmCluster, templates_dir: Path) -> Iterator[Daemon]:
+    process = Daemon(templates_dir, {"VMHOST_ENGINE": "swarm", "VMHOST_DOCKER_HOST": cluster.manager_url}).start()
+    yield process
+    process.cleanup()
+
+
+@pytest.fixture
+def swarm_api(swarm_daemon: Daemon) -> Iterator[httpx.Client]:
+    with swarm_daemon.client() as client:
+        yield client
+
+
+def act(client: httpx.Client, name: str, action: str) -> dict[str, Any]:
+    accepted = client.post(f"/api/v1/workspaces/{name}/actions/{action}")
+    assert accepted.status_code == 202, accepted.text
+    operation = wait_op(client, accepted.json()["id"], timeout=120)
+    assert operation["status"] == "succeeded", operation
+    return client.get(f"/api/v1/workspaces/{name}").json()
+
+
+def run(client: httpx.Client, name: str, script: str) -> tuple[int, str]:
+    answer = client.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", script]})
+    assert answer.status_code == 202, answer.text
+    result = wait_op(client, answer.json()["id"])["result"]
+    return result["exit_code"], result["stdout"]
+
+
+def service_of(cluster: SwarmCluster, workspace: dict[str, Any]) -> Any:
+    return cluster.client(0).services.get(workspace["connection"]["container_id"])
+
+
+def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_start(
+        swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+    workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
+    node = workspace["node"]
+    assert node in {n.node_id for n in cluster.nodes}
+    placement = service_of(cluster, workspace).attrs["Spec"]["TaskTemplate"]["Placement"]
+    assert placement["Constraints"] == [f"node.id=={node}"]
+
+    assert run(swarm_api, name, "echo kept > /workspace/notes.txt; cat /workspace/notes.txt") == (0, "kept\n")
+    stopped = act(swarm_api, name, "stop")
+    assert stopped["status"] == "stopped"
+    assert service_of(cluster, workspace).attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+    refused = swarm_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["true"]})
+    assert refused.status_code == 409 and "start it" in refused.json()["detail"]
+
+    started = act(swarm_api, name, "start")
+    assert (started["status"], started["node"]) == ("running", node)
+    assert run(swarm_api, name, "cat /workspace/notes.txt") == (0, "kept\n")
+    read = swarm_api.get(f"/api/v1/workspaces/{name}/files", params={"path": "/workspace/notes.txt"})
+    assert read.status_code == 200 and read.text == "kept\n"
+
+    restarted = act(swarm_api, name, "restart")
+    assert (restarted["status"], restarted["node"]) == ("running", node)
+    assert run(swarm_api, name, "cat /workspace/notes.txt") == (0, "kept\n")
+
+    deleted = swarm_api.delete(f"/api/v1/workspaces/{name}")
+    assert deleted.status_code == 202
+    assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+    managed = {"label": [f"vmhost.workspace={workspace['id']}"]}
+    assert cluster.client(0).services.list(filters=managed) == []
+    for index in range(len(cluster.nodes)):
+        assert cluster.client(index).volumes.list(filters=managed) == []
+
+
+def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daemon, swarm_api: httpx.Client,
+                                                               cluster: SwarmCluster, name: str) -> None:
+    names = [f"{name}-{i}" for i in range(3)]
+    accepted = [create_ws(swarm_api, n, wait=False, **SMALL) for n in names]
+    with ThreadPoolExecutor(3) as pool:
+        done = list(pool.map(lambda a: wait_op(swarm_api, a["operation"]["id"], timeout=180), accepted))
+    assert [o["status"] for o in done] == ["succeeded"] * 3, done
+    placed = {swarm_api.get(f"/api/v1/workspaces/{n}").json()["node"] for n in names}
+    assert len(placed) >= 2, placed  # Swarm spreads one-replica services over the nodes
+
+    listed = swarm_daemon.cli("nodes", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    nodes = {n["id"]: n for n in json.loads(listed.stdout)}
+    assert set(nodes) == {n.node_id for n in cluster.nodes}
+    assert {n["engine_url"] for n in nodes.values()} == {n.socket for n in cluster.nodes}
+    assert all(n["state"] == "ready" for n in nodes.values())
+    assert sum(n["workspaces"] for n in nodes.values()) >= 3
+    for node in placed:
+        assert nodes[node]["cpus_reserved"] >= SMALL["cpus"]
+    table = swarm_daemon.cli("nodes", "ls")
+    assert table.returncode == 0 and "HOSTNAME" in table.stdout and "manager" in table.stdout
+    shown = swarm_daemon.cli("ws", "ls")
+    assert "NODE" in shown.stdout
+    for n in names:
+        deleted = swarm_api.delete(f"/api/v1/workspaces/{n}")
+        assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+
+
+def test_a_workspace_no_node_can_hold_is_refused_at_once(swarm_api: httpx.Client, name: str) -> None:
+    refused = swarm_api.post("/api/v1/workspaces", json={"name": name, "template": "base", "cpus": 64})
+    assert refused.status_code in (403, 422), refused.text
+    assert "64" in refused.json()["detail"]
+    assert swarm_api.get(f"/api/v1/workspaces/{name}").status_code == 404
