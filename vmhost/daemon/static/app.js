@@ -517,6 +517,7 @@ function renderDetail() {
   const facts = [
     ["Id", h("code", null, ws.id)], ["Owner", ws.owner], ["Template", `${ws.template} (${ws.image})`],
     ["Status", ws.status_reason ? `${ws.status}: ${ws.status_reason}` : ws.status],
+    ["Node", ws.node || "none yet"],
     ["Shell", h("code", null, conn.shell || "")], ["Container", h("code", null, conn.container_name || "")],
     ["Ports", Object.keys(conn.ports || {}).length ? h("span", null, portLinks(conn.ports)) : "none published"],
     ["Repository", ws.repo_url ? `${ws.repo_url}${ws.branch ? ` (${ws.branch})` : ""}` : "none"],
