@@ -83,6 +83,12 @@ class InvalidState(Conflict):
     code = "invalid_state"
 
 
+class NoRoom(Conflict):
+    """No node has the CPUs and memory free that a workspace reserves."""
+
+    code = "no_room"
+
+
 class ContainerNotRunning(InvalidState):
     """The engine refused to act in a container that is not running (it stopped since vmhost last looked)."""
 

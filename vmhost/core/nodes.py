@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmhost.core.engines import Engine, NodeInfo
+from vmhost.core.engines import LOCAL_NODE, Engine, NodeInfo
 from vmhost.core.models import Caller, Workspace
 from vmhost.core.store import Store
-from vmhost.errors import InvalidInput, NodeNotFound, VmhostError
+from vmhost.errors import InvalidInput, NodeNotFound, NoRoom, VmhostError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,21 @@ class Nodes:
         if len(matches) > 1:
             raise InvalidInput(f"{ref!r} names {len(matches)} nodes: use a node's id")
         return matches[0]
+
+    def check_room(self, cpus: float, memory_mb: int) -> None:
+        """NoRoom unless a node that takes workspaces has `cpus` and `memory_mb` free (on a cluster, whose
+        nodes say what their workspaces reserve; one Docker engine reserves nothing)."""
+        nodes = self.engine.nodes()
+        if [n.id for n in nodes] == [LOCAL_NODE]:
+            return
+        ready = [n for n in nodes if n.state == "ready"]
+        free = sorted(((n.cpus - n.cpus_reserved, n.memory_mb - n.memory_mb_reserved) for n in ready),
+                      key=lambda f: (f[1], f[0]), reverse=True)
+        if any(c >= cpus and m >= memory_mb for c, m in free):
+            return
+        most = f"the most free: {free[0][0]:g} CPUs, {free[0][1]} MB" if free else "none is ready"
+        raise NoRoom(f"no node has {cpus:g} CPUs and {memory_mb} MB free ({len(ready)} nodes ready of {len(nodes)}; "
+                     f"{most}): ask for less, or free or add a node")
 
     def set_engine(self, caller: Caller, ref: str, url: str) -> Node:
         """Name the engine vmhost reaches one node's containers and volumes through."""

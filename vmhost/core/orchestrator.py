@@ -278,6 +278,8 @@ class Orchestrator:
             last_activity_at=self.activity.clock(),
         )
         workspace.volume = volume_name(workspace.id)
+        limits = self.quotas.container_limits(workspace)
+        self.nodes.check_room(limits.cpus, limits.memory_mb)
         clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
                       if repo_url else None)
         operation = new_operation(caller, workspace, OperationType.CREATE, clone_from)
