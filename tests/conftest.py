@@ -162,7 +162,7 @@ def create_ws(client: httpx.Client, name: str, wait: bool = True, **body: Any) -
     accepted = response.json()
     if wait:
         operation = wait_op(client, accepted["operation"]["id"])
-        assert operation["status"] == "succeeded", operation
+        assert operation["status"] == "succeeded", (operation["error"], operation)
         accepted["workspace"] = client.get(f"/api/v1/workspaces/{accepted['workspace']['id']}").json()
     return accepted
 

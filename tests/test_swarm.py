@@ -5,8 +5,10 @@ template's image copied from the manager to the nodes, the nodes' list, and what
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ SMALL = {"cpus": 0.25, "memory_mb": 64}  # six fit on each node
 @pytest.fixture(scope="session")
 def cluster(docker_client: docker.DockerClient, test_image: str) -> Iterator[SwarmCluster]:
     """Three nodes; the test image is on the manager only (vmhost copies it to the node Swarm picks)."""
-    with swarm_cluster(3) as built:
+    with swarm_cluster(3, heartbeat=1) as built:
         built.load_image(test_image, docker_client, nodes=[0])
         yield built
 
@@ -44,7 +46,7 @@ def act(client: httpx.Client, name: str, action: str) -> dict[str, Any]:
     accepted = client.post(f"/api/v1/workspaces/{name}/actions/{action}")
     assert accepted.status_code == 202, accepted.text
     operation = wait_op(client, accepted.json()["id"], timeout=120)
-    assert operation["status"] == "succeeded", operation
+    assert operation["status"] == "succeeded", (operation["error"], operation.get("output"))
     return client.get(f"/api/v1/workspaces/{name}").json()
 
 
@@ -55,8 +57,10 @@ def run(client: httpx.Client, name: str, script: str) -> tuple[int, str]:
     return result["exit_code"], result["stdout"]
 
 
-def service_of(cluster: SwarmCluster, workspace: dict[str, Any]) -> Any:
-    return cluster.client(0).services.get(workspace["connection"]["container_id"])
+def service_of(cluster: SwarmCluster, workspace: dict[str, Any]) -> dict[str, Any]:
+    """The workspace's service, as the manager shows it."""
+    with closing(cluster.client(0)) as manager:
+        return manager.api.inspect_service(workspace["connection"]["container_id"])
 
 
 def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_start(
@@ -64,13 +68,13 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
     workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
     node = workspace["node"]
     assert node in {n.node_id for n in cluster.nodes}
-    placement = service_of(cluster, workspace).attrs["Spec"]["TaskTemplate"]["Placement"]
+    placement = service_of(cluster, workspace)["Spec"]["TaskTemplate"]["Placement"]
     assert placement["Constraints"] == [f"node.id=={node}"]
 
     assert run(swarm_api, name, "echo kept > /workspace/notes.txt; cat /workspace/notes.txt") == (0, "kept\n")
     stopped = act(swarm_api, name, "stop")
     assert stopped["status"] == "stopped"
-    assert service_of(cluster, workspace).attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+    assert service_of(cluster, workspace)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
     refused = swarm_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["true"]})
     assert refused.status_code == 409 and "start it" in refused.json()["detail"]
 
@@ -88,9 +92,10 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
     assert deleted.status_code == 202
     assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
     managed = {"label": [f"vmhost.workspace={workspace['id']}"]}
-    assert cluster.client(0).services.list(filters=managed) == []
-    for index in range(len(cluster.nodes)):
-        assert cluster.client(index).volumes.list(filters=managed) == []
+    for node in cluster.nodes:
+        with closing(cluster.client(node.index)) as engine:
+            assert engine.api.services(filters=managed) == [] if node.index == 0 else True
+            assert engine.volumes.list(filters=managed) == []
 
 
 def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daemon, swarm_api: httpx.Client,
@@ -128,3 +133,53 @@ def test_a_workspace_no_node_can_hold_is_refused_at_once(swarm_api: httpx.Client
     assert refused.json()["detail"].startswith("no node has 1 CPUs and 60000 MB free (3 nodes ready of 3; the most "
                                                "free: ")
     assert swarm_api.get(f"/api/v1/workspaces/{name}").status_code == 404
+
+
+def wait_status(client: httpx.Client, name: str, wanted: set[str], timeout: float) -> tuple[dict[str, Any], float]:
+    """The workspace once its status is one of `wanted`, and how many seconds that took."""
+    started = time.monotonic()
+    while True:
+        workspace = client.get(f"/api/v1/workspaces/{name}").json()
+        if workspace["status"] in wanted:
+            return workspace, time.monotonic() - started
+        assert time.monotonic() - started < timeout, workspace
+        time.sleep(0.5)
+
+
+def test_a_node_that_dies_makes_its_workspaces_unreachable_until_it_is_back(
+        swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+    workers = {n.node_id: n.index for n in cluster.nodes if n.index != 0}
+    made = []
+    for i in range(len(cluster.nodes)):  # Swarm spreads them: one lands on a worker
+        made.append(create_ws(swarm_api, f"{name}-{i}", **SMALL)["workspace"])
+        if made[-1]["node"] in workers:
+            break
+    victim, others = made[-1], made[:-1]
+    assert run(swarm_api, victim["name"], "echo before > /workspace/kept") == (0, "")
+    events = swarm_api.get("/api/v1/events", params={"limit": 1000}).json()
+
+    cluster.kill_node(workers[victim["node"]])
+    unreachable, seconds = wait_status(swarm_api, victim["name"], {"unreachable"}, timeout=30)
+    assert unreachable["status_reason"] == f"its node {cluster.nodes[workers[victim['node']]].name} " \
+                                          f"({victim['node'][:12]}) is down"
+    refused = swarm_daemon.cli("ws", "start", victim["name"])
+    assert refused.returncode == 4 and "is unreachable: its node" in refused.stderr, refused.stderr
+    listed = swarm_daemon.cli("ws", "ls")
+    assert "unreachable" in listed.stdout
+    nodes = swarm_daemon.cli("nodes", "ls")
+    assert "down" in nodes.stdout
+    for other in others:  # the rest of the cluster keeps working
+        assert run(swarm_api, other["name"], "echo alive") == (0, "alive\n")
+    changed = [e for e in swarm_api.get("/api/v1/events", params={"since": events["items"][-1]["id"]}).json()["items"]
+               if e["type"] == "workspace.status" and e["workspace_id"] == victim["id"]]
+    assert changed[0]["payload"]["status"] == "unreachable"
+    print(f"\nunreachable after {seconds:.1f} s\n{listed.stdout}\n{nodes.stdout}")
+
+    cluster.restart_node(workers[victim["node"]])
+    back, _ = wait_status(swarm_api, victim["name"], {"running", "stopped"}, timeout=60)
+    if back["status"] == "stopped":
+        act(swarm_api, victim["name"], "start")
+    assert run(swarm_api, victim["name"], "cat /workspace/kept") == (0, "before\n")
+    for workspace in made:
+        deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['name']}")
+        assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"

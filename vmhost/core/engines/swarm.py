@@ -63,11 +63,13 @@ IMAGE_CHUNK = 1024 * 1024
 class Task:
     """A service's task as vmhost needs it: where it runs, its container, and how it is doing."""
 
+    id: str
     node_id: str
     container_id: str | None
     state: str  # Swarm's task state: new, pending, assigned, ..., running, complete, failed, rejected, ...
     error: str
     desired: str
+    constraints: tuple[str, ...]  # the placement constraints it was made with
 
     @property
     def running(self) -> bool:
@@ -247,9 +249,12 @@ class SwarmEngine:
             service_id = str(service.id)
         try:
             task = self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}")
-            # Swarm keeps a task whose node meets the new constraints: the container is not made again
-            self._update(service_id, "pin the service to its node", constraints=[f"node.id=={task.node_id}"])
-            self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}")
+            # Swarm (20.10) replaces the task with one made from the new spec, on the same node: the first
+            # container ran only the template's command, nothing of vmhost's has been done in it
+            pin = f"node.id=={task.node_id}"
+            self._update(service_id, "pin the service to its node", constraints=[pin])
+            self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}",
+                                pinned=pin)
         except VmhostError:
             self.remove_container(service_id)
             raise
@@ -260,8 +265,9 @@ class SwarmEngine:
         none) and wait for it to run."""
         if self._current_task(container_id) is not None:
             return
+        earlier = {t.id for t in self._tasks(container_id, desired=None)}
         self._update(container_id, "start the workspace", replicas=1, force_update=True)
-        self._wait_for_task(container_id, self.manager.timeout, "start the workspace")
+        self._wait_for_task(container_id, self.manager.timeout, "start the workspace", earlier)
 
     def stop(self, container_id: str, timeout: int) -> None:
         """Scale the service to 0 and wait until its container is gone (Swarm stops it with the grace
@@ -338,16 +344,19 @@ class SwarmEngine:
     def _current_task(self, service_id: str) -> Task | None:
         return next((t for t in self._tasks(service_id) if t.running), None)
 
-    def _wait_for_task(self, service_id: str, timeout: float, doing: str) -> Task:
-        """The service's task once it runs; ProviderError saying why when Swarm cannot run it."""
+    def _wait_for_task(self, service_id: str, timeout: float, doing: str, earlier: Collection[str] = (),
+                       pinned: str | None = None) -> Task:
+        """The service's task once it runs (one made with the constraint `pinned`, when given); ProviderError
+        saying why when Swarm cannot run it (judged by the tasks other than those of `earlier`, which ended
+        before)."""
         deadline = time.monotonic() + timeout
         while True:
-            tasks = self._tasks(service_id)
+            tasks = [t for t in self._tasks(service_id) if pinned is None or pinned in t.constraints]
             task = tasks[0] if tasks else None
             if task is not None and task.running:
                 return task
             failed = next((t for t in self._tasks(service_id, desired=None)
-                           if t.state in ("failed", "rejected", "orphaned")), None)
+                           if t.id not in earlier and t.state in ("failed", "rejected", "orphaned")), None)
             if failed is not None and (task is None or task.state in ("failed", "rejected")):
                 raise ProviderError(f"cannot {doing}: Swarm's task {failed.state}: {failed.error or 'no reason given'}")
             if time.monotonic() > deadline:
@@ -476,9 +485,10 @@ class MergedEvents:
 
 def _task(raw: dict[str, Any]) -> Task:
     status = raw.get("Status") or {}
-    return Task(node_id=raw.get("NodeID") or "", container_id=(status.get("ContainerStatus") or {}).get("ContainerID"),
-                state=status.get("State", "unknown"), error=status.get("Err") or "",
-                desired=raw.get("DesiredState", ""))
+    return Task(id=raw["ID"], node_id=raw.get("NodeID") or "",
+                container_id=(status.get("ContainerStatus") or {}).get("ContainerID"), state=status.get("State", "unknown"), error=status.get("Err") or "",
+                desired=raw.get("DesiredState", ""),
+                constraints=tuple(((raw.get("Spec") or {}).get("Placement") or {}).get("Constraints") or ()))
 
 
 def _pinned_node(service: dict[str, Any]) -> str | None:
