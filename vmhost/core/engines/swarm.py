@@ -487,7 +487,8 @@ def _task(raw: dict[str, Any]) -> Task:
     status = raw.get("Status") or {}
     return Task(id=raw["ID"], node_id=raw.get("NodeID") or "",
                 container_id=(status.get("ContainerStatus") or {}).get("ContainerID"),
-                state=status.get("State", "unknown"), error=status.get("Err") or "", desired=raw.get("DesiredState", ""),
+                state=status.get("State", "unknown"), error=status.get("Err") or "",
+                desired=raw.get("DesiredState", ""),
                 constraints=tuple(((raw.get("Spec") or {}).get("Placement") or {}).get("Constraints") or ()))
 
 
