@@ -183,3 +183,42 @@ def test_a_node_that_dies_makes_its_workspaces_unreachable_until_it_is_back(
     for workspace in made:
         deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['name']}")
         assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+
+
+def test_snapshots_restores_and_rebuild_stay_on_the_workspaces_node(swarm_api: httpx.Client, cluster: SwarmCluster,
+                                                                   name: str) -> None:
+    workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
+    node = workspace["node"]
+    assert run(swarm_api, name, "echo data > /workspace/data.txt; echo conf > /etc/app.conf") == (0, "")
+    taken = swarm_api.post(f"/api/v1/workspaces/{name}/snapshots", json={"name": "v1"})
+    assert taken.status_code == 202, taken.text
+    assert wait_op(swarm_api, taken.json()["operation"]["id"])["status"] == "succeeded"
+    assert run(swarm_api, name, "echo later > /workspace/data.txt; rm /etc/app.conf") == (0, "")
+
+    restored = swarm_api.post(f"/api/v1/workspaces/{name}/snapshots/v1/restore", json={})
+    assert restored.status_code == 202, restored.text
+    assert wait_op(swarm_api, restored.json()["operation"]["id"], timeout=120)["status"] == "succeeded"
+    again = swarm_api.get(f"/api/v1/workspaces/{name}").json()
+    assert (again["status"], again["node"]) == ("running", node)
+    assert run(swarm_api, name, "cat /workspace/data.txt /etc/app.conf") == (0, "data\nconf\n")
+
+    copied = swarm_api.post(f"/api/v1/workspaces/{name}/snapshots/v1/restore", json={"as_new": f"{name}-copy"})
+    assert copied.status_code == 202, copied.text
+    assert wait_op(swarm_api, copied.json()["operation"]["id"], timeout=120)["status"] == "succeeded"
+    copy = swarm_api.get(f"/api/v1/workspaces/{name}-copy").json()
+    assert (copy["status"], copy["node"]) == ("running", node)  # the snapshot's image is on that node
+    assert run(swarm_api, f"{name}-copy", "cat /workspace/data.txt /etc/app.conf") == (0, "data\nconf\n")
+
+    rebuilt = act(swarm_api, name, "rebuild")
+    assert (rebuilt["status"], rebuilt["node"]) == ("running", node)
+    assert run(swarm_api, name, "cat /workspace/data.txt; test -e /etc/app.conf || echo fresh") == (0, "data\nfresh\n")
+    with swarm_api.stream("GET", f"/api/v1/workspaces/{name}/logs") as logs:
+        assert logs.status_code == 200
+
+    for gone in (f"{name}-copy", name):
+        deleted = swarm_api.delete(f"/api/v1/workspaces/{gone}")
+        assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+    snapshot_label = {"label": [f"vmhost.snapshot={taken.json()['snapshot']['id']}"]}
+    for each in cluster.nodes:
+        with closing(cluster.client(each.index)) as engine:
+            assert engine.images.list(filters=snapshot_label) == []

@@ -127,7 +127,7 @@ class Lifecycle:
             labels=self.labels_for(workspace), volume=volume_of(workspace), env=workspace.env, cpus=limits.cpus,
             memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
             publish_address=self.publish_address, hostname=workspace.name,
-            capabilities=tuple(workspace.capabilities))
+            capabilities=tuple(workspace.capabilities), node=workspace.node)
         self.engine.ensure_network(network)
         return self._on_network(network, lambda: self.engine.create_container(spec))
 

@@ -217,6 +217,8 @@ class Snapshots:
         if start:
             lifecycle.start_container(workspace)
             lifecycle.confirm_running(workspace)
+        else:  # an engine whose containers run once made (Swarm's services) stops it again
+            self.engine.stop(container_id, lifecycle.stop_timeout)
         lifecycle.sync_status(workspace)
         return {"snapshot_id": snapshot.id, "snapshot": snapshot.name, "container_id": workspace.container_id}
 

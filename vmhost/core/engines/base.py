@@ -79,6 +79,7 @@ class ContainerSpec:
     ports: tuple[str, ...] = ()
     hostname: str | None = None
     capabilities: tuple[str, ...] = ()  # asked for by the template, on top of DEFAULT_CAPABILITIES
+    node: str | None = None  # the node it must run on (where its volume is), on an engine with several
 
 
 @dataclass(frozen=True)

@@ -179,14 +179,23 @@ class SwarmEngine:
     # -- images, volumes, networks -----------------------------------------------------------------
 
     def ensure_image(self, image: str) -> None:
-        """Every node that is up gets the image: copied from the manager's engine (with no registry)."""
-        self.manager.ensure_image(image)
-        for engine in self._reachable_engines():
-            if engine is self.manager or engine.image_present(image):
+        """Every node that is up gets the image, copied through vmhost (no registry needed) from a node
+        that has it (a snapshot's image is on its workspace's node); when none has it, the manager pulls
+        it."""
+        engines = self._reachable_engines()
+        lacking = [engine for engine in engines if not engine.image_present(image)]
+        if not lacking:
+            return
+        source = next((e for e in engines if e not in lacking), None)
+        if source is None:
+            self.manager.ensure_image(image)
+            source = self.manager
+        for engine in lacking:
+            if engine.base_url == source.base_url:
                 continue
-            with self.manager.errors(f"read image {image} from the manager"):
-                saved = self.manager.client.api.get_image(image, chunk_size=IMAGE_CHUNK)
-            with engine.errors(f"copy image {image} to node {engine.base_url}"):
+            with source.errors(f"read image {image} from {source.base_url}"):
+                saved = source.client.api.get_image(image, chunk_size=IMAGE_CHUNK)
+            with engine.errors(f"copy image {image} to {engine.base_url}"):
                 engine.client.api.load_image(saved)
 
     def image_present(self, image: str) -> bool:
@@ -226,7 +235,8 @@ class SwarmEngine:
     # -- workspaces as services -----------------------------------------------------------------
 
     def create_container(self, spec: ContainerSpec) -> str:
-        """Make the workspace's service, wait for Swarm to run its task, and pin it to that node."""
+        """Make the workspace's service (on `spec.node`, else where Swarm picks, then pinned to that node)
+        and wait for its task to run."""
         api = self.manager.client.api
         with self.manager.errors(f"create service {spec.name}"):
             try:  # a leftover of an interrupted attempt
@@ -243,18 +253,21 @@ class SwarmEngine:
                               driver_config=DriverConfig("local"))],
                 workdir="/workspace", resources=resources, restart_policy=RestartPolicy(condition="none"),
                 mode=ServiceMode("replicated", replicas=1), networks=[spec.network] if spec.network else None,
+                constraints=[f"node.id=={spec.node}"] if spec.node else None,
                 endpoint_spec=EndpointSpec(mode="vip"), log_driver="json-file", log_driver_options=self.log_config,
                 stop_grace_period=self.stop_timeout * 10**9, cap_drop=["ALL"],
                 cap_add=list(dict.fromkeys((*DEFAULT_CAPABILITIES, *spec.capabilities))))
             service_id = str(service.id)
+        doing = f"place workspace {spec.hostname or spec.name}"
         try:
-            task = self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}")
+            task = self._wait_for_task(service_id, PLACE_TIMEOUT, doing)
+            if spec.node:
+                return service_id
             # Swarm (20.10) replaces the task with one made from the new spec, on the same node: the first
             # container ran only the template's command, nothing of vmhost's has been done in it
             pin = f"node.id=={task.node_id}"
             self._update(service_id, "pin the service to its node", constraints=[pin])
-            self._wait_for_task(service_id, PLACE_TIMEOUT, f"place workspace {spec.hostname or spec.name}",
-                                pinned=pin)
+            self._wait_for_task(service_id, PLACE_TIMEOUT, doing, pinned=pin)
         except VmhostError:
             self.remove_container(service_id)
             raise
