@@ -16,7 +16,7 @@ import docker
 import httpx
 import pytest
 from cluster import SwarmCluster, swarm_cluster
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, all_items, create_ws, wait_op
 
 SMALL = {"cpus": 0.25, "memory_mb": 64}  # six fit on each node
 
@@ -222,3 +222,36 @@ def test_snapshots_restores_and_rebuild_stay_on_the_workspaces_node(swarm_api: h
     for each in cluster.nodes:
         with closing(cluster.client(each.index)) as engine:
             assert engine.images.list(filters=snapshot_label) == []
+
+
+def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
+        swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+    running = create_ws(swarm_api, f"{name}-a", **SMALL)["workspace"]
+    node = running["node"]
+    stopped = create_ws(swarm_api, f"{name}-b", **SMALL)["workspace"]
+    for workspace in (running, stopped):
+        assert run(swarm_api, workspace["name"], f"echo {workspace['name']} > /workspace/data.txt; "
+                                                 "echo conf > /etc/app.conf") == (0, "")
+    act(swarm_api, stopped["name"], "stop")
+    on_node = [w for w in (running, stopped) if w["node"] == node]
+
+    drained = swarm_daemon.cli("nodes", "drain", node[:12])
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout.strip() == f"drain {node[:12]}: {len(on_node)} moved, 0 stayed"
+    for workspace in on_node:
+        moved = swarm_api.get(f"/api/v1/workspaces/{workspace['id']}").json()
+        assert moved["node"] != node and moved["status"] == ("running" if workspace is running else "stopped")
+    act(swarm_api, stopped["name"], "start")
+    # the running one kept its container's filesystem; a stop on Swarm makes the container again
+    assert run(swarm_api, running["name"], "cat /workspace/data.txt /etc/app.conf") == (0, f"{running['name']}\nconf\n")
+    assert run(swarm_api, stopped["name"], "cat /workspace/data.txt") == (0, f"{stopped['name']}\n")
+    nodes = {n["id"]: n for n in all_items(swarm_api, "/api/v1/nodes")}
+    assert (nodes[node]["state"], nodes[node]["workspaces"]) == ("drain", 0)
+    elsewhere = create_ws(swarm_api, f"{name}-c", **SMALL)["workspace"]
+    assert elsewhere["node"] != node
+
+    activated = swarm_daemon.cli("nodes", "activate", node)
+    assert activated.returncode == 0 and activated.stdout.strip().endswith(": ready"), activated.stderr
+    for workspace in (running, stopped, elsewhere):
+        deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['id']}")
+        assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"

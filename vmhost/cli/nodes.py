@@ -1,10 +1,13 @@
 """vmhost nodes ls / set-engine: the hosts workspaces run on (admins)."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vmhost.cli.base import JsonOpt, app, run
+from vmhost.cli.base import JsonOpt, NoWaitOpt, TimeoutOpt, app, follow, run
+
+if TYPE_CHECKING:
+    from vmhost.cli.client import VmhostClient
 
 nodes_app = typer.Typer(help="The hosts workspaces run on: a Swarm cluster's nodes (admins).", no_args_is_help=True)
 app.add_typer(nodes_app, name="nodes")
@@ -32,3 +35,34 @@ def nodes_set_engine(node: NodeArg, url: Annotated[str, typer.Argument(
 
     render.out().print(f"node {answer['id'][:12]} ({answer['hostname']}): engine {answer['engine_url']}",
                        highlight=False)
+
+
+@nodes_app.command("drain")
+def nodes_drain(node: NodeArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "1h", json: JsonOpt = False) -> None:
+    """Move every workspace off a node (with /workspace and its container's filesystem), then mark it drain."""
+    def drain(client: "VmhostClient") -> dict[str, Any]:
+        operation = client.post(f"/nodes/{node}/actions/drain")
+        return operation if no_wait else follow(client, operation, f"drain {node}", timeout)
+
+    operation = run(drain)
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(operation)
+    elif no_wait:
+        render.out().print(f"drain {node}: operation {operation['id']} is {operation['status']}")
+    else:
+        result = operation["result"]
+        render.out().print(f"drain {node}: {len(result['moved'])} moved, {len(result['stayed'])} stayed",
+                           highlight=False)
+        for stayed in result["stayed"]:
+            render.err().print(f"{stayed['name']} stayed: {stayed['why']}", highlight=False)
+
+
+@nodes_app.command("activate")
+def nodes_activate(node: NodeArg) -> None:
+    """Let a drained node take workspaces again."""
+    answer = run(lambda c: c.post(f"/nodes/{node}/actions/activate"))
+    from vmhost.cli import render
+
+    render.out().print(f"node {answer['id'][:12]} ({answer['hostname']}): {answer['state']}", highlight=False)

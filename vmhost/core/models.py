@@ -53,6 +53,7 @@ class OperationType(enum.StrEnum):
     REBUILD = "rebuild"
     EXEC = "exec"
     IDLE_STOP = "idle_stop"  # the janitor's stop of a workspace nobody used for its idle timeout
+    DRAIN = "drain"  # a node's workspaces moved to other nodes (acts on no workspace)
 
 
 class Door(enum.StrEnum):

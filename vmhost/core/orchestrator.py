@@ -17,6 +17,7 @@ from vmhost.config import Settings
 from vmhost.core import validation
 from vmhost.core.activity import Activity, Clock
 from vmhost.core.commands import CommandRunner
+from vmhost.core.drain import Drains
 from vmhost.core.engines import Engine, NetworkSpec
 from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
@@ -102,6 +103,7 @@ class Orchestrator:
                                     on_traffic=self.activity.touch)
         self.nodes = Nodes(store, engine)
         self.node_watch = NodeWatch(store, engine, self.lifecycle.sync_status)
+        self.drains = Drains(store, engine, self.queue, self.lifecycle, self.quotas, self.nodes)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
         lifecycle = self.lifecycle
         self.queue.register({
@@ -110,6 +112,7 @@ class Orchestrator:
             OperationType.STOP: Handler(lifecycle.run_stop),
             OperationType.RESTART: Handler(lifecycle.run_restart),
             OperationType.DELETE: Handler(lifecycle.run_delete, repeatable=True),
+            OperationType.DRAIN: Handler(self.drains.run_drain, holds_workspace=False),
             OperationType.EXPIRE: Handler(lifecycle.run_expire, repeatable=True),
             OperationType.REBUILD: Handler(lifecycle.run_rebuild, repeatable=True),
             OperationType.EXEC: Handler(self.commands.run_operation, holds_workspace=False),

@@ -155,6 +155,25 @@ class Store(Database):
             (to_text(now), WorkspaceStatus.DELETING.value))
         return [workspace_from_row(r) for r in rows]
 
+    def workspaces_on_node(self, node: str) -> list[Workspace]:
+        rows = self._query("SELECT * FROM workspaces WHERE node = ? AND status != ? ORDER BY created_at, id",
+                           (node, WorkspaceStatus.DELETING.value))
+        return [workspace_from_row(r) for r in rows]
+
+    def hold_workspace(self, workspace_id: str, operation_id: str) -> bool:
+        """Make `operation_id` the workspace's current operation, unless one is in flight on it: then False."""
+        with self.transaction() as conn:
+            held = conn.execute("UPDATE workspaces SET current_operation_id = ? WHERE id = ? AND "
+                                "(current_operation_id IS NULL OR current_operation_id NOT IN "
+                                "(SELECT id FROM operations WHERE status IN (?, ?)))",
+                                (operation_id, workspace_id, *IN_FLIGHT)).rowcount
+        return bool(held)
+
+    def release_workspace(self, workspace_id: str, operation_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE workspaces SET current_operation_id = NULL WHERE id = ? AND current_operation_id = ?",
+                         (workspace_id, operation_id))
+
     def settled_on_node(self, node: str) -> list[Workspace]:
         """The workspaces on one node with no operation in flight and no create or delete under way."""
         rows = self._query("SELECT * FROM workspaces WHERE node = ? AND current_operation_id IS NULL AND status IN "

@@ -50,8 +50,8 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
 MANAGED_KINDS = ("container", "volume", "image", "network")
 LOCAL_NODE = "local"  # the one node of an engine that is a single Docker host
 UNREACHABLE = "unreachable"  # ContainerState.status of a container on a node that is down
-ONE_HOST_HAS_NO_NODES = ("vmhost runs on one Docker engine (the engine setting is docker): it has no nodes to name "
-                         "engines for")
+ONE_HOST_HAS_NO_NODES = ("vmhost runs on one Docker engine (the engine setting is docker): it has no nodes to "
+                         "name engines for, drain or activate")
 WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `container_events` reports
 
 
@@ -199,6 +199,8 @@ class Engine(Protocol):
         """The hosts workspaces run on (one for a single engine)."""
     def set_node_engine(self, node_id: str, url: str) -> None:
         """Name the engine of one node, for what its cluster does not do across nodes."""
+    def set_node_availability(self, node_id: str, availability: str) -> None:
+        """active: the node takes workspaces; pause: no new ones, those on it go on; drain: none."""
     def ensure_image(self, image: str) -> None:
         """Pull the image unless the engine has it."""
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...

@@ -255,6 +255,9 @@ class DockerEngine(DockerExec):
     def set_node_engine(self, node_id: str, url: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
+    def set_node_availability(self, node_id: str, availability: str) -> None:
+        raise InvalidInput(ONE_HOST_HAS_NO_NODES)
+
     def container_address(self, container_id: str, network: str | None) -> str:
         with self.errors("find the container's address"):
             info = self.client.api.inspect_container(container_id)

@@ -337,6 +337,9 @@ class FakeEngine:
     def set_node_engine(self, node_id: str, url: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
+    def set_node_availability(self, node_id: str, availability: str) -> None:
+        raise InvalidInput(ONE_HOST_HAS_NO_NODES)
+
     def container_address(self, container_id: str, network: str | None) -> str:
         """This host's loopback address: a test serves a running container's ports on it."""
         doing = "find the container's address"

@@ -117,8 +117,8 @@ class SwarmEngine:
             spec, status = raw.get("Spec") or {}, raw.get("Status") or {}
             resources = (raw.get("Description") or {}).get("Resources") or {}
             state = status.get("State", "unknown")
-            if state == "ready" and spec.get("Availability") == "drain":
-                state = "drain"
+            if state == "ready" and spec.get("Availability") in ("drain", "pause"):
+                state = {"drain": "drain", "pause": "paused"}[spec["Availability"]]
             cpus_reserved, memory_reserved = reserved.get(raw["ID"], (0, 0))
             found.append(NodeInfo(
                 id=raw["ID"], hostname=(raw.get("Description") or {}).get("Hostname", ""),
@@ -134,11 +134,17 @@ class SwarmEngine:
         """Label the node with the URL of its own engine (`vmhost nodes set-engine`)."""
         if not url.startswith(ENGINE_SCHEMES):
             raise InvalidInput(f"{url!r} is not an engine URL: use unix:///path, tcp://host:port or ssh://user@host")
-        with self.manager.errors(f"label node {node_id}"):
+        self._update_node(node_id, f"label node {node_id}",
+                          lambda spec: {**spec, "Labels": {**(spec.get("Labels") or {}), ENGINE_LABEL: url}})
+
+    def set_node_availability(self, node_id: str, availability: str) -> None:
+        self._update_node(node_id, f"make node {node_id} {availability}",
+                          lambda spec: {**spec, "Availability": availability})
+
+    def _update_node(self, node_id: str, doing: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        with self.manager.errors(doing):
             node = self.manager.client.nodes.get(node_id)
-            spec = dict(node.attrs["Spec"])
-            spec["Labels"] = {**(spec.get("Labels") or {}), ENGINE_LABEL: url}
-            node.update(spec)
+            node.update(change(dict(node.attrs["Spec"])))
 
     def node_engine(self, node_id: str) -> DockerEngine:
         """The engine of one node, from its `vmhost.engine` label (the manager's own, when it has none)."""
