@@ -68,13 +68,13 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
     workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
     node = workspace["node"]
     assert node in {n.node_id for n in cluster.nodes}
-    placement = service_of(cluster, workspace)["Spec"]["TaskTemplate"]["Placement"]
-    assert placement["Constraints"] == [f"node.id=={node}"]
 
     assert run(swarm_api, name, "echo kept > /workspace/notes.txt; cat /workspace/notes.txt") == (0, "kept\n")
     stopped = act(swarm_api, name, "stop")
     assert stopped["status"] == "stopped"
-    assert service_of(cluster, workspace)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+    service = service_of(cluster, workspace)["Spec"]
+    assert service["Mode"]["Replicated"]["Replicas"] == 0
+    assert service["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id=={node}"]  # where its volume is
     refused = swarm_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["true"]})
     assert refused.status_code == 409 and "start it" in refused.json()["detail"]
 

@@ -3,8 +3,8 @@ manager, and what Swarm does not do across nodes (commands, shells, files, logs,
 goes to the engine of the node its task runs on.
 
 The handle the orchestrator keeps for a workspace's "container" is its service's id. Swarm picks the node
-when the service is made; the service is then pinned to that node (`node.id==...`), where its /workspace
-volume stays. Stop and start scale the service to 0 and 1: the container is made again, the volume stays.
+when the service is made; when it first stops it is pinned to that node (`node.id==...`), where its
+/workspace volume stays. Stop and start scale the service to 0 and 1: the container is made again, the volume stays.
 A node's own engine is named by its label `vmhost.engine` (`unix://`, `tcp://` with TLS, `ssh://`).
 """
 
@@ -53,6 +53,7 @@ from vmhost.errors import ContainerNotRunning, DockerUnavailable, InvalidInput, 
 log = logging.getLogger(__name__)
 
 ENGINE_LABEL = "vmhost.engine"
+PIN = "node.id=="  # the placement constraint that keeps a service on one node
 ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://")
 POLL = 0.2  # seconds between looks at a service's tasks
 PLACE_TIMEOUT = 30.0  # seconds Swarm may take to place a new service's task before the create fails
@@ -69,7 +70,6 @@ class Task:
     state: str  # Swarm's task state: new, pending, assigned, ..., running, complete, failed, rejected, ...
     error: str
     desired: str
-    constraints: tuple[str, ...]  # the placement constraints it was made with
 
     @property
     def running(self) -> bool:
@@ -241,8 +241,9 @@ class SwarmEngine:
     # -- workspaces as services -----------------------------------------------------------------
 
     def create_container(self, spec: ContainerSpec) -> str:
-        """Make the workspace's service (on `spec.node`, else where Swarm picks, then pinned to that node)
-        and wait for its task to run."""
+        """Make the workspace's service (on `spec.node`, else where Swarm picks) and wait for its task to
+        run. It is pinned to its node when it first stops: pinning a running service would make Swarm
+        (20.10) replace its task, and with restart condition none nothing moves it meanwhile."""
         api = self.manager.client.api
         with self.manager.errors(f"create service {spec.name}"):
             try:  # a leftover of an interrupted attempt
@@ -259,39 +260,34 @@ class SwarmEngine:
                               driver_config=DriverConfig("local"))],
                 workdir="/workspace", resources=resources, restart_policy=RestartPolicy(condition="none"),
                 mode=ServiceMode("replicated", replicas=1), networks=[spec.network] if spec.network else None,
-                constraints=[f"node.id=={spec.node}"] if spec.node else None,
+                constraints=[f"{PIN}{spec.node}"] if spec.node else None,
                 endpoint_spec=EndpointSpec(mode="vip"), log_driver="json-file", log_driver_options=self.log_config,
                 stop_grace_period=self.stop_timeout * 10**9, cap_drop=["ALL"],
                 cap_add=list(dict.fromkeys((*DEFAULT_CAPABILITIES, *spec.capabilities))))
             service_id = str(service.id)
         doing = f"place workspace {spec.hostname or spec.name}"
         try:
-            task = self._wait_for_task(service_id, PLACE_TIMEOUT, doing)
-            if spec.node:
-                return service_id
-            # Swarm (20.10) replaces the task with one made from the new spec, on the same node: the first
-            # container ran only the template's command, nothing of vmhost's has been done in it
-            pin = f"node.id=={task.node_id}"
-            self._update(service_id, "pin the service to its node", constraints=[pin])
-            self._wait_for_task(service_id, PLACE_TIMEOUT, doing, pinned=pin)
+            self._wait_for_task(service_id, PLACE_TIMEOUT, doing)
         except VmhostError:
             self.remove_container(service_id)
             raise
         return service_id
 
     def start(self, container_id: str) -> None:
-        """Scale the service to 1 (forcing a new task: with restart condition none, a scale alone makes
-        none) and wait for it to run."""
+        """Scale the service to 1 on its node (forcing a new task: with restart condition none, a scale
+        alone makes none) and wait for it to run."""
         if self._current_task(container_id) is not None:
             return
-        earlier = {t.id for t in self._tasks(container_id, desired=None)}
-        self._update(container_id, "start the workspace", replicas=1, force_update=True)
-        self._wait_for_task(container_id, self.manager.timeout, "start the workspace", earlier)
+        earlier = self._tasks(container_id, desired=None)
+        self._update(container_id, "start the workspace", replicas=1, force_update=True,
+                     node=self._node_of(container_id, earlier))
+        self._wait_for_task(container_id, self.manager.timeout, "start the workspace", {t.id for t in earlier})
 
     def stop(self, container_id: str, timeout: int) -> None:
-        """Scale the service to 0 and wait until its container is gone (Swarm stops it with the grace
-        the service was made with)."""
-        self._update(container_id, "stop the workspace", replicas=0)
+        """Scale the service to 0, pinned to its node, and wait until its container is gone (Swarm stops
+        it with the grace the service was made with)."""
+        self._update(container_id, "stop the workspace", replicas=0,
+                     node=self._node_of(container_id, self._tasks(container_id, desired=None)))
         deadline = time.monotonic() + timeout + 30
         while self._tasks(container_id, desired=None, live=True):
             if time.monotonic() > deadline:
@@ -316,7 +312,7 @@ class SwarmEngine:
                 service = self.manager.client.api.inspect_service(container_id)
             except docker.errors.NotFound:
                 return ContainerState(exists=False)
-        node = _pinned_node(service)
+        node = self._node_of(service, self._tasks(service["ID"], desired=None))
         if node is not None:
             with self.manager.errors(f"inspect node {node}"):
                 raw = self.manager.client.api.inspect_node(node)
@@ -331,8 +327,20 @@ class SwarmEngine:
         return ContainerState(exists=True, running=True, status="running", container_id=task.container_id,
                               node=task.node_id)
 
+    def _node_of(self, service: str | dict[str, Any], tasks: list[Task]) -> str | None:
+        """The node the service is pinned to, else the one its newest task was placed on."""
+        if isinstance(service, str):
+            with self.manager.errors("inspect the workspace's service"):
+                service = self.manager.client.api.inspect_service(service)
+        assert isinstance(service, dict)
+        placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
+        for constraint in placement.get("Constraints") or []:
+            if constraint.startswith(PIN):
+                return str(constraint.removeprefix(PIN))
+        return next((t.node_id for t in tasks if t.node_id), None)
+
     def _update(self, service_id: str, doing: str, *, replicas: int | None = None, force_update: bool = False,
-                constraints: list[str] | None = None) -> None:
+                node: str | None = None) -> None:
         """Change the service; Swarm refuses an update from an outdated version, so read it again and retry."""
         for attempt in range(5):
             with self.manager.errors(doing):
@@ -340,8 +348,8 @@ class SwarmEngine:
                 changes: dict[str, Any] = {"force_update": True} if force_update else {}
                 if replicas is not None:
                     changes["mode"] = ServiceMode("replicated", replicas=replicas)
-                if constraints is not None:
-                    changes["constraints"] = constraints
+                if node is not None:
+                    changes["constraints"] = [f"{PIN}{node}"]
                 try:
                     service.update(**changes)
                     return
@@ -363,14 +371,12 @@ class SwarmEngine:
     def _current_task(self, service_id: str) -> Task | None:
         return next((t for t in self._tasks(service_id) if t.running), None)
 
-    def _wait_for_task(self, service_id: str, timeout: float, doing: str, earlier: Collection[str] = (),
-                       pinned: str | None = None) -> Task:
-        """The service's task once it runs (one made with the constraint `pinned`, when given); ProviderError
-        saying why when Swarm cannot run it (judged by the tasks other than those of `earlier`, which ended
-        before)."""
+    def _wait_for_task(self, service_id: str, timeout: float, doing: str, earlier: Collection[str] = ()) -> Task:
+        """The service's task once it runs; ProviderError saying why when Swarm cannot run it (judged by
+        the tasks other than those of `earlier`, which ended before)."""
         deadline = time.monotonic() + timeout
         while True:
-            tasks = [t for t in self._tasks(service_id) if pinned is None or pinned in t.constraints]
+            tasks = self._tasks(service_id)
             task = tasks[0] if tasks else None
             if task is not None and task.running:
                 return task
@@ -507,13 +513,4 @@ def _task(raw: dict[str, Any]) -> Task:
     return Task(id=raw["ID"], node_id=raw.get("NodeID") or "",
                 container_id=(status.get("ContainerStatus") or {}).get("ContainerID"),
                 state=status.get("State", "unknown"), error=status.get("Err") or "",
-                desired=raw.get("DesiredState", ""),
-                constraints=tuple(((raw.get("Spec") or {}).get("Placement") or {}).get("Constraints") or ()))
-
-
-def _pinned_node(service: dict[str, Any]) -> str | None:
-    placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
-    for constraint in placement.get("Constraints") or []:
-        if constraint.startswith("node.id=="):
-            return str(constraint.removeprefix("node.id=="))
-    return None
+                desired=raw.get("DesiredState", ""))
