@@ -3,7 +3,8 @@
 Two daemons in turn, each on its own temporary database, socket and loopback port. The first starts
 empty: idle memory, the lifecycle, commands, events and concurrent creates, each against the same
 work done straight through the docker SDK. The second starts on a database seeded with workspace rows
-(1,000; 50 with --quick): the list endpoint, `vmhost workspaces ls`, and memory with those rows.
+(1,000; 50 with --quick): the list endpoint, `vmhost workspaces ls`, and memory with those rows. The
+third runs on a three-node Swarm built on this machine (bench/swarm.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console
 from bench import cases, report
 from bench.environment import Bench, describe_docker
 from bench.measure import Result
+from bench.swarm import swarm_rows
 from vmhost.testing import remove_instance_objects
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,16 +40,18 @@ def git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def run_case(case: Callable[[cases.Context], list[Result]], ctx: cases.Context, progress: Console) -> list[Result]:
+def run_case(case: Callable[[cases.Context], list[Result]], ctx: cases.Context, progress: Console,
+             name: str = "") -> list[Result]:
     """One benchmark; a failure becomes a result saying so, and the run goes on."""
     began = time.monotonic()
-    progress.print(f"{case.__name__.replace('_', ' ')} ...", end=" ", highlight=False)
+    name = name or case.__name__.replace("_", " ")
+    progress.print(f"{name} ...", end=" ", highlight=False)
     try:
         results = case(ctx)
     except Exception as exc:  # noqa: BLE001  (reported in the table, the run goes on and cleans up)
         progress.print("[red]failed[/]")
         progress.print(traceback.format_exc(), markup=False, highlight=False)
-        return [Result(case.__name__.replace("_", " "), "", None, note=f"error: {exc}")]
+        return [Result(name, "", None, note=f"error: {exc}")]
     progress.print(f"{time.monotonic() - began:.0f} s", highlight=False)
     cases.settle()
     return results
@@ -74,6 +78,10 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
         results += run_case(case, ctx, progress)
     results.append(cases.memory(daemon, f"{sizes.rows} workspaces, after the list runs"))
     ctx.api.close()
+    daemon.cleanup()
+
+    progress.print("building a three-node Swarm on this machine ...", highlight=False)
+    results += run_case(lambda _: swarm_rows(bench, sizes.plan), ctx, progress, "swarm")
     return results
 
 

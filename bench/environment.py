@@ -87,10 +87,10 @@ class Bench:
 
     # -- vmhost ---------------------------------------------------------------------------------
 
-    def daemon(self, seed: int = 0, users: int = 10) -> DaemonProcess:
-        """A started daemon of this run's instance; with `seed`, its database first gets that many
-        workspace rows (see `seed_workspaces`)."""
-        process = DaemonProcess(self.templates_dir, self.instance, DAEMON_ENV)
+    def daemon(self, seed: int = 0, users: int = 10, env: dict[str, str] | None = None) -> DaemonProcess:
+        """A started daemon of this run's instance (with `env` added to its environment); with `seed`, its
+        database first gets that many workspace rows (see `seed_workspaces`)."""
+        process = DaemonProcess(self.templates_dir, self.instance, {**DAEMON_ENV, **(env or {})})
         self.daemons.append(process)
         if seed:
             seed_workspaces(self.settings.replace(db_path=process.db_path, templates_dir=self.templates_dir),

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 ENGINE_LABEL = "vmhost.engine"
 PIN = "node.id=="  # the placement constraint that keeps a service on one node
 ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://")
-POLL = 0.2  # seconds between looks at a service's tasks
+POLL = 0.1  # seconds between looks at a service's tasks
 PLACE_TIMEOUT = 30.0  # seconds Swarm may take to place a new service's task before the create fails
 IMAGE_CHUNK = 1024 * 1024
 
