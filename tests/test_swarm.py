@@ -99,7 +99,8 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
 
 
 def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daemon, swarm_api: httpx.Client,
-                                                               cluster: SwarmCluster, name: str) -> None:
+                                                               cluster: SwarmCluster, test_image: str,
+                                                               name: str) -> None:
     names = [f"{name}-{i}" for i in range(3)]
     accepted = [create_ws(swarm_api, n, wait=False, **SMALL) for n in names]
     with ThreadPoolExecutor(3) as pool:
@@ -121,6 +122,14 @@ def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daem
     assert table.returncode == 0 and "HOSTNAME" in table.stdout and "manager" in table.stdout
     shown = swarm_daemon.cli("ws", "ls")
     assert "NODE" in shown.stdout
+    doctor = {c["name"]: c for c in json.loads(swarm_daemon.cli("doctor", "--json").stdout)["checks"]}
+    for node in cluster.nodes:  # the built-in templates' public images are on none of them
+        checked = doctor[f"node {node.name} ({node.node_id[:12]})"]["detail"]
+        assert "is not there" in checked and test_image not in checked and "does not answer" not in checked, checked
+    for node in placed:
+        hostname = next(n.name for n in cluster.nodes if n.node_id == node)
+        disk = doctor[f"disk (node {hostname} ({node[:12]}))"]
+        assert disk["ok"] and "GiB free" in disk["detail"], disk
     for n in names:
         deleted = swarm_api.delete(f"/api/v1/workspaces/{n}")
         assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"

@@ -55,7 +55,8 @@ def doctor(
     fix: Annotated[bool, typer.Option("--fix", help="Remove orphaned Docker objects first.")] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Check Docker, the database, the socket, templates, free disk and orphans. Exits 1 when one fails."""
+    """Check Docker, the database, the socket, templates, free disk, a cluster's nodes and orphans. Exits 1
+    when one fails."""
     checks: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
 

@@ -1,5 +1,5 @@
-"""`vmhost doctor` as the daemon sees it: Docker, the database, the templates' images, free disk and
-orphaned Docker objects. Each check passes or fails with a detail and, on failure, a hint."""
+"""`vmhost doctor` as the daemon sees it: Docker, the database, the templates' images, free disk, each
+node of a cluster, and orphaned Docker objects. Each check passes or fails with a detail and, on failure, a hint."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmhost.core import migrations
+from vmhost.core.engines import LOCAL_NODE, Engine
+from vmhost.core.models import WorkspaceStatus
 from vmhost.core.reconcile import Reconciler
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -85,6 +87,50 @@ def check_disks(store: Store, reconciler: Reconciler) -> list[Check]:
     return checks
 
 
+def check_nodes(store: Store, templates: TemplateCatalog, reconciler: Reconciler) -> list[Check]:
+    """On a cluster, each node: up, its engine answering with the templates' images, and its free disk (read
+    with `df` in a workspace running there: Docker's API does not tell)."""
+    engine = reconciler.engine
+    nodes = engine.nodes()
+    if [n.id for n in nodes] == [LOCAL_NODE]:
+        return []  # the checks above are this host's
+    images = sorted({t.image for t in templates.load()[0].values()})
+    checks = []
+    for node in nodes:
+        name = f"node {node.hostname} ({node.id[:12]})"
+        if node.state not in ("ready", "drain", "paused"):
+            checks.append(failed(name, f"Swarm says it is {node.state}; its workspaces are unreachable",
+                                 "bring the node back (it rejoins by itself), or remove it from the swarm"))
+            continue
+        problems = engine.node_problems(node.id, images)
+        checks.append(failed(name, "; ".join(problems), "check its engine URL ('vmhost nodes ls'); a missing "
+                             "image is copied there by the next create that needs it") if problems else
+                      passed(name, f"{node.state}, its engine answers, the templates' images are there"))
+        try:
+            checks.append(node_disk(store, engine, node.id, name))
+        except VmhostError as exc:
+            checks.append(failed(f"disk ({name})", exc.detail, "check the node's disk by hand"))
+    return checks
+
+
+def node_disk(store: Store, engine: Engine, node: str, name: str) -> Check:
+    running = next((w for w in store.settled_on_node(node) if w.status == WorkspaceStatus.RUNNING), None)
+    if running is None or running.container_id is None:
+        return passed(f"disk ({name})", "not measured: no workspace runs there to read it from")
+    output = bytearray()
+    outcome = engine.run_command(running.container_id, ["df", "-Pk", "/workspace"],
+                                 on_output=lambda stream, chunk: output.extend(chunk[:4096]), timeout=10)
+    fields = output.decode(errors="replace").splitlines()[-1].split() if outcome.exit_code == 0 else []
+    if len(fields) < 4 or not fields[1].isdigit() or not fields[3].isdigit():
+        return failed(f"disk ({name})", f"df in workspace {running.name} did not answer ({outcome.error or ''})",
+                      "check the node's disk by hand")
+    total, free = int(fields[1]) * 1024, int(fields[3]) * 1024
+    detail = f"{free / 1024**3:.1f} GiB free ({free / max(total, 1):.0%}) where its volumes are"
+    if free < MIN_FREE_BYTES or free < total * MIN_FREE_FRACTION:
+        return failed(f"disk ({name})", detail, "free space on the node's Docker data directory")
+    return passed(f"disk ({name})", detail)
+
+
 def check_orphans(reconciler: Reconciler) -> list[Check]:
     orphans = reconciler.orphans()
     if not orphans:
@@ -101,6 +147,7 @@ def run_checks(store: Store, templates: TemplateCatalog, reconciler: Reconciler)
         ("database", lambda: check_database(store), "check the database file and its permissions"),
         ("templates", lambda: check_templates(templates, reconciler), "start Docker, then check again"),
         ("disk", lambda: check_disks(store, reconciler), "check the paths exist"),
+        ("nodes", lambda: check_nodes(store, templates, reconciler), "check the cluster ('vmhost nodes ls')"),
         ("orphans", lambda: check_orphans(reconciler), "start Docker, then check again"),
     ]
     checks: list[Check] = []

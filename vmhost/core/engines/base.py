@@ -199,6 +199,8 @@ class Engine(Protocol):
         """The hosts workspaces run on (one for a single engine)."""
     def set_node_engine(self, node_id: str, url: str) -> None:
         """Name the engine of one node, for what its cluster does not do across nodes."""
+    def node_problems(self, node_id: str, images: Collection[str]) -> list[str]:
+        """What keeps one node from running workspaces: its engine not answering, images it lacks."""
     def set_node_availability(self, node_id: str, availability: str) -> None:
         """active: the node takes workspaces; pause: no new ones, those on it go on; drain: none."""
     def ensure_image(self, image: str) -> None:

@@ -255,6 +255,10 @@ class DockerEngine(DockerExec):
     def set_node_engine(self, node_id: str, url: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
+    def node_problems(self, node_id: str, images: Collection[str]) -> list[str]:
+        self.ping()
+        return [f"image {image} is not there" for image in images if not self.image_present(image)]
+
     def set_node_availability(self, node_id: str, availability: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 

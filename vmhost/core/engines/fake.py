@@ -337,6 +337,9 @@ class FakeEngine:
     def set_node_engine(self, node_id: str, url: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 
+    def node_problems(self, node_id: str, images: Collection[str]) -> list[str]:
+        return [f"image {image} is not there" for image in images if not self.image_present(image)]
+
     def set_node_availability(self, node_id: str, availability: str) -> None:
         raise InvalidInput(ONE_HOST_HAS_NO_NODES)
 

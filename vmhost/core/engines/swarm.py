@@ -137,6 +137,12 @@ class SwarmEngine:
         self._update_node(node_id, f"label node {node_id}",
                           lambda spec: {**spec, "Labels": {**(spec.get("Labels") or {}), ENGINE_LABEL: url}})
 
+    def node_problems(self, node_id: str, images: Collection[str]) -> list[str]:
+        try:
+            return self.node_engine(node_id).node_problems(node_id, images)
+        except VmhostError as exc:
+            return [f"its engine does not answer: {exc.detail}"]
+
     def set_node_availability(self, node_id: str, availability: str) -> None:
         self._update_node(node_id, f"make node {node_id} {availability}",
                           lambda spec: {**spec, "Availability": availability})
