@@ -64,10 +64,14 @@ def service_of(cluster: SwarmCluster, workspace: dict[str, Any]) -> dict[str, An
 
 
 def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_start(
-        swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
-    workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
-    node = workspace["node"]
+        swarm_api: httpx.Client, cluster: SwarmCluster, test_image: str, name: str) -> None:
+    accepted = create_ws(swarm_api, name, **SMALL)
+    workspace, node = accepted["workspace"], accepted["workspace"]["node"]
     assert node in {n.node_id for n in cluster.nodes}
+    # the first create of the session: the image is on the manager only, vmhost copies it to the others
+    output = swarm_api.get(f"/api/v1/operations/{accepted['operation']['id']}").json()["output"]
+    assert output.count(f"copying image {test_image} from {cluster.manager_url} to unix://") == 2, output
+    assert output.count("copied ") == 2, output
 
     assert run(swarm_api, name, "echo kept > /workspace/notes.txt; cat /workspace/notes.txt") == (0, "kept\n")
     stopped = act(swarm_api, name, "stop")

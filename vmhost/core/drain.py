@@ -109,8 +109,7 @@ class Drains:
                 for chunk in chunks:
                     archive.write(chunk)
             say(f"archived /workspace ({archive.tell()} bytes)")
-            self.engine.ensure_image(image)
-            say("image copied to the nodes")
+            self.engine.ensure_image(image, say)
             self.lifecycle.remove_container(workspace)
             try:
                 self.engine.remove_volume(volume_of(workspace))

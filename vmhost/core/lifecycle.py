@@ -190,6 +190,11 @@ class Lifecycle:
                 self.engine.put_archive(container_of(workspace), "/workspace", archive)
             shutil.rmtree(checkout, ignore_errors=True)
 
+    def ensure_image(self, image: str, operation: Operation) -> None:
+        """Have the image where the workspace will run; a pull or a copy shows in the operation's output."""
+        with self._output(operation) as write:
+            self.engine.ensure_image(image, lambda line: write("stdout", f"{line}\n".encode()))
+
     def _output(self, operation: Operation) -> OperationOutput:
         """Where a step records output: after what earlier steps (or attempts) recorded."""
         return OperationOutput(self.store, operation.id, self.store.get_operation(operation.id).output)
@@ -230,7 +235,7 @@ class Lifecycle:
     def run_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
-        self.engine.ensure_image(workspace.image)
+        self.ensure_image(workspace.image, operation)
         self.engine.create_volume(volume_of(workspace), self.labels_for(workspace))
         container_id = self.create_container(workspace)
         workspace = self.store.update_workspace(workspace.id, container_id=container_id)
@@ -268,7 +273,7 @@ class Lifecycle:
             image = self.templates.get(workspace.template).image
         except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
             image = workspace.image
-        self.engine.ensure_image(image)
+        self.ensure_image(image, operation)
         self.remove_container(workspace)
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self.create_container(workspace))

@@ -206,7 +206,7 @@ class Snapshots:
         start = not in_place or bool(workspace.container_id and self.engine.inspect(workspace.container_id).running)
         workspace = self.store.update_workspace(workspace.id, status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=f"restoring snapshot {snapshot.name}")
-        self.engine.ensure_image(snapshot.image)
+        lifecycle.ensure_image(snapshot.image, operation)
         lifecycle.remove_container(workspace)
         self.engine.remove_volume(volume_of(workspace))
         self.engine.create_volume(volume_of(workspace), lifecycle.labels_for(workspace))

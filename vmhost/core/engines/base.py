@@ -203,8 +203,9 @@ class Engine(Protocol):
         """What keeps one node from running workspaces: its engine not answering, images it lacks."""
     def set_node_availability(self, node_id: str, availability: str) -> None:
         """active: the node takes workspaces; pause: no new ones, those on it go on; drain: none."""
-    def ensure_image(self, image: str) -> None:
-        """Pull the image unless the engine has it."""
+    def ensure_image(self, image: str, report: Callable[[str], None] | None = None) -> None:
+        """Pull the image unless the engine has it (or, on a cluster, copy it to the nodes that lack it),
+        telling `report` what it does in lines a person reads."""
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
     def ensure_network(self, network: NetworkSpec) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -57,13 +57,15 @@ class DockerEngine(DockerExec):
         # of one owner's workspaces must not both make theirs
         self._network_lock = threading.Lock()
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, report: Callable[[str], None] | None = None) -> None:
         with self.errors(f"find image {image}"):
             try:
                 self.client.images.get(image)
                 return
             except docker.errors.ImageNotFound:
                 pass
+        if report is not None:
+            report(f"pulling image {image}")
         try:
             with self.errors(f"pull image {image}"):
                 self.client.images.pull(image)

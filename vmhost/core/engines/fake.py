@@ -209,7 +209,7 @@ class FakeEngine:
         with self._lock:
             return self._find_image(image) is not None
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, report: Callable[[str], None] | None = None) -> None:
         """No registry is reachable: an image not on the engine cannot be pulled."""
         self._faults.enter("ensure_image", f"find image {image}")
         with self._lock:

@@ -58,6 +58,7 @@ ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://")
 POLL = 0.1  # seconds between looks at a service's tasks
 PLACE_TIMEOUT = 30.0  # seconds Swarm may take to place a new service's task before the create fails
 IMAGE_CHUNK = 1024 * 1024
+REPORT_EVERY = 64 * 2**20  # bytes of an image copied between two lines of progress
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class SwarmEngine:
 
     # -- images, volumes, networks -----------------------------------------------------------------
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, report: Callable[[str], None] | None = None) -> None:
         """Every node that is up gets the image, copied through vmhost (no registry needed) from a node
         that has it (a snapshot's image is on its workspace's node); when none has it, the manager pulls
         it."""
@@ -200,15 +201,29 @@ class SwarmEngine:
             return
         source = next((e for e in engines if e not in lacking), None)
         if source is None:
-            self.manager.ensure_image(image)
+            self.manager.ensure_image(image, report)
             source = self.manager
         for engine in lacking:
             if engine.base_url == source.base_url:
                 continue
+            began, copied = time.monotonic(), 0
+            if report is not None:
+                report(f"copying image {image} from {source.base_url} to {engine.base_url}")
+
+            def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+                nonlocal copied
+                for chunk in chunks:
+                    copied += len(chunk)
+                    if report is not None and copied // REPORT_EVERY != (copied - len(chunk)) // REPORT_EVERY:
+                        report(f"  {copied // 2**20} MB")
+                    yield chunk
+
             with source.errors(f"read image {image} from {source.base_url}"):
                 saved = source.client.api.get_image(image, chunk_size=IMAGE_CHUNK)
             with engine.errors(f"copy image {image} to {engine.base_url}"):
-                engine.client.api.load_image(saved)
+                engine.client.api.load_image(counted(saved))
+            if report is not None:
+                report(f"copied {copied / 2**20:.1f} MB in {time.monotonic() - began:.1f} s")
 
     def image_present(self, image: str) -> bool:
         return all(engine.image_present(image) for engine in self._reachable_engines())
