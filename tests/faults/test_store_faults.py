@@ -109,6 +109,10 @@ def test_an_operation_ending_on_a_full_disk_is_recorded_once_there_is_room_witho
         # a command that ends when told to, and prints nothing (output lines are stored as events)
         operation = client.post(f"/api/v1/workspaces/{workspace['id']}/commands", json={
             "argv": ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done"]}).json()
+        deadline = time.monotonic() + 30  # started (its claim written) before the disk fills
+        while client.get(f"/api/v1/operations/{operation['id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.1)
         filler, _ = fill_until_refused(client, small_disk, [])
         with engine.client() as docker_client:
             docker_client.containers.get(workspace["connection"]["container_id"]).exec_run(["touch", "/tmp/go"])
