@@ -45,6 +45,7 @@ TAGS = [
     {"name": "identity", "description": "Who the daemon takes the caller for."},
     {"name": "audit", "description": "Who did what (admins)."},
     {"name": "admin", "description": "Operators' endpoints: doctor, orphans, backup, metrics."},
+    {"name": "nodes", "description": "The hosts workspaces run on: a Swarm cluster's nodes (admins)."},
     {"name": "health", "description": "Liveness, without authentication."},
 ]
 
