@@ -278,24 +278,16 @@ class SwarmCluster:
         marker = f"{node.directory}/".encode()
         namespace = _identity(f"/var/run/netns/{node.name}")
         sockets: set[Path] = set()
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def alive() -> list[int]:
+            for process in self._processes.values():
+                process.poll()  # reap our own children
             found = [(pid, command) for pid, command in _commands() if marker in command
                      or (namespace and _identity(f"/proc/{pid}/ns/net") == namespace)]
             sockets.update(filter(None, (_shim_socket(command) for _, command in found)))
-            pids = [pid for pid, _ in found] + _cgroup_pids(node.cgroup_parent)
-            if not pids:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{node.name}: processes {pids} survive SIGKILL")
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
-            for process in self._processes.values():
-                process.poll()  # reap our own children
+            return [pid for pid, _ in found] + _cgroup_pids(node.cgroup_parent)
+
+        _kill_until_gone(alive, node.name, timeout)
         for path in sockets:
             path.unlink(missing_ok=True)
 
@@ -390,10 +382,15 @@ def _cgroup_pids(parent: str) -> list[int]:
 
 
 def _kill_cgroup(parent: str, timeout: float = 10) -> None:
+    _kill_until_gone(lambda: _cgroup_pids(parent), f"cgroup {parent}", timeout)
+
+
+def _kill_until_gone(alive: Callable[[], list[int]], where: str, timeout: float) -> None:
+    """SIGKILL the processes `alive()` finds until it finds none; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while pids := _cgroup_pids(parent):
+    while pids := alive():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"processes {pids} in cgroup {parent} survive SIGKILL")
+            raise TimeoutError(f"{where}: processes {pids} survive SIGKILL")
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

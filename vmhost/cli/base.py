@@ -81,6 +81,26 @@ def run(action: Callable[["VmhostClient"], Any]) -> Any:
         client.close()
 
 
+def run_operation(start: Callable[["VmhostClient"], dict[str, Any]], what: str, no_wait: bool, timeout: str,
+                  json: bool) -> dict[str, Any] | None:
+    """Start an operation, then follow it unless `no_wait`; print it as JSON, or with `no_wait` its id. The
+    ended operation is answered when the caller is to say how it went (it waited, without JSON)."""
+    def started(client: "VmhostClient") -> dict[str, Any]:
+        operation = start(client)
+        return operation if no_wait else follow(client, operation, what, timeout)
+
+    operation = run(started)
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(operation)
+    elif no_wait:
+        render.out().print(f"{what}: operation {operation['id']} is {operation['status']}")
+    else:
+        return operation
+    return None
+
+
 def follow(client: "VmhostClient", operation: dict[str, Any], what: str, timeout: str = "30m") -> dict[str, Any]:
     """Wait for an operation with a live status line, printing its output as it arrives."""
     from vmhost.cli.render import err

@@ -1,13 +1,10 @@
 """vmhost nodes ls / set-engine: the hosts workspaces run on (admins)."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
-from vmhost.cli.base import JsonOpt, NoWaitOpt, TimeoutOpt, app, follow, run
-
-if TYPE_CHECKING:
-    from vmhost.cli.client import VmhostClient
+from vmhost.cli.base import JsonOpt, NoWaitOpt, TimeoutOpt, app, run, run_operation
 
 nodes_app = typer.Typer(help="The hosts workspaces run on: a Swarm cluster's nodes (admins).", no_args_is_help=True)
 app.add_typer(nodes_app, name="nodes")
@@ -40,19 +37,12 @@ def nodes_set_engine(node: NodeArg, url: Annotated[str, typer.Argument(
 @nodes_app.command("drain")
 def nodes_drain(node: NodeArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "1h", json: JsonOpt = False) -> None:
     """Move every workspace off a node (with /workspace and its container's filesystem), then mark it drain."""
-    def drain(client: "VmhostClient") -> dict[str, Any]:
-        operation = client.post(f"/nodes/{node}/actions/drain")
-        return operation if no_wait else follow(client, operation, f"drain {node}", timeout)
+    done = run_operation(lambda client: client.post(f"/nodes/{node}/actions/drain"), f"drain {node}", no_wait,
+                         timeout, json)
+    if done is not None:
+        from vmhost.cli import render
 
-    operation = run(drain)
-    from vmhost.cli import render
-
-    if json:
-        render.print_json(operation)
-    elif no_wait:
-        render.out().print(f"drain {node}: operation {operation['id']} is {operation['status']}")
-    else:
-        result = operation["result"]
+        result = done["result"]
         render.out().print(f"drain {node}: {len(result['moved'])} moved, {len(result['stayed'])} stayed",
                            highlight=False)
         for stayed in result["stayed"]:

@@ -9,9 +9,9 @@ from vmhost.cli.base import (
     NameArg,
     NoWaitOpt,
     TimeoutOpt,
-    follow,
     key_values,
     run,
+    run_operation,
     settled,
     workspaces_app,
 )
@@ -98,20 +98,14 @@ def ws_show(name: NameArg, json: JsonOpt = False) -> None:
 def _lifecycle(name: str, action: str, no_wait: bool, timeout: str, json: bool, force: bool = False) -> None:
     def act(client: "VmhostClient") -> dict[str, Any]:
         if action == "delete":
-            operation = client.delete(f"/workspaces/{name}", force=force or None)
-        else:
-            operation = client.post(f"/workspaces/{name}/actions/{action}")
-        return operation if no_wait else follow(client, operation, f"{action} {name}", timeout)
+            return client.delete(f"/workspaces/{name}", force=force or None)
+        return client.post(f"/workspaces/{name}/actions/{action}")
 
-    operation = run(act)
-    from vmhost.cli import render
+    done = run_operation(act, f"{action} {name}", no_wait, timeout, json)
+    if done is not None:
+        from vmhost.cli import render
 
-    if json:
-        render.print_json(operation)
-    elif no_wait:
-        render.out().print(f"{action} {name}: operation {operation['id']} is {operation['status']}")
-    else:
-        render.out().print(f"{action} {name}: {render.status(operation['status'])}")
+        render.out().print(f"{action} {name}: {render.status(done['status'])}")
 
 
 @workspaces_app.command("start")

@@ -159,6 +159,17 @@ class ContainerEvent:
     labels: dict[str, str]
 
 
+def until_end(get: Callable[[], ContainerEvent | BaseException | None]) -> Iterator[ContainerEvent]:
+    """The events `get()` answers (it blocks) until it answers None; an exception it answers is raised."""
+    while True:
+        item = get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 class EventStream(Protocol):
     """Container events as they happen; `close()` (from any thread) ends the iteration."""
 

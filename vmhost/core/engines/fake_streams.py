@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from vmhost.core.engines.base import ContainerEvent
+from vmhost.core.engines.base import ContainerEvent, until_end
 from vmhost.core.engines.fake_objects import Container
 from vmhost.errors import ProviderError
 
@@ -28,13 +28,7 @@ class FakeEventStream:
         self._items.put(error)
 
     def __iter__(self) -> Iterator[ContainerEvent]:
-        while True:
-            item = self._items.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return until_end(self._items.get)
 
     def close(self) -> None:
         self._forget(self)

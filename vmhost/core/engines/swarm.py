@@ -45,6 +45,7 @@ from vmhost.core.engines.base import (
     OutputCallback,
     PathStat,
     Terminal,
+    until_end,
 )
 from vmhost.core.engines.docker import DockerEngine
 from vmhost.core.models import ContainerState
@@ -515,13 +516,7 @@ class MergedEvents:
     def __iter__(self) -> Iterator[ContainerEvent]:
         if not self._streams:
             raise DockerUnavailable("no Swarm node answers")
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return until_end(self._queue.get)
 
     def close(self) -> None:
         for stream in self._streams:
