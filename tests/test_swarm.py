@@ -140,10 +140,11 @@ def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daem
 
 
 def test_a_workspace_no_node_can_hold_is_refused_at_once(swarm_api: httpx.Client, name: str) -> None:
-    refused = swarm_api.post("/api/v1/workspaces", json={"name": name, "template": "base", "memory_mb": 60000})
+    # more memory than any node here has (each has the machine's)
+    refused = swarm_api.post("/api/v1/workspaces", json={"name": name, "template": "base", "memory_mb": 1_000_000})
     assert refused.status_code == 409, refused.text
     assert refused.json()["code"] == "no_room"
-    assert refused.json()["detail"].startswith("no node has 1 CPUs and 60000 MB free (3 nodes ready of 3; the most "
+    assert refused.json()["detail"].startswith("no node has 1 CPUs and 1000000 MB free (3 nodes ready of 3; the most "
                                                "free: ")
     assert swarm_api.get(f"/api/v1/workspaces/{name}").status_code == 404
 
