@@ -240,14 +240,19 @@ def test_snapshots_restores_and_rebuild_stay_on_the_workspaces_node(swarm_api: h
 
 def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
         swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
-    running = create_ws(swarm_api, f"{name}-a", **SMALL)["workspace"]
-    node = running["node"]
+    workers = {n.node_id for n in cluster.nodes if n.index != 0}
+    made = []
+    for i in range(len(cluster.nodes)):  # drain a worker: the manager is also where vmhost's calls go
+        made.append(create_ws(swarm_api, f"{name}-a{i}", **SMALL)["workspace"])
+        if made[-1]["node"] in workers:
+            break
+    running, node = made[-1], made[-1]["node"]
     stopped = create_ws(swarm_api, f"{name}-b", **SMALL)["workspace"]
     for workspace in (running, stopped):
         assert run(swarm_api, workspace["name"], f"echo {workspace['name']} > /workspace/data.txt; "
                                                  "echo conf > /etc/app.conf") == (0, "")
     act(swarm_api, stopped["name"], "stop")
-    on_node = [w for w in (running, stopped) if w["node"] == node]
+    on_node = [w for w in (*made, stopped) if w["node"] == node]
 
     drained = swarm_daemon.cli("nodes", "drain", node[:12])
     assert drained.returncode == 0, drained.stderr
@@ -266,6 +271,6 @@ def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
 
     activated = swarm_daemon.cli("nodes", "activate", node)
     assert activated.returncode == 0 and activated.stdout.strip().endswith(": ready"), activated.stderr
-    for workspace in (running, stopped, elsewhere):
+    for workspace in (*made, stopped, elsewhere):
         deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['id']}")
         assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmhost.core import migrations
-from vmhost.core.engines import LOCAL_NODE, Engine
+from vmhost.core.engines import LOCAL_NODE, NODE_UP, Engine
 from vmhost.core.models import WorkspaceStatus
 from vmhost.core.reconcile import Reconciler
 from vmhost.core.store import Store
@@ -98,7 +98,7 @@ def check_nodes(store: Store, templates: TemplateCatalog, reconciler: Reconciler
     checks = []
     for node in nodes:
         name = f"node {node.hostname} ({node.id[:12]})"
-        if node.state not in ("ready", "drain", "paused"):
+        if node.state not in NODE_UP:
             checks.append(failed(name, f"Swarm says it is {node.state}; its workspaces are unreachable",
                                  "bring the node back (it rejoins by itself), or remove it from the swarm"))
             continue

@@ -20,6 +20,7 @@ __all__ = [
     "LOCAL_NODE",
     "ONE_HOST_HAS_NO_NODES",
     "MANAGED_KINDS",
+    "NODE_UP",
     "WATCHED_ACTIONS",
     "CommandOutcome",
     "CommittedImage",
@@ -50,6 +51,7 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
 MANAGED_KINDS = ("container", "volume", "image", "network")
 LOCAL_NODE = "local"  # the one node of an engine that is a single Docker host
 UNREACHABLE = "unreachable"  # ContainerState.status of a container on a node that is down
+NODE_UP = ("ready", "drain", "paused")  # NodeInfo.state of a node that answers (drain, paused: takes no new work)
 ONE_HOST_HAS_NO_NODES = ("vmhost runs on one Docker engine (the engine setting is docker): it has no nodes to "
                          "name engines for, drain or activate")
 WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `container_events` reports

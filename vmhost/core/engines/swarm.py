@@ -32,6 +32,7 @@ from docker.types import (
 from vmhost.core.engines.base import (
     DEFAULT_CAPABILITIES,
     MANAGED_KINDS,
+    NODE_UP,
     UNREACHABLE,
     CommandOutcome,
     CommittedImage,
@@ -178,7 +179,7 @@ class SwarmEngine:
         """The engines of the nodes that are up; a node that is down is left out (logged)."""
         engines = []
         for node in self.nodes():
-            if node.state not in ("ready", "drain"):
+            if node.state not in NODE_UP:
                 continue
             try:
                 engine = self.node_engine(node.id)
