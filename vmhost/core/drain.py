@@ -30,11 +30,11 @@ from vmhost.core.nodes import Node, Nodes
 from vmhost.core.operations import OperationQueue
 from vmhost.core.output import OperationOutput
 from vmhost.core.quotas import Quotas
+from vmhost.core.snapshots import VOLUME_PATH
 from vmhost.core.store import Store
 from vmhost.errors import VmhostError
 
 MOVED_REPOSITORY = "vmhost-moved"
-VOLUME_PATH = "/workspace"
 
 
 class Drains:
@@ -65,7 +65,7 @@ class Drains:
         caller.require_write("activate a node")
         node = self.nodes.find(ref)
         self.engine.set_node_availability(node.id, "active")
-        return Node(self.nodes.find(node.id), self.store.count_by_node().get(node.id, 0))
+        return self.nodes.get(node.id)
 
     def run_drain(self, operation: Operation) -> dict[str, Any]:
         node = operation.params["node"]

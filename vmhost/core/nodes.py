@@ -66,7 +66,11 @@ class Nodes:
         caller.require_write("name a node's engine")
         node = self.find(ref)
         self.engine.set_node_engine(node.id, url)
-        return Node(self.find(node.id), self.store.count_by_node().get(node.id, 0))
+        return self.get(node.id)
+
+    def get(self, node_id: str) -> Node:
+        """One node as the engine shows it now, with its workspace count."""
+        return Node(self.find(node_id), self.store.count_by_node().get(node_id, 0))
 
 
 class NodeWatch:

@@ -299,9 +299,9 @@ class SwarmEngine:
     def start(self, container_id: str) -> None:
         """Scale the service to 1 on its node (forcing a new task: with restart condition none, a scale
         alone makes none) and wait for it to run."""
-        if self._current_task(container_id) is not None:
-            return
         earlier = self._tasks(container_id, desired=None)
+        if _running_of(earlier) is not None:
+            return
         self._update(container_id, "start the workspace", replicas=1, force_update=True,
                      node=self._node_of(container_id, earlier))
         self._wait_for_task(container_id, self.manager.timeout, "start the workspace", {t.id for t in earlier})
@@ -335,7 +335,8 @@ class SwarmEngine:
                 service = self.manager.client.api.inspect_service(container_id)
             except docker.errors.NotFound:
                 return ContainerState(exists=False)
-        node = self._node_of(service, self._tasks(service["ID"], desired=None))
+        tasks = self._tasks(service["ID"], desired=None)
+        node = self._node_of(service, tasks)
         if node is not None:
             with self.manager.errors(f"inspect node {node}"):
                 raw = self.manager.client.api.inspect_node(node)
@@ -344,7 +345,7 @@ class SwarmEngine:
                 hostname = (raw.get("Description") or {}).get("Hostname", "?")
                 return ContainerState(exists=True, status=UNREACHABLE, node=node,
                                       reason=f"its node {hostname} ({node[:12]}) is {state}")
-        task = self._current_task(service["ID"])
+        task = _running_of(tasks)
         if task is None:
             return ContainerState(exists=True, running=False, status="exited", node=node)
         return ContainerState(exists=True, running=True, status="running", container_id=task.container_id,
@@ -392,7 +393,7 @@ class SwarmEngine:
         return tasks
 
     def _current_task(self, service_id: str) -> Task | None:
-        return next((t for t in self._tasks(service_id) if t.running), None)
+        return _running_of(self._tasks(service_id))
 
     def _wait_for_task(self, service_id: str, timeout: float, doing: str, earlier: Collection[str] = ()) -> Task:
         """The service's task once it runs; ProviderError saying why when Swarm cannot run it (judged by
@@ -523,6 +524,11 @@ class MergedEvents:
         for stream in self._streams:
             stream.close()
         self._queue.put(None)
+
+
+def _running_of(tasks: list[Task]) -> Task | None:
+    """The task that runs and is meant to (not one Swarm is replacing or shutting down)."""
+    return next((t for t in tasks if t.desired == "running" and t.running), None)
 
 
 def _task(raw: dict[str, Any]) -> Task:
