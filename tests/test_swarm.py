@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -18,6 +18,19 @@ from cluster import SwarmCluster
 from conftest import Daemon, all_items, create_ws, swarm_env, wait_op
 
 SMALL = {"cpus": 0.25, "memory_mb": 64}  # more than the default (conftest.swarm_env), which Swarm reserves
+
+
+@pytest.fixture
+def drainer(make_daemon: Callable[..., Daemon], cluster: SwarmCluster) -> Daemon:
+    """A daemon of the test's own on the cluster: a drain moves its workspaces only (not those the other
+    tests left on the node), and Swarm's drain stops theirs."""
+    return make_daemon(swarm_env(cluster))
+
+
+@pytest.fixture
+def drainer_api(drainer: Daemon) -> Iterator[httpx.Client]:
+    with drainer.client() as client:
+        yield client
 
 
 @pytest.fixture
@@ -247,54 +260,55 @@ def test_snapshots_restores_and_rebuild_stay_on_the_workspaces_node(swarm_api: h
 
 
 def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
-        swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+        drainer: Daemon, drainer_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
     workers = {n.node_id for n in cluster.nodes if n.index != 0}
     made = []
     for i in range(len(cluster.nodes)):  # drain a worker: the manager is also where vmhost's calls go
-        made.append(create_ws(swarm_api, f"{name}-a{i}", **SMALL)["workspace"])
+        made.append(create_ws(drainer_api, f"{name}-a{i}", **SMALL)["workspace"])
         if made[-1]["node"] in workers:
             break
     running, node = made[-1], made[-1]["node"]
-    stopped = create_ws(swarm_api, f"{name}-b", **SMALL)["workspace"]
+    stopped = create_ws(drainer_api, f"{name}-b", **SMALL)["workspace"]
     for workspace in (running, stopped):
-        assert run(swarm_api, workspace["name"], f"echo {workspace['name']} > /workspace/data.txt; "
+        assert run(drainer_api, workspace["name"], f"echo {workspace['name']} > /workspace/data.txt; "
                                                  "echo conf > /etc/app.conf") == (0, "")
-    act(swarm_api, stopped["name"], "stop")
+    act(drainer_api, stopped["name"], "stop")
     on_node = [w for w in (*made, stopped) if w["node"] == node]
 
-    drained = swarm_daemon.cli("nodes", "drain", node[:12])
+    drained = drainer.cli("nodes", "drain", node[:12])
     assert drained.returncode == 0, drained.stderr
     assert drained.stdout.strip() == f"drain {node[:12]}: {len(on_node)} moved, 0 stayed; node state drain"
     for workspace in on_node:
-        moved = swarm_api.get(f"/api/v1/workspaces/{workspace['id']}").json()
+        moved = drainer_api.get(f"/api/v1/workspaces/{workspace['id']}").json()
         assert moved["node"] != node and moved["status"] == ("running" if workspace is running else "stopped")
-    act(swarm_api, stopped["name"], "start")
+    act(drainer_api, stopped["name"], "start")
     # the running one kept its container's filesystem; a stop on Swarm makes the container again
-    assert run(swarm_api, running["name"], "cat /workspace/data.txt /etc/app.conf") == (0, f"{running['name']}\nconf\n")
-    assert run(swarm_api, stopped["name"], "cat /workspace/data.txt") == (0, f"{stopped['name']}\n")
-    nodes = {n["id"]: n for n in all_items(swarm_api, "/api/v1/nodes")}
+    assert run(drainer_api, running["name"], "cat /workspace/data.txt /etc/app.conf") == \
+        (0, f"{running['name']}\nconf\n")
+    assert run(drainer_api, stopped["name"], "cat /workspace/data.txt") == (0, f"{stopped['name']}\n")
+    nodes = {n["id"]: n for n in all_items(drainer_api, "/api/v1/nodes")}
     assert (nodes[node]["state"], nodes[node]["workspaces"]) == ("drain", 0)
-    elsewhere = create_ws(swarm_api, f"{name}-c", **SMALL)["workspace"]
+    elsewhere = create_ws(drainer_api, f"{name}-c", **SMALL)["workspace"]
     assert elsewhere["node"] != node
 
-    activated = swarm_daemon.cli("nodes", "activate", node)
+    activated = drainer.cli("nodes", "activate", node)
     assert activated.returncode == 0 and activated.stdout.strip().endswith(": ready"), activated.stderr
     for workspace in (*made, stopped, elsewhere):
-        deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['id']}")
-        assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+        deleted = drainer_api.delete(f"/api/v1/workspaces/{workspace['id']}")
+        assert wait_op(drainer_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
 
 
 def test_a_workspace_no_other_node_has_room_for_stays_through_a_drain(
-        swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
-    workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
+        drainer: Daemon, drainer_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+    workspace = create_ws(drainer_api, name, **SMALL)["workspace"]
     node = workspace["node"]
-    assert run(swarm_api, name, "echo mine > /workspace/data.txt") == (0, "")
+    assert run(drainer_api, name, "echo mine > /workspace/data.txt") == (0, "")
     others = [n.node_id for n in cluster.nodes if n.node_id != node]
     with closing(cluster.client(0)) as manager:
         try:
             for other in others:  # they take no new work: no room anywhere else
                 manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "pause"})
-            drained = swarm_daemon.cli("nodes", "drain", node)
+            drained = drainer.cli("nodes", "drain", node)
             assert drained.returncode == 4, (drained.stdout, drained.stderr)
             assert drained.stdout.strip() == f"drain {node}: 0 moved, 1 stayed; node state paused"
             assert drained.stderr.startswith(f"{name}: stays: no node has 0.25 CPUs and 64 MB free (0 nodes ready "
@@ -302,11 +316,11 @@ def test_a_workspace_no_other_node_has_room_for_stays_through_a_drain(
         finally:
             for other in others:
                 manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "active"})
-    kept = swarm_api.get(f"/api/v1/workspaces/{name}").json()
+    kept = drainer_api.get(f"/api/v1/workspaces/{name}").json()
     assert (kept["status"], kept["node"]) == ("running", node)
-    assert run(swarm_api, name, "cat /workspace/data.txt") == (0, "mine\n")
-    nodes = {n["id"]: n for n in all_items(swarm_api, "/api/v1/nodes")}
+    assert run(drainer_api, name, "cat /workspace/data.txt") == (0, "mine\n")
+    nodes = {n["id"]: n for n in all_items(drainer_api, "/api/v1/nodes")}
     assert nodes[node]["state"] == "paused"
-    assert swarm_daemon.cli("nodes", "activate", node).returncode == 0
-    deleted = swarm_api.delete(f"/api/v1/workspaces/{name}")
-    assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+    assert drainer.cli("nodes", "activate", node).returncode == 0
+    deleted = drainer_api.delete(f"/api/v1/workspaces/{name}")
+    assert wait_op(drainer_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
