@@ -1,6 +1,8 @@
 """A workspace's ports: the list, sharing, the raw TCP tunnel WebSocket (who may open one, clean closes,
-revocation, the idle timeout, the per-user limit) and `vmhost ws port-forward` with many connections.
-The workspace serves a page with busybox's `httpd -p 8080` and echoes with `nc -ll -p 9000 -e cat`."""
+revocation, the idle timeout, the per-user limit), `vmhost ws port-forward` with many connections, and
+the HTTP preview (who may use it, what crosses it, a large download, its cookie, the per-user limit).
+The workspace serves a page and a CGI echo with busybox's `httpd -p 8080` and echoes TCP with
+`nc -ll -p 9000 -e cat`."""
 
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from typing import Any
 import httpx
 import pytest
 import wsproto.events
-from conftest import Daemon, create_ws
+from conftest import Daemon, all_items, create_ws
 from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
 
 PAGE = "hello from the workspace"
-SERVERS = (f"echo '{PAGE}' > /workspace/index.html; httpd -p 8080 -h /workspace; "
-           "nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &")
+# /cgi-bin/echo answers with the request as its server got it: the CGI environment (method, query,
+# HTTP_* headers) and the body
+ECHO_CGI = "#!/bin/sh\necho Content-Type: text/plain\necho X-Echo: yes\necho\nenv | sort\necho BODY:\ncat\n"
+SERVERS = (f"echo '{PAGE}' > /workspace/index.html; mkdir -p /workspace/cgi-bin; "
+           f"printf '{ECHO_CGI}' > /workspace/cgi-bin/echo; chmod +x /workspace/cgi-bin/echo; "
+           "httpd -p 8080 -h /workspace; nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &")
 
 
 def serving_workspace(client: httpx.Client, name: str) -> dict[str, Any]:
@@ -241,3 +247,124 @@ def test_cli_port_forward_ends_on_an_unknown_workspace(daemon: Daemon, name: str
         assert conn.recv(10) == b""
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 3 and f"no workspace {name!r}" in stderr
+
+
+def proxy(ref: str, port: int, path: str = "") -> str:
+    return f"/api/v1/workspaces/{ref}/ports/{port}/proxy/{path}"
+
+
+def preview_entries(client: httpx.Client, ref: str) -> list[tuple[str | None, str | None, int]]:
+    """(user, phase, status) of the audit entries of requests through the workspace's previews."""
+    entries = all_items(client, "/api/v1/audit", workspace=ref)
+    return [(e["user"], e["phase"], e["status"]) for e in entries if "/proxy/" in e["path"]]
+
+
+def test_preview_forwards_requests_to_whom_may_reach_the_port(daemon: Daemon, api: httpx.Client, name: str) -> None:
+    alice = daemon.token(f"alice-{name}")
+    with daemon.tcp(token=alice) as as_alice, daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
+            daemon.tcp(token=daemon.token(f"alice-{name}", scope="read")) as as_reader, daemon.tcp() as nobody:
+        ws_id = serving_workspace(as_alice, name)["id"]
+        page = as_alice.get(proxy(name, 8080, "index.html"))
+        assert (page.status_code, page.text) == (200, PAGE + "\n") and page.headers["content-type"] == "text/html"
+        assert as_alice.get(proxy(name, 8080)).text == PAGE + "\n"  # the directory's index.html
+        assert as_alice.head(proxy(name, 8080, "index.html")).headers["content-length"] == str(len(PAGE) + 1)
+
+        echoed = as_alice.post(proxy(name, 8080, "cgi-bin/echo?a=1&b=x%20y"), content=b"the body",
+                               headers={"X-Custom": "kept", "Cookie": "vmhost_preview=x; app=1",
+                                        "X-Forwarded-For": "6.6.6.6", "Connection": "keep-alive, X-Drop",
+                                        "X-Drop": "hop"})
+        assert echoed.status_code == 200 and echoed.headers["x-echo"] == "yes", echoed.text
+        seen = dict(line.split("=", 1) for line in echoed.text.split("BODY:")[0].splitlines() if "=" in line)
+        host = daemon.url.split("//")[1]
+        assert seen["REQUEST_METHOD"] == "POST" and seen["QUERY_STRING"] == "a=1&b=x%20y"
+        assert echoed.text.endswith("BODY:\nthe body")
+        assert seen["HTTP_X_CUSTOM"] == "kept" and seen["HTTP_COOKIE"] == "app=1"
+        assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1" and seen["HTTP_X_FORWARDED_PROTO"] == "http"
+        assert seen["HTTP_X_FORWARDED_HOST"] == host
+        assert seen["HTTP_FORWARDED"] == f'for=127.0.0.1;host="{host}";proto=http'
+        assert not {"HTTP_AUTHORIZATION", "HTTP_X_DROP"} & set(seen), seen
+
+        # who may: a read token GETs only; another user nothing until the port is shared, by its id
+        assert nobody.get(proxy(ws_id, 8080, "index.html")).status_code == 401
+        assert as_reader.get(proxy(name, 8080, "index.html")).status_code == 200
+        refused = as_reader.post(proxy(name, 8080, "cgi-bin/echo"), content=b"x")
+        assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+        assert as_bob.get(proxy(ws_id, 8080, "index.html")).status_code == 404
+        shared = as_alice.put(f"/api/v1/workspaces/{name}/ports/8080/sharing", json={"level": "authenticated"})
+        assert shared.status_code == 200
+        assert as_bob.get(proxy(ws_id, 8080, "index.html")).text == PAGE + "\n"
+        assert as_bob.post(proxy(ws_id, 8080, "cgi-bin/echo"), content=b"from bob").text.endswith("from bob")
+        assert as_bob.get(proxy(ws_id, 9000)).status_code == 404  # only the shared port
+
+        missing = as_alice.get(proxy(name, 9999))
+        assert missing.status_code == 502 and "nothing answers on port 9999" in missing.json()["detail"]
+
+        # a browser: a cookie for the preview's path stands for alice there, and nowhere else
+        session = as_alice.post(f"/api/v1/workspaces/{name}/ports/8080/preview-session")
+        assert session.status_code == 204, session.text
+        set_cookie = session.headers["set-cookie"].lower()
+        assert {f"path={proxy(ws_id, 8080)}", "httponly", "samesite=strict"} <= {
+            part.strip() for part in set_cookie.split(";")}, set_cookie
+        cookie = {"vmhost_preview": session.cookies["vmhost_preview"]}
+        with daemon.tcp() as browser:
+            browser.cookies.update(cookie)
+            through = browser.post(proxy(ws_id, 8080, "cgi-bin/echo"), content=b"by cookie")
+            assert through.status_code == 200 and through.text.endswith("by cookie")
+            assert "vmhost_preview" not in through.text  # nor is it forwarded
+            assert browser.get(proxy(ws_id, 9000)).status_code == 401  # another port
+            assert browser.get(proxy(name, 8080)).status_code == 401  # the cookie names the workspace by id
+            assert browser.get(f"/api/v1/workspaces/{ws_id}").status_code == 401  # and nothing else
+
+    # one audit entry per preview session, not per request (the refusals are recorded as ever)
+    recorded = preview_entries(api, ws_id) + preview_entries(api, name)
+    assert recorded.count((f"alice-{name}", "start", 200)) == 1, recorded
+    assert (f"bob-{name}", "start", 200) in recorded and (None, None, 401) in recorded
+    assert (f"alice-{name}", None, 403) in recorded
+
+
+def test_preview_streams_a_large_download_and_each_user_has_a_limit(make_daemon: Any, name: str) -> None:
+    daemon = make_daemon({"VMHOST_USER_MAX_PREVIEW_REQUESTS": "2", "VMHOST_PREVIEW_IDLE_TIMEOUT": "2"})
+    with daemon.client() as root, daemon.tcp(token=daemon.token("dora")) as as_dora:
+        serving_workspace(root, name)
+        other = serving_workspace(as_dora, f"{name}-d")
+        made = root.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", (
+            "dd if=/dev/zero of=/workspace/big bs=1M count=50 2>/dev/null; "
+            "(sleep 600 | nc -l -p 9200) </dev/null >/dev/null 2>&1 &")], "stream": True})  # accepts, never answers
+        assert made.status_code == 200 and '"exit_code": 0' in made.text, made.text
+
+        status = f"/proc/{daemon.process.pid}/status"
+
+        def peak_mb() -> float:  # the daemon's peak resident memory so far
+            return next(int(line.split()[1]) for line in open(status) if line.startswith("VmHWM")) / 1024
+
+        before = peak_mb()
+        started = time.monotonic()
+        received = 0
+        with root.stream("GET", proxy(name, 8080, "big")) as download:
+            assert download.headers["content-length"] == str(50 * 1024 * 1024)
+            for chunk in download.iter_raw():
+                received += len(chunk)
+        seconds = time.monotonic() - started
+        grown = peak_mb() - before
+        print(f"50 MB through the preview in {seconds:.2f} s ({50 / seconds:.0f} MB/s); "
+              f"the daemon's peak memory grew {grown:.1f} MB")
+        assert received == 50 * 1024 * 1024 and grown < 20
+
+        # two downloads in progress (read by nobody) are root's limit; dora is unaffected
+        with root.stream("GET", proxy(name, 8080, "big")), root.stream("GET", proxy(name, 8080, "big")):
+            refused = root.get(proxy(name, 8080, "index.html"))
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+            assert "too many preview requests at once" in refused.json()["detail"]
+            assert as_dora.get(proxy(other["id"], 8080, "index.html")).text == PAGE + "\n"
+        deadline = time.monotonic() + 10  # the daemon notices the downloads' clients have gone
+        while (again := root.get(proxy(name, 8080, "index.html"))).status_code == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert again.status_code == 200
+
+        deadline = time.monotonic() + 20
+        while 9200 not in {p["port"] for p in ports(root, name) if p["listening"]}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        silent = root.get(proxy(name, 9200))
+        assert silent.status_code == 504 and "did not answer within 2 s" in silent.json()["detail"]

@@ -187,6 +187,11 @@ OPTIONS: tuple[Option, ...] = (
            "port tunnels (one per forwarded connection) one user may hold open at once"),
     Option("tunnel_idle_timeout", ("VMHOST_TUNNEL_IDLE_TIMEOUT",), lambda: 3600.0, _positive_float,
            "seconds a port tunnel may carry no byte either way before it is closed"),
+    Option("user_max_preview_requests", ("VMHOST_USER_MAX_PREVIEW_REQUESTS",), lambda: 32, _positive_int,
+           "requests (and WebSockets) through port previews one user may have in progress at once"),
+    Option("preview_idle_timeout", ("VMHOST_PREVIEW_IDLE_TIMEOUT",), lambda: 300.0, _positive_float,
+           "seconds a preview request may wait for the workspace's server to answer, or for the next byte of "
+           "its answer (504, or the answer is cut)"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -257,6 +262,8 @@ class Settings:
     user_max_event_streams: int
     user_max_tunnels: int
     tunnel_idle_timeout: float
+    user_max_preview_requests: int
+    preview_idle_timeout: float
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool

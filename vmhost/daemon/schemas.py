@@ -120,8 +120,10 @@ class PortOut(BaseModel):
                                         "than loopback)")
     in_template: bool = Field(description="the workspace's template names it")
     sharing: Sharing = Field(description="`private`: the owner and admins; `authenticated`: any vmhost user may "
-                                         "open a tunnel to it")
-    preview_url: str = Field(description="the path of the port's HTTP preview (coming: not served yet)")
+                                         "open a tunnel to it or use its preview")
+    preview_url: str = Field(description="the path of the port's HTTP preview: any request under it is forwarded "
+                                         "to the port's server (a browser gets a cookie for it from POST "
+                                         "`.../preview-session`)")
     tunnel_url: str = Field(description="the path of the WebSocket that tunnels TCP to the port")
 
 

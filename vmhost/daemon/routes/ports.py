@@ -39,9 +39,14 @@ IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
 PortNumber = Annotated[int, Path(ge=MIN_PORT, le=MAX_PORT, description="a TCP port in the workspace")]
 
 
+def preview_path(workspace_id: str, port: int) -> str:
+    """Where a port's HTTP preview is served (vmhost.daemon.routes.preview)."""
+    return f"{API}/workspaces/{workspace_id}/ports/{port}/proxy/"
+
+
 def port_out(workspace_id: str, port: WorkspacePort) -> PortOut:
     return PortOut(port=port.port, listening=port.listening, in_template=port.in_template, sharing=port.sharing,
-                   preview_url=f"{API}/workspaces/{workspace_id}/ports/{port.port}/proxy/",
+                   preview_url=preview_path(workspace_id, port.port),
                    tunnel_url=f"/ws/workspaces/{workspace_id}/ports/{port.port}")
 
 

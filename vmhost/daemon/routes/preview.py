@@ -1,0 +1,205 @@
+"""A port's HTTP preview: any request to `/api/v1/workspaces/{ref}/ports/{port}/proxy/{path}` is
+forwarded to `http://<the container's address>:{port}/{path}?{query}` and the answer comes back.
+
+Who may: like a tunnel (the owner and admins any port, another user a port shared `authenticated`,
+by the workspace's id), but a read-only caller may GET and HEAD. Bodies stream both ways, one read
+(at most 64 KiB) at a time, as fast as the other side takes them: a 50 MB download holds no more in
+the daemon than a small page. Each user may have `user_max_preview_requests` requests in progress at
+once (429 with Retry-After past that). The workspace's server has 5 s to accept the connection
+(502 if nothing answers) and `preview_idle_timeout` seconds to answer, and then to send each next
+part of its answer (504 before the answer starts; after that the answer is cut): there is no limit on
+a whole answer, so server-sent events go on as long as they move. Revoking the caller's token cuts
+its answers in progress. Each request counts as activity on the workspace (the idle stop), and each
+part of an answer too. The audit log records the request that starts a preview session (a user's
+first request to the port after 10 minutes without one), not every request.
+
+A browser cannot add a token to the page's own requests: `POST .../preview-session` sets a cookie for
+the preview's path (HttpOnly, SameSite=Strict, an hour) that stands for the caller there; a request
+with other credentials (a token, the socket, a proxy's X-VM-User) is judged by those instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from vmhost.core.models import Caller
+from vmhost.core.ports import PortTarget
+from vmhost.core.sessions import SessionKind
+from vmhost.daemon.audit import preview_request, remember_caller
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, require_scope
+from vmhost.daemon.peercred import PEER_KEY
+from vmhost.daemon.preview import (
+    CONNECT_TIMEOUT,
+    COOKIE_NAME,
+    Forwarding,
+    downstream_headers,
+    upstream_headers,
+)
+from vmhost.daemon.revocation import LiveSessions
+from vmhost.daemon.routes.common import API, errors
+from vmhost.daemon.routes.ports import PortNumber, preview_path
+from vmhost.daemon.services import services_of
+from vmhost.daemon.sessions import hold
+from vmhost.errors import PortTimeout, PortUnreachable, Unauthenticated
+
+router = APIRouter(tags=["workspaces"])
+
+PROXY_PATH = rf"{API}/workspaces/[^/]+/ports/[0-9]+/proxy/.*"
+"""Requests to this path may carry up to `max_upload_bytes` rather than `max_body_bytes`."""
+PROXY = f"{API}/workspaces/{{ref}}/ports/{{port}}/proxy/{{path:path}}"
+OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+OWN_CREDENTIALS = ("authorization", "x-vm-user")
+
+
+async def preview_caller(request: Request, ref: str, port: PortNumber) -> Caller:
+    """Who calls: by the request's credentials like everywhere, or else by the port's preview cookie
+    (which names the workspace by its id, as its path does)."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie is None or request.scope.get(PEER_KEY) is not None or any(h in request.headers for h in OWN_CREDENTIALS):
+        return await get_caller(request)
+    services = services_of(request)
+    caller = services.previews.cookies.caller(cookie, ref, port, request.client.host if request.client else None)
+    if caller.token_id is not None and services.token_sessions.revoked(caller.token_id):
+        raise Unauthenticated("this API token was revoked")
+    remember_caller(request.scope, caller)
+    return require_scope(request, caller)
+
+
+def _forwarding(request: Request) -> Forwarding:
+    """A trusted proxy's X-Forwarded-* are kept (its peer added to the chain); anyone else's replaced."""
+    peer = request.client.host if request.client else None  # None on the Unix socket
+    headers = request.headers
+    if services_of(request).authenticator.is_trusted_proxy(peer):
+        chain = [hop.strip() for value in headers.getlist("x-forwarded-for") for hop in value.split(",") if hop.strip()]
+        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or request.url.scheme,
+                          headers.get("x-forwarded-host") or headers.get("host"))
+    return Forwarding([peer] if peer else [], request.url.scheme, headers.get("host"))
+
+
+def _upstream_target(scope: Scope) -> bytes:
+    """The path after `/proxy` and the query, as the client sent them (not decoded and encoded again)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    start = raw.find(b"/proxy/")
+    target = raw[start + len(b"/proxy"):] if start >= 0 else b"/" + scope["path_params"]["path"].encode()
+    query: bytes = scope.get("query_string") or b""
+    return target + b"?" + query if query else target
+
+
+def _has_body(request: Request) -> bool:
+    return "content-length" in request.headers or "transfer-encoding" in request.headers
+
+
+class ProxiedAnswer(StreamingResponse):
+    """The workspace's answer, passed on one network read at a time as the client takes it. When the
+    workspace's server stops sending for the idle timeout or fails, or the caller's token is revoked,
+    the answer is cut (not completed: the client sees it was cut, and the connection is closed)."""
+
+    def __init__(self, upstream: httpx.Response, on_traffic: Callable[[], None], sessions: LiveSessions,
+                 caller: Caller) -> None:
+        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+        self.raw_headers = downstream_headers(upstream.headers.raw)
+        self.upstream = upstream
+        self.on_traffic = on_traffic
+        self.sessions = sessions
+        self.caller = caller
+        self.cut = anyio.CancelScope()
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        with self.cut:
+            try:
+                async for chunk in self.body_iterator:
+                    self.on_traffic()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError:
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def revoked() -> None:
+            self.cut.cancel()
+
+        try:
+            async with self.sessions.hold(self.caller, revoked):
+                await super().__call__(scope, receive, send)
+        finally:
+            await self.upstream.aclose()
+
+
+async def _send(request: Request, target: PortTarget) -> httpx.Response:
+    """The workspace's answer to the request (its head; the body streams later)."""
+    client = services_of(request).previews.client
+    url = httpx.URL(scheme="http", host=target.host, port=target.port, raw_path=_upstream_target(request.scope))
+    upstream = client.build_request(request.method, url, headers=upstream_headers(request.scope["headers"],
+                                                                                  _forwarding(request)),
+                                    content=request.stream() if _has_body(request) else None)
+    where = f"port {target.port} of workspace {target.workspace.name!r}"
+    try:
+        return await client.send(upstream, stream=True)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise PortUnreachable(f"nothing answers on {where} (no answer to connect within {CONNECT_TIMEOUT:.0f} s, "
+                              f"or refused); is a server listening there on 0.0.0.0?") from exc
+    except httpx.TimeoutException as exc:
+        timeout = services_of(request).settings.preview_idle_timeout
+        raise PortTimeout(f"the server on {where} did not answer within {timeout:g} s "
+                          "(VMHOST_PREVIEW_IDLE_TIMEOUT)") from exc
+    except httpx.TransportError as exc:
+        raise PortUnreachable(f"the server on {where} did not answer HTTP: {exc or type(exc).__name__}") from exc
+
+
+PreviewCallerDep = Annotated[Caller, Depends(preview_caller)]
+
+
+async def preview(request: Request, ref: str, port: PortNumber, path: str, caller: PreviewCallerDep) -> Response:
+    """Forwards the request to the port's server in the running workspace and streams its answer back
+    (any method; GET and HEAD with a read scope, others need a write scope). The owner and admins reach
+    any port, another user a port shared `authenticated` (by the workspace's id). 502 when nothing
+    answers on the port, 504 when its server does not answer within `preview_idle_timeout`."""
+    services = services_of(request)
+    hold(request, caller, SessionKind.PREVIEW)
+    ports = services.orchestrator.ports
+    target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
+    workspace_id = target.workspace.id
+    ports.on_traffic(workspace_id)
+    preview_request(request.scope, services.previews.sessions.starts(caller.user, workspace_id, port))
+    try:
+        upstream = await _send(request, target)
+    except ClientDisconnect:
+        return Response(status_code=400)  # the client went away while sending its body: nobody reads this
+    return ProxiedAnswer(upstream, lambda: ports.on_traffic(workspace_id), services.token_sessions, caller)
+
+
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **errors(403, 404, 409, 429, 502, 504),
+    200: {"description": "the workspace's server's answer, whatever its status, headers and body"}}
+router.add_api_route(PROXY, preview, methods=["GET"], summary="A port's HTTP preview", responses=_ANSWERS,
+                     response_class=Response, name="preview")
+router.add_api_route(PROXY, preview, methods=OTHER_METHODS, include_in_schema=False, response_class=Response,
+                     name="preview_other_methods")
+
+
+@router.post(f"{API}/workspaces/{{ref}}/ports/{{port}}/preview-session", status_code=204,
+             summary="A cookie for a port's preview in a browser", responses=errors(403, 404))
+def start_preview_session(ref: str, port: PortNumber, request: Request, caller: CallerDep,
+                          orchestrator: OrchestratorDep) -> Response:
+    """Sets a cookie (HttpOnly, SameSite=Strict, for the preview's path only, valid an hour or until
+    the daemon restarts) that stands for the caller on this port's preview, so that a browser can open
+    `preview_url` without a token in it. The workspace may be running or not; who may reach the port is
+    checked here and again at each request. Needs a write scope (a POST); the cookie carries the
+    caller's scope and ends when the caller's token is revoked."""
+    workspace = orchestrator.ports.reachable(caller, ref, port)
+    cookies = services_of(request).previews.cookies
+    response = Response(status_code=204)
+    response.set_cookie(COOKIE_NAME, cookies.issue(caller, workspace.id, port), max_age=cookies.lifetime,
+                        path=preview_path(workspace.id, port), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+    return response
