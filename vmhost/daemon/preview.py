@@ -178,7 +178,7 @@ class PreviewCookies:
         """The caller a cookie stands for on `port` of `workspace_id` (Unauthenticated if it is not one
         this daemon signed for that port, or it has expired)."""
         payload, _, signature = value.partition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             raise Unauthenticated("the preview cookie is not valid (the daemon restarted?); ask for a new one "
                                   "with POST .../preview-session")
         data = json.loads(_decode(payload))

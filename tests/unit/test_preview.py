@@ -1,0 +1,82 @@
+"""What crosses a port's preview each way, its cookie, and when a preview session starts (no Docker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmhost.core.models import Caller, Door, Scope
+from vmhost.daemon.preview import (
+    Forwarding,
+    PreviewCookies,
+    PreviewSessions,
+    downstream_headers,
+    upstream_headers,
+    without_vmhost_cookies,
+)
+from vmhost.errors import Unauthenticated
+
+
+def test_upstream_headers_drop_hop_by_hop_and_credentials_and_say_who_forwards() -> None:
+    sent = [(b"Host", b"vmhost.example"), (b"Authorization", b"Bearer vmh_secret"), (b"X-VM-User", b"alice"),
+            (b"Connection", b"keep-alive, X-Private"), (b"X-Private", b"1"), (b"Keep-Alive", b"timeout=5"),
+            (b"Proxy-Authorization", b"Basic x"), (b"TE", b"trailers"), (b"Upgrade", b"h2c"),
+            (b"Transfer-Encoding", b"chunked"), (b"X-Forwarded-For", b"6.6.6.6"), (b"Forwarded", b"for=6.6.6.6"),
+            (b"Cookie", b"vmhost_preview=abc; app=1; VMHOST_x=2"), (b"Accept", b"text/html"),
+            (b"Content-Length", b"3")]
+    forwarded = upstream_headers(sent, Forwarding(["10.0.0.9", "2001:db8::1"], "https", "vmhost.example"))
+    assert forwarded == [
+        (b"cookie", b"app=1"), (b"accept", b"text/html"), (b"content-length", b"3"),
+        (b"x-forwarded-for", b"10.0.0.9, 2001:db8::1"), (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"vmhost.example"),
+        (b"forwarded", b'for=10.0.0.9, for="[2001:db8::1]";host="vmhost.example";proto=https')]
+    # on the Unix socket: no address, and only vmhost's cookies: no Cookie header at all
+    alone = upstream_headers([(b"cookie", b"vmhost_preview=abc")], Forwarding([], "http", None))
+    assert alone == [(b"x-forwarded-proto", b"http"), (b"forwarded", b"proto=http")]
+    assert without_vmhost_cookies(b"a=1;vmhost_preview=x;  b=2") == b"a=1; b=2"
+
+
+def test_downstream_headers_keep_the_answer_but_hop_by_hop() -> None:
+    answer = [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
+              (b"Connection", b"close"), (b"Transfer-Encoding", b"chunked"), (b"Date", b"x"), (b"Server", b"y"),
+              (b"Content-Length", b"10")]
+    assert downstream_headers(answer) == [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"),
+                                          (b"set-cookie", b"b=2"), (b"content-length", b"10")]
+
+
+def test_a_preview_cookie_stands_for_its_caller_on_its_port_until_it_expires() -> None:
+    now = [1000.0]
+    cookies = PreviewCookies(lifetime=3600, clock=lambda: now[0])
+    reader = Caller(user="alice", door=Door.TOKEN, scope=Scope.READ, token_id="tok_1")
+    value = cookies.issue(reader, "ws_1", 8080)
+    assert cookies.caller(value, "ws_1", 8080, "10.0.0.9") == Caller(
+        user="alice", door=Door.TOKEN, address="10.0.0.9", scope=Scope.READ, token_id="tok_1")
+    with pytest.raises(Unauthenticated, match="another port"):
+        cookies.caller(value, "ws_1", 9000, None)
+    with pytest.raises(Unauthenticated, match="another port"):
+        cookies.caller(value, "ws_2", 8080, None)
+    payload, _, signature = value.partition(".")
+    forged = cookies.issue(Caller(user="mallory", admin=True), "ws_1", 8080).partition(".")[0]
+    with pytest.raises(Unauthenticated, match="not valid"):
+        cookies.caller(f"{forged}.{signature}", "ws_1", 8080, None)
+    with pytest.raises(Unauthenticated, match="not valid"):
+        PreviewCookies().caller(value, "ws_1", 8080, None)  # another daemon's key (or a restart)
+    for garbage in ("", "no-dot", "é.é"):
+        with pytest.raises(Unauthenticated, match="not valid"):
+            cookies.caller(garbage, "ws_1", 8080, None)
+    now[0] += 3601
+    with pytest.raises(Unauthenticated, match="expired"):
+        cookies.caller(value, "ws_1", 8080, None)
+
+
+def test_a_preview_session_starts_after_a_quiet_gap_and_tracking_is_bounded() -> None:
+    now = [0.0]
+    sessions = PreviewSessions(gap=600, max_tracked=2, clock=lambda: now[0])
+    assert sessions.starts("alice", "ws_1", 8080)
+    now[0] = 500
+    assert not sessions.starts("alice", "ws_1", 8080)
+    now[0] = 1000  # 500 s after the last request: the same session
+    assert not sessions.starts("alice", "ws_1", 8080)
+    assert sessions.starts("bob", "ws_1", 8080) and sessions.starts("alice", "ws_1", 3000)
+    assert sessions.starts("alice", "ws_1", 8080)  # forgotten: three tracked, at most two kept
+    now[0] = 1601
+    assert sessions.starts("alice", "ws_1", 8080)
