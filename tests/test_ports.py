@@ -25,7 +25,9 @@ from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
 PAGE = "hello from the workspace"
 # /cgi-bin/echo answers with the request as its server got it: the CGI environment (method, query,
 # HTTP_* headers) and the body
-ECHO_CGI = "#!/bin/sh\necho Content-Type: text/plain\necho X-Echo: yes\necho\nenv | sort\necho BODY:\ncat\n"
+ECHO_CGI = ("#!/bin/sh\necho Content-Type: text/plain\necho X-Echo: yes\necho Content-Security-Policy: img-src data:\n"
+            "echo\nenv | sort\necho BODY:\ncat\n")
+SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 SERVERS = (f"echo '{PAGE}' > /workspace/index.html; mkdir -p /workspace/cgi-bin; "
            f"printf '{ECHO_CGI}' > /workspace/cgi-bin/echo; chmod +x /workspace/cgi-bin/echo; "
            "httpd -p 8080 -h /workspace; nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &")
@@ -283,9 +285,15 @@ def test_preview_forwards_requests_to_whom_may_reach_the_port(daemon: Daemon, ap
         assert seen["HTTP_X_FORWARDED_HOST"] == host
         assert seen["HTTP_FORWARDED"] == f'for=127.0.0.1;host="{host}";proto=http'
         assert not {"HTTP_AUTHORIZATION", "HTTP_X_DROP"} & set(seen), seen
+        # the app's own policy is kept, and every answer (the app's errors and the daemon's) is sandboxed
+        assert echoed.headers.get_list("content-security-policy") == ["img-src data:", SANDBOX]
+        assert page.headers.get_list("content-security-policy") == [SANDBOX]
+        not_there = as_alice.get(proxy(name, 8080, "nothing-here"))
+        assert not_there.status_code == 404 and not_there.headers.get_list("content-security-policy") == [SANDBOX]
 
         # who may: a read token GETs only; another user nothing until the port is shared, by its id
-        assert nobody.get(proxy(ws_id, 8080, "index.html")).status_code == 401
+        refused = nobody.get(proxy(ws_id, 8080, "index.html"))
+        assert refused.status_code == 401 and refused.headers["content-security-policy"] == SANDBOX
         assert as_reader.get(proxy(name, 8080, "index.html")).status_code == 200
         refused = as_reader.post(proxy(name, 8080, "cgi-bin/echo"), content=b"x")
         assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
@@ -298,6 +306,9 @@ def test_preview_forwards_requests_to_whom_may_reach_the_port(daemon: Daemon, ap
 
         missing = as_alice.get(proxy(name, 9999))
         assert missing.status_code == 502 and "nothing answers on port 9999" in missing.json()["detail"]
+        assert missing.headers["content-security-policy"] == SANDBOX
+        listed = as_alice.get(f"/api/v1/workspaces/{name}/ports")  # the daemon's own routes: no sandbox
+        assert "content-security-policy" not in listed.headers
 
         # a browser: a cookie for the preview's path stands for alice there, and nowhere else
         session = as_alice.post(f"/api/v1/workspaces/{name}/ports/8080/preview-session")

@@ -10,6 +10,7 @@ from vmhost.daemon.preview import (
     PreviewCookies,
     PreviewSessions,
     downstream_headers,
+    sandboxed,
     upstream_headers,
     without_vmhost_cookies,
 )
@@ -80,3 +81,15 @@ def test_a_preview_session_starts_after_a_quiet_gap_and_tracking_is_bounded() ->
     assert sessions.starts("alice", "ws_1", 8080)  # forgotten: three tracked, at most two kept
     now[0] = 1601
     assert sessions.starts("alice", "ws_1", 8080)
+
+
+def test_the_sandbox_is_added_to_the_apps_own_policies() -> None:
+    sandbox = (b"content-security-policy",
+               b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads")
+    assert sandboxed([(b"content-type", b"text/html")]) == [(b"content-type", b"text/html"), sandbox]
+    # the app's policies stay (a browser enforces each one); its own sandbox cannot grant allow-same-origin
+    # back, as of two sandbox directives the browser keeps the flags both allow
+    own = [(b"content-security-policy", b"default-src 'self'"),
+           (b"content-security-policy", b"sandbox allow-same-origin allow-scripts"),
+           (b"content-security-policy-report-only", b"script-src 'none'")]
+    assert sandboxed(own) == [*own, sandbox]

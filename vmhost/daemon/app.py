@@ -24,7 +24,7 @@ from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
 from vmhost.daemon.origin import SameOrigin
-from vmhost.daemon.preview import Previews
+from vmhost.daemon.preview import Previews, PreviewSandbox
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes import (
     admin,
@@ -109,5 +109,6 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                                preview.PROXY_PATH: settings.max_upload_bytes})
     app.add_middleware(RequestMetrics, metrics=services.metrics)
     app.add_middleware(SameOrigin, trusted_proxy=services.authenticator.is_trusted_proxy)
+    app.add_middleware(PreviewSandbox, is_preview=preview.is_path_preview)
     app.add_middleware(AuditTrail, audit=services.audit)  # outermost: sees every answer, 413s included
     return app

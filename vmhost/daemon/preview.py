@@ -10,6 +10,15 @@ trusted proxy sent, then the peer; just the peer from anyone else), X-Forwarded-
 X-Forwarded-Host and one Forwarded header saying the same. The workspace's server gets its own
 address as Host. Toward the client, the workspace's Date and Server are dropped (the daemon sends its
 own); everything else (Set-Cookie, Content-Length, Content-Encoding, Location) passes unchanged.
+
+The sandbox: a path preview is served on the daemon's own origin, where the daemon's web page keeps
+its user's API token (in sessionStorage). So every answer there, the app's and the daemon's own
+errors alike, carries `Content-Security-Policy: sandbox ...` without `allow-same-origin`: the browser
+gives the document an opaque origin, and its scripts can read nothing of the daemon's origin nor call
+its API with the viewer's credentials. A policy the app sends is kept, the sandbox is one more
+header (a browser enforces every policy it gets, and of two sandbox directives the stricter flags:
+an app's `sandbox allow-same-origin` cannot undo this one). A preview on its own host name
+(`preview_domain`) is its own origin and gets no sandbox.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -37,6 +47,8 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"trans
 CREDENTIALS = frozenset({b"authorization", b"x-vm-user", b"x-vm-email"})
 REPLACED = frozenset({b"host", b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 DAEMON_OWN = frozenset({b"date", b"server"})
+CSP = b"content-security-policy"
+SANDBOX = b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 COOKIE_NAME = "vmhost_preview"
 COOKIE_LIFETIME = 3600  # seconds
 SESSION_GAP = 600.0  # seconds without a request after which the next one starts a new preview session
@@ -109,6 +121,33 @@ def downstream_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     named = _dropped_by_connection(headers)
     return [(name.lower(), value) for name, value in headers
             if not _hop_by_hop(name.lower(), named) and name.lower() not in DAEMON_OWN]
+
+
+def sandboxed(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """An answer's headers with the preview's sandbox policy added to the policies they already carry
+    (see the module's docstring)."""
+    return [*headers, (CSP, SANDBOX)]
+
+
+class PreviewSandbox:
+    """ASGI middleware: every answer to a request whose path `is_preview(scope)` says is a path
+    preview's gets the sandbox policy (`sandboxed`), whoever made the answer."""
+
+    def __init__(self, app: Any, is_preview: Callable[[dict[str, Any]], bool]) -> None:
+        self.app = app
+        self.is_preview = is_preview
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.is_preview(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_sandboxed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": sandboxed(message.get("headers", []))}
+            await send(message)
+
+        await self.app(scope, receive, send_sandboxed)
 
 
 def preview_client(idle_timeout: float) -> httpx.AsyncClient:

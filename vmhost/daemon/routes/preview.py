@@ -20,6 +20,7 @@ with other credentials (a token, the socket, a proxy's X-VM-User) is judged by t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -55,6 +56,7 @@ router = APIRouter(tags=["workspaces"])
 
 PROXY_PATH = rf"{API}/workspaces/[^/]+/ports/[0-9]+/proxy/.*"
 """Requests to this path may carry up to `max_upload_bytes` rather than `max_body_bytes`."""
+PROXY_PATTERN = re.compile(PROXY_PATH, re.DOTALL)
 PROXY = f"{API}/workspaces/{{ref}}/ports/{{port}}/proxy/{{path:path}}"
 OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OWN_CREDENTIALS = ("authorization", "x-vm-user")
@@ -72,6 +74,11 @@ async def preview_caller(request: Request, ref: str, port: PortNumber) -> Caller
         raise Unauthenticated("this API token was revoked")
     remember_caller(request.scope, caller)
     return require_scope(request, caller)
+
+
+def is_path_preview(scope: Scope) -> bool:
+    """Whether a request is to a port's preview on the daemon's own origin (its path's)."""
+    return PROXY_PATTERN.fullmatch(scope["path"]) is not None
 
 
 def _forwarding(request: Request) -> Forwarding:
