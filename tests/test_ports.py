@@ -379,3 +379,92 @@ def test_preview_streams_a_large_download_and_each_user_has_a_limit(make_daemon:
             time.sleep(0.1)
         silent = root.get(proxy(name, 9200))
         assert silent.status_code == 504 and "did not answer within 2 s" in silent.json()["detail"]
+
+
+# answers a WebSocket upgrade by hand: records the request's head in /workspace/ws-request, answers 101
+# with the Sec-WebSocket-Accept the key asks for (and the first subprotocol asked for), sends the text
+# frame "hello", then records the frames that arrive in /workspace/ws-frames
+WS_SERVER = r"""cat > /workspace/ws.sh <<'EOF'
+#!/bin/sh
+while IFS= read -r line; do
+  line=${line%?}
+  echo "$line" >> /workspace/ws-request
+  [ -z "$line" ] && break
+  case "$line" in
+    [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=${line#*: };;
+    [Ss]ec-[Ww]eb[Ss]ocket-[Pp]rotocol:*) protocol=${line#*: }; protocol=${protocol%%,*};;
+  esac
+done
+accept=$(printf %s "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -c1-40 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+printf 'Sec-WebSocket-Accept: %s\r\n' "$accept"
+[ -n "$protocol" ] && printf 'Sec-WebSocket-Protocol: %s\r\n' "$protocol"
+printf '\r\n\201\005hello'
+cat >> /workspace/ws-frames
+EOF
+chmod +x /workspace/ws.sh; nc -ll -p 9100 -e /workspace/ws.sh </dev/null >/dev/null 2>&1 &"""
+
+
+def workspace_file(client: httpx.Client, ref: str, path: str) -> bytes:
+    response = client.get(f"/api/v1/workspaces/{ref}/files", params={"path": path})
+    return response.content if response.status_code == 200 else b""
+
+
+def first_frame_text(frames: bytes) -> str:
+    """The payload of the first frame a client sent (short, masked: as RFC 6455 says a client sends)."""
+    length, mask = frames[1] & 0x7F, frames[2:6]
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(frames[6:6 + length])).decode()
+
+
+def preview_socket(client: httpx.Client, ref: str, port: int, path: str, **kwargs: Any) -> Any:
+    return connect_ws(proxy(ref, port, path), client, **kwargs)
+
+
+def preview_socket_refusal(client: httpx.Client, ref: str, port: int) -> tuple[int, str]:
+    with preview_socket(client, ref, port, "") as ws:
+        _, code, reason = receive_until_closed(ws)
+    return code, reason
+
+
+def test_preview_passes_websocket_upgrades(daemon: Daemon, name: str) -> None:
+    with daemon.tcp(token=daemon.token(f"alice-{name}")) as as_alice, \
+            daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
+            daemon.tcp(token=daemon.token(f"alice-{name}", scope="read")) as as_reader, daemon.tcp() as nobody:
+        ws_id = serving_workspace(as_alice, name)["id"]
+        started = as_alice.post(f"/api/v1/workspaces/{name}/commands",
+                                json={"argv": ["sh", "-c", WS_SERVER], "stream": True})
+        assert started.status_code == 200 and '"exit_code": 0' in started.text, started.text
+        deadline = time.monotonic() + 20
+        while 9100 not in {p["port"] for p in ports(as_alice, name) if p["listening"]}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        with preview_socket(as_alice, name, 9100, "live/a%20b?x=1&token=the-apps", subprotocols=["chat", "v2"],
+                            headers={"X-Custom": "kept", "Cookie": "vmhost_preview=x; app=1"}) as ws:
+            assert ws.subprotocol == "chat"
+            assert ws.receive_text(timeout=20) == "hello"
+            ws.send_text("ping")
+        deadline = time.monotonic() + 20
+        while len(frames := workspace_file(as_alice, name, "/workspace/ws-frames")) < 10:
+            assert time.monotonic() < deadline, frames
+            time.sleep(0.1)
+        assert first_frame_text(frames) == "ping"
+
+        request = workspace_file(as_alice, name, "/workspace/ws-request").decode().splitlines()
+        assert request[0] == "GET /live/a%20b?x=1&token=the-apps HTTP/1.1"
+        head = {k.lower(): v for k, _, v in (line.partition(": ") for line in request[1:] if line)}
+        assert head["x-custom"] == "kept" and head["cookie"] == "app=1" and head["upgrade"] == "websocket"
+        assert head["sec-websocket-protocol"] == "chat, v2" and head["x-forwarded-for"] == "127.0.0.1"
+        assert head["user-agent"].startswith("python-httpx")  # the client's, not the daemon's library's
+        assert "authorization" not in head, head
+
+        # who may: as for the preview, but a WebSocket (like a tunnel) needs a write scope
+        assert preview_socket_refusal(nobody, ws_id, 9100)[0] == 4401
+        assert preview_socket_refusal(as_bob, ws_id, 9100)[0] == 4404
+        assert preview_socket_refusal(as_reader, name, 9100) == (
+            4403, "this token is read-only: it may not open a WebSocket through a preview")
+        assert preview_socket_refusal(as_alice, name, 9999)[0] == 4502
+        assert as_alice.put(f"/api/v1/workspaces/{name}/ports/9100/sharing",
+                            json={"level": "authenticated"}).status_code == 200
+        with preview_socket(as_bob, ws_id, 9100, "") as ws:
+            assert ws.receive_text(timeout=20) == "hello"

@@ -14,6 +14,7 @@ from vmhost.daemon.preview import (
     upstream_headers,
     without_vmhost_cookies,
 )
+from vmhost.daemon.preview_socket import sendable, socket_headers
 from vmhost.errors import Unauthenticated
 
 
@@ -93,3 +94,15 @@ def test_the_sandbox_is_added_to_the_apps_own_policies() -> None:
            (b"content-security-policy", b"sandbox allow-same-origin allow-scripts"),
            (b"content-security-policy-report-only", b"script-src 'none'")]
     assert sandboxed(own) == [*own, sandbox]
+
+
+def test_a_websocket_goes_on_with_the_apps_headers_but_its_own_handshake() -> None:
+    sent = [(b"host", b"vmhost.example"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+            (b"sec-websocket-key", b"abc=="), (b"sec-websocket-version", b"13"),
+            (b"sec-websocket-protocol", b"chat"), (b"sec-websocket-extensions", b"permessage-deflate"),
+            (b"user-agent", b"browser"), (b"origin", b"http://vmhost.example"), (b"authorization", b"Bearer x"),
+            (b"x-app", b"1")]
+    assert socket_headers(sent, Forwarding([], "http", None)) == [
+        (b"origin", b"http://vmhost.example"), (b"x-app", b"1"), (b"x-forwarded-proto", b"http"),
+        (b"forwarded", b"proto=http")]
+    assert [sendable(code) for code in (None, 1000, 1001, 1005, 1006, 4000)] == [1000, 1000, 1001, 1000, 1011, 4000]

@@ -27,7 +27,7 @@ from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import Page, PortOut, PortSharingIn
-from vmhost.daemon.websockets import CLOSE_TIMEOUT, accepted_as, close_with
+from vmhost.daemon.websockets import accepted_as, close_quietly, close_with
 from vmhost.errors import InvalidInput, InvalidState, VmhostError
 
 router = APIRouter(tags=["workspaces"])
@@ -113,7 +113,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
                     moved()
                     await websocket.send_bytes(data)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                await _close(websocket, 1000, "the workspace closed the connection")
+                await close_quietly(websocket, 1000, "the workspace closed the connection")
             except (WebSocketDisconnect, RuntimeError):
                 pass  # the client left first
             group.cancel_scope.cancel()
@@ -121,7 +121,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
         async def watch_idle() -> None:
             while (left := last_traffic + idle_timeout - anyio.current_time()) > 0:
                 await anyio.sleep(left)
-            await _close(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
+            await close_quietly(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
             group.cancel_scope.cancel()
 
         group.start_soon(from_workspace)
@@ -134,7 +134,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
                 elif message.get("text"):
                     await _control(websocket, stream, message["text"])
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await _close(websocket, 1000, "the workspace closed the connection")
+            await close_quietly(websocket, 1000, "the workspace closed the connection")
         group.cancel_scope.cancel()
 
 
@@ -150,11 +150,3 @@ async def _control(websocket: WebSocket, stream: anyio.abc.SocketStream, text: s
         await stream.send_eof()
     except VmhostError as exc:
         await websocket.send_text(json.dumps({"type": "error", "detail": exc.detail, "code": exc.code}))
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    with anyio.move_on_after(CLOSE_TIMEOUT):
-        try:
-            await websocket.close(code, reason)
-        except (OSError, RuntimeError):
-            pass  # already closed, or the client has gone

@@ -27,15 +27,15 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import httpx
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from vmhost.core.models import Caller
 from vmhost.core.ports import PortTarget
 from vmhost.core.sessions import SessionKind
-from vmhost.daemon.audit import preview_request, remember_caller
+from vmhost.daemon.audit import preview_request, remember_caller, session_started
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, require_scope
 from vmhost.daemon.peercred import PEER_KEY
 from vmhost.daemon.preview import (
@@ -45,12 +45,14 @@ from vmhost.daemon.preview import (
     downstream_headers,
     upstream_headers,
 )
+from vmhost.daemon.preview_socket import open_upstream, relay, socket_headers
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.routes.ports import PortNumber, preview_path
 from vmhost.daemon.services import services_of
 from vmhost.daemon.sessions import hold
-from vmhost.errors import PortTimeout, PortUnreachable, Unauthenticated
+from vmhost.daemon.websockets import close_code, close_quietly, close_with
+from vmhost.errors import PortTimeout, PortUnreachable, Unauthenticated, VmhostError
 
 router = APIRouter(tags=["workspaces"])
 
@@ -60,9 +62,10 @@ PROXY_PATTERN = re.compile(PROXY_PATH, re.DOTALL)
 PROXY = f"{API}/workspaces/{{ref}}/ports/{{port}}/proxy/{{path:path}}"
 OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OWN_CREDENTIALS = ("authorization", "x-vm-user")
+WEB_SCHEMES = {"ws": "http", "wss": "https"}
 
 
-async def preview_caller(request: Request, ref: str, port: PortNumber) -> Caller:
+async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) -> Caller:
     """Who calls: by the request's credentials like everywhere, or else by the port's preview cookie
     (which names the workspace by its id, as its path does)."""
     cookie = request.cookies.get(COOKIE_NAME)
@@ -81,15 +84,16 @@ def is_path_preview(scope: Scope) -> bool:
     return PROXY_PATTERN.fullmatch(scope["path"]) is not None
 
 
-def _forwarding(request: Request) -> Forwarding:
+def _forwarding(request: HTTPConnection) -> Forwarding:
     """A trusted proxy's X-Forwarded-* are kept (its peer added to the chain); anyone else's replaced."""
     peer = request.client.host if request.client else None  # None on the Unix socket
     headers = request.headers
+    scheme = WEB_SCHEMES.get(request.url.scheme, request.url.scheme)
     if services_of(request).authenticator.is_trusted_proxy(peer):
         chain = [hop.strip() for value in headers.getlist("x-forwarded-for") for hop in value.split(",") if hop.strip()]
-        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or request.url.scheme,
+        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or scheme,
                           headers.get("x-forwarded-host") or headers.get("host"))
-    return Forwarding([peer] if peer else [], request.url.scheme, headers.get("host"))
+    return Forwarding([peer] if peer else [], scheme, headers.get("host"))
 
 
 def _upstream_target(scope: Scope) -> bytes:
@@ -192,6 +196,48 @@ router.add_api_route(PROXY, preview, methods=["GET"], summary="A port's HTTP pre
                      response_class=Response, name="preview")
 router.add_api_route(PROXY, preview, methods=OTHER_METHODS, include_in_schema=False, response_class=Response,
                      name="preview_other_methods")
+
+
+@router.websocket(PROXY)
+async def preview_socket(websocket: WebSocket, ref: str, port: int, path: str) -> None:
+    """A WebSocket to the port's server, relayed message by message (vmhost.daemon.preview_socket).
+    Who may: as for the HTTP preview, but a WebSocket carries anything both ways, like a tunnel, so it
+    needs a write scope. A `?token=` here is the app's, passed on, not read as vmhost's credential
+    (browsers use the preview's cookie). The daemon answers the upgrade only once the workspace's server
+    has (with the subprotocol it chose); refusals close with 4000 + the HTTP status, as on every
+    vmhost WebSocket (4502 when nothing answers or the server refuses the upgrade)."""
+    services = services_of(websocket)
+    ports = services.orchestrator.ports
+    try:
+        caller = await preview_caller(HTTPConnection({**websocket.scope, "query_string": b""}), ref, port)
+        caller.require_write("open a WebSocket through a preview")
+        hold(websocket, caller, SessionKind.PREVIEW)
+        target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
+        ports.on_traffic(target.workspace.id)
+        upstream = await open_upstream(target, _upstream_target(websocket.scope),
+                                       socket_headers(websocket.scope["headers"], _forwarding(websocket)),
+                                       websocket.scope.get("subprotocols") or [], websocket.headers.get("user-agent"),
+                                       services.settings.preview_idle_timeout)
+    except VmhostError as exc:
+        await websocket.accept()
+        await close_with(websocket, exc)
+        return
+    cut = anyio.CancelScope()
+
+    async def revoked() -> None:
+        cut.cancel()
+        await close_quietly(websocket, close_code(Unauthenticated("")), "this API token was revoked")
+
+    try:
+        await websocket.accept(subprotocol=upstream.subprotocol)
+        await session_started(websocket.scope)
+        async with services.token_sessions.hold(caller, revoked):
+            with cut:
+                await relay(websocket, upstream, services.settings.preview_idle_timeout,
+                            lambda: ports.on_traffic(target.workspace.id))
+    finally:
+        with anyio.move_on_after(CONNECT_TIMEOUT, shield=True):
+            await upstream.close()
 
 
 @router.post(f"{API}/workspaces/{{ref}}/ports/{{port}}/preview-session", status_code=204,
