@@ -312,7 +312,7 @@ def test_preview_forwards_requests_to_whom_may_reach_the_port(daemon: Daemon, ap
 
         # a browser: a cookie for the preview's path stands for alice there, and nowhere else
         session = as_alice.post(f"/api/v1/workspaces/{name}/ports/8080/preview-session")
-        assert session.status_code == 204, session.text
+        assert session.status_code == 200 and session.json() == {"url": proxy(ws_id, 8080)}, session.text
         set_cookie = session.headers["set-cookie"].lower()
         assert {f"path={proxy(ws_id, 8080)}", "httponly", "samesite=strict"} <= {
             part.strip() for part in set_cookie.split(";")}, set_cookie
@@ -468,3 +468,51 @@ def test_preview_passes_websocket_upgrades(daemon: Daemon, name: str) -> None:
                             json={"level": "authenticated"}).status_code == 200
         with preview_socket(as_bob, ws_id, 9100, "") as ws:
             assert ws.receive_text(timeout=20) == "hello"
+
+
+def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
+    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": "Preview.Test"})
+    alice = f"alice-{name}"
+    own = f"8080--{name}--{alice}.preview.test:{daemon.port}"
+
+    def on(host: str, **headers: str) -> dict[str, str]:
+        return {"Host": host, **headers}
+
+    with daemon.tcp(token=daemon.token(alice)) as as_alice, daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
+            daemon.tcp() as nobody:
+        serving_workspace(as_alice, name)
+        listed = {p["port"]: p["preview_url"] for p in ports(as_alice, name)}
+        assert listed[8080] == f"http://{own}/"
+
+        page = as_alice.get("/index.html", headers=on(own))
+        assert (page.status_code, page.text) == (200, PAGE + "\n")
+        assert "content-security-policy" not in page.headers  # its own origin: no sandbox
+        assert as_alice.get("/", headers=on(own)).text == PAGE + "\n"
+        echoed = as_alice.get("/cgi-bin/echo?q=1", headers=on(own)).text
+        assert "QUERY_STRING=q=1" in echoed and f"HTTP_X_FORWARDED_HOST={own}" in echoed
+        # the daemon's own routes are not there: the path is the app's
+        theirs = as_alice.get("/api/v1/workspaces", headers=on(own))
+        assert theirs.status_code == 404 and "404 Not Found" in theirs.text and "items" not in theirs.text
+
+        assert nobody.get("/", headers=on(own)).status_code == 401
+        assert as_bob.get("/", headers=on(own)).status_code == 404
+        for missing in (f"8080--nope--{alice}", f"8080--{name}--nobody", "8080--x", "no-port", "8080--a.b--c"):
+            refused = as_alice.get("/", headers=on(f"{missing}.preview.test"))
+            assert refused.status_code == 404 and refused.json()["code"] == "workspace_not_found", missing
+        assert as_alice.get("/api/v1/workspaces", headers=on("preview.test")).status_code == 200  # not a preview
+
+        # a browser: the session's link, once, sets a cookie for this host only
+        link = as_alice.post(f"/api/v1/workspaces/{name}/ports/8080/preview-session").json()["url"]
+        assert link.startswith(f"http://{own}/.vmhost/preview-session?ticket=")
+        opened = nobody.get(link.split(own, 1)[1], headers=on(own))
+        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        set_cookie = {part.strip().lower() for part in opened.headers["set-cookie"].split(";")}
+        assert {"path=/", "httponly", "samesite=lax"} <= set_cookie and not any(
+            part.startswith("domain") for part in set_cookie), set_cookie
+        cookie = f"vmhost_preview={opened.cookies['vmhost_preview']}"
+        assert nobody.get("/index.html", headers=on(own, Cookie=cookie)).text == PAGE + "\n"
+        assert nobody.get("/", headers=on(own.replace("8080", "9000", 1), Cookie=cookie)).status_code == 401
+        again = nobody.get(link.split(own, 1)[1], headers=on(own))
+        assert again.status_code == 401 and "has been used" in again.json()["detail"]
+        elsewhere = nobody.get(link.split(own, 1)[1], headers=on(own.replace("8080", "9000", 1)))
+        assert elsewhere.status_code == 401

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any
 
 from vmhost import paths
 from vmhost.errors import InvalidInput
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -59,6 +62,14 @@ def _engine_kind(value: Any) -> str:
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
+
+
+def _host_name(value: Any) -> str:
+    """A DNS name in lower case without a leading or trailing dot; empty for none."""
+    text = str(value).strip().strip(".").lower()
+    if text and not all(_DNS_LABEL.fullmatch(label) for label in text.split(".")):
+        raise ValueError("must be a DNS name, like preview.example.com (letters, digits, '-' and dots)")
+    return text
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -192,6 +203,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("preview_idle_timeout", ("VMHOST_PREVIEW_IDLE_TIMEOUT",), lambda: 300.0, _positive_float,
            "seconds a preview request may wait for the workspace's server to answer, or for the next byte of "
            "its answer (504, or the answer is cut)"),
+    Option("preview_domain", ("VMHOST_PREVIEW_DOMAIN",), lambda: "", _host_name,
+           "serve each port's preview on its own host name {port}--{workspace}--{owner}.<this domain> "
+           "(wildcard DNS and TLS for *.<this domain> needed); empty: previews on paths only"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -264,6 +278,7 @@ class Settings:
     tunnel_idle_timeout: float
     user_max_preview_requests: int
     preview_idle_timeout: float
+    preview_domain: str
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool

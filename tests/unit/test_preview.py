@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from vmhost.core.models import Caller, Door, Scope
+from vmhost.core.models import Caller, Door, Scope, Workspace, WorkspaceStatus
+from vmhost.core.orchestrator import Orchestrator, WorkspaceRequest
 from vmhost.daemon.preview import (
     Forwarding,
     PreviewCookies,
@@ -14,8 +17,9 @@ from vmhost.daemon.preview import (
     upstream_headers,
     without_vmhost_cookies,
 )
+from vmhost.daemon.preview_host import PreviewHost, parse_host, preview_label, preview_url, workspace_of
 from vmhost.daemon.preview_socket import sendable, socket_headers
-from vmhost.errors import Unauthenticated
+from vmhost.errors import Unauthenticated, WorkspaceNotFound
 
 
 def test_upstream_headers_drop_hop_by_hop_and_credentials_and_say_who_forwards() -> None:
@@ -106,3 +110,65 @@ def test_a_websocket_goes_on_with_the_apps_headers_but_its_own_handshake() -> No
         (b"origin", b"http://vmhost.example"), (b"x-app", b"1"), (b"x-forwarded-proto", b"http"),
         (b"forwarded", b"proto=http")]
     assert [sendable(code) for code in (None, 1000, 1001, 1005, 1006, 4000)] == [1000, 1000, 1001, 1000, 1011, 4000]
+
+
+def test_preview_host_names() -> None:
+    assert parse_host("8080--web--alice.preview.test:8443", "preview.test") == PreviewHost(
+        "8080--web--alice.preview.test", 8080, "web--alice")
+    assert parse_host("8080--WEB--Alice.Preview.Test.", "preview.test") == PreviewHost(
+        "8080--web--alice.preview.test", 8080, "web--alice")
+    assert parse_host("vmhost.example", "preview.test") is None and parse_host("preview.test", "preview.test") is None
+    assert parse_host("web.preview.test", "preview.test") == PreviewHost("web.preview.test", 0, "")
+    assert parse_host("1--a.b--c.preview.test", "preview.test") == PreviewHost("1--a.b--c.preview.test", 0, "")
+
+
+def a_workspace(name: str, owner: str) -> Workspace:
+    now = datetime.now(UTC)
+    return Workspace(id="ws_1", name=name, owner=owner, template="t", image="i", status=WorkspaceStatus.RUNNING,
+                     created_at=now, updated_at=now)
+
+
+def test_a_preview_host_finds_its_workspace_where_owners_hold_dashes(orchestrator: Orchestrator) -> None:
+    for owner, name in (("a--b", "web"), ("b", "web--a"), ("alice", "web")):
+        orchestrator.create(Caller(user=owner), WorkspaceRequest(name=name, template="base"))
+
+    def found(rest: str) -> tuple[str, str]:
+        workspace = workspace_of(orchestrator.store, PreviewHost(f"1--{rest}.p", 1, rest))
+        return workspace.owner, workspace.name
+
+    assert found("web--alice") == ("alice", "web")
+    assert found("web--a--b") == ("a--b", "web")  # the first '--' ends the workspace's name
+    for rest in ("web--bob", "web", "--alice"):
+        with pytest.raises(WorkspaceNotFound):
+            found(rest)
+
+
+def test_preview_urls_on_own_hosts_need_an_owner_dns_can_name() -> None:
+    workspace = a_workspace("web", "alice")
+    assert preview_url("p.test", 3000, workspace, "https", "vmhost.example") == "https://3000--web--alice.p.test/"
+    assert preview_url("p.test", 3000, workspace, "http", "127.0.0.1:8400") == "http://3000--web--alice.p.test:8400/"
+    assert preview_url("", 3000, workspace, "http", None) is None
+    assert preview_label(3000, a_workspace("web", "a--b")) == "3000--web--a--b"
+    for name, owner in (("web", "Alice"), ("web", "a_b"), ("web", "a@example.com"), ("web", "a" * 60),
+                        ("web--a", "b")):
+        assert preview_label(3000, a_workspace(name, owner)) is None
+
+
+def test_a_preview_link_is_for_one_host_and_used_once() -> None:
+    now = [1000.0]
+    cookies = PreviewCookies(clock=lambda: now[0])
+    caller = Caller(user="alice", door=Door.TOKEN, scope=Scope.READ, token_id="tok_1")
+    ticket = cookies.issue_ticket(caller, "ws_1", 3000, "3000--web--alice.p.test")
+    with pytest.raises(Unauthenticated, match="another preview"):
+        cookies.redeem(ticket, "3001--web--alice.p.test")
+    with pytest.raises(Unauthenticated, match="another port"):  # a link is no cookie
+        cookies.caller(ticket, "ws_1", 3000, None)
+    cookie = cookies.redeem(ticket, "3000--web--alice.p.test")
+    assert cookies.caller(cookie, "ws_1", 3000, "10.0.0.1") == Caller(
+        user="alice", door=Door.TOKEN, scope=Scope.READ, token_id="tok_1", address="10.0.0.1")
+    with pytest.raises(Unauthenticated, match="has been used"):
+        cookies.redeem(ticket, "3000--web--alice.p.test")
+    late = cookies.issue_ticket(caller, "ws_1", 3000, "3000--web--alice.p.test")
+    now[0] += 61
+    with pytest.raises(Unauthenticated, match="expired"):
+        cookies.redeem(late, "3000--web--alice.p.test")

@@ -25,6 +25,7 @@ from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
 from vmhost.daemon.origin import SameOrigin
 from vmhost.daemon.preview import Previews, PreviewSandbox
+from vmhost.daemon.preview_host import PreviewHosts
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes import (
     admin,
@@ -110,5 +111,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.add_middleware(RequestMetrics, metrics=services.metrics)
     app.add_middleware(SameOrigin, trusted_proxy=services.authenticator.is_trusted_proxy)
     app.add_middleware(PreviewSandbox, is_preview=preview.is_path_preview)
+    if settings.preview_domain:
+        app.add_middleware(PreviewHosts, domain=settings.preview_domain, cookies=services.previews.cookies)
     app.add_middleware(AuditTrail, audit=services.audit)  # outermost: sees every answer, 413s included
     return app

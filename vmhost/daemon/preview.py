@@ -51,6 +51,7 @@ CSP = b"content-security-policy"
 SANDBOX = b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 COOKIE_NAME = "vmhost_preview"
 COOKIE_LIFETIME = 3600  # seconds
+TICKET_LIFETIME = 60  # seconds
 SESSION_GAP = 600.0  # seconds without a request after which the next one starts a new preview session
 MAX_TRACKED_SESSIONS = 10_000
 
@@ -196,37 +197,67 @@ def _decode(text: str) -> bytes:
 class PreviewCookies:
     """Signed cookies for one port's preview: the caller who asked (user, admin, door, scope, token),
     the workspace's id, the port and an expiry, signed with HMAC-SHA256 under a key made when the daemon
-    starts (a restart ends every preview cookie: the browser asks for a new one)."""
+    starts (a restart ends every preview cookie: the browser asks for a new one).
+
+    A ticket is the same, bound to one preview host name and valid `TICKET_LIFETIME` seconds, once: a
+    browser opens it on that host (its URL is all it has) and gets a cookie of that host for it."""
 
     def __init__(self, lifetime: int = COOKIE_LIFETIME, key: bytes | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.lifetime = lifetime
         self._key = key or os.urandom(32)
         self.clock = clock
+        self._redeemed: dict[str, float] = {}  # tickets' signatures, until they expire
 
     def _sign(self, payload: str) -> str:
         return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
     def issue(self, caller: Caller, workspace_id: str, port: int) -> str:
+        return self._issue(caller, workspace_id, port, self.lifetime, {})
+
+    def issue_ticket(self, caller: Caller, workspace_id: str, port: int, host: str) -> str:
+        return self._issue(caller, workspace_id, port, TICKET_LIFETIME, {"h": host})
+
+    def _issue(self, caller: Caller, workspace_id: str, port: int, lifetime: int, extra: dict[str, str]) -> str:
         payload = _encode(json.dumps({"u": caller.user, "a": caller.admin, "d": caller.door.value,
                                       "s": caller.scope.value, "t": caller.token_id, "w": workspace_id,
-                                      "p": port, "e": int(self.clock()) + self.lifetime}).encode())
+                                      "p": port, "e": int(self.clock()) + lifetime, **extra}).encode())
         return f"{payload}.{self._sign(payload)}"
+
+    def _open(self, value: str, what: str) -> dict[str, Any]:
+        payload, _, signature = value.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+            raise Unauthenticated(f"the preview {what} is not valid (the daemon restarted?); ask for a new one "
+                                  "with POST .../preview-session")
+        data: dict[str, Any] = json.loads(_decode(payload))
+        if data["e"] < self.clock():
+            raise Unauthenticated(f"the preview {what} has expired; ask for a new one with POST .../preview-session")
+        return data
 
     def caller(self, value: str, workspace_id: str, port: int, address: str | None) -> Caller:
         """The caller a cookie stands for on `port` of `workspace_id` (Unauthenticated if it is not one
         this daemon signed for that port, or it has expired)."""
-        payload, _, signature = value.partition(".")
-        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
-            raise Unauthenticated("the preview cookie is not valid (the daemon restarted?); ask for a new one "
-                                  "with POST .../preview-session")
-        data = json.loads(_decode(payload))
-        if data["w"] != workspace_id or data["p"] != port:
+        data = self._open(value, "cookie")
+        if data["w"] != workspace_id or data["p"] != port or "h" in data:
             raise Unauthenticated("this preview cookie is for another port's preview")
-        if data["e"] < self.clock():
-            raise Unauthenticated("the preview cookie has expired; ask for a new one with POST .../preview-session")
         return Caller(user=data["u"], admin=data["a"], door=Door(data["d"]), address=address,
                       scope=Scope(data["s"]), token_id=data["t"])
+
+    def redeem(self, ticket: str, host: str) -> str:
+        """A cookie for the preview a ticket was issued for, if it was issued for `host` and has not been
+        used (Unauthenticated otherwise)."""
+        data = self._open(ticket, "link")
+        if data.get("h") != host:
+            raise Unauthenticated("this preview link is for another preview")
+        now = self.clock()
+        self._redeemed = {signature: expiry for signature, expiry in self._redeemed.items() if expiry >= now}
+        signature = ticket.partition(".")[2]
+        if signature in self._redeemed:
+            raise Unauthenticated("this preview link has been used; ask for a new one with POST .../preview-session")
+        self._redeemed[signature] = data["e"]
+        caller = Caller(user=data["u"], admin=data["a"], door=Door(data["d"]), scope=Scope(data["s"]),
+                        token_id=data["t"])
+        return self.issue(caller, data["w"], data["p"])
 
 
 @dataclass

@@ -19,14 +19,17 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
-from fastapi import APIRouter, Path, WebSocket
+from fastapi import APIRouter, Path, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from vmhost.core.models import Workspace
 from vmhost.core.ports import MAX_PORT, MIN_PORT, WorkspacePort
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
+from vmhost.daemon.preview_host import preview_url
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import Page, PortOut, PortSharingIn
+from vmhost.daemon.services import services_of
 from vmhost.daemon.websockets import accepted_as, close_quietly, close_with
 from vmhost.errors import InvalidInput, InvalidState, VmhostError
 
@@ -44,30 +47,37 @@ def preview_path(workspace_id: str, port: int) -> str:
     return f"{API}/workspaces/{workspace_id}/ports/{port}/proxy/"
 
 
-def port_out(workspace_id: str, port: WorkspacePort) -> PortOut:
+def port_preview_url(request: Request, workspace: Workspace, port: int) -> str:
+    """The port's preview on its own host name when there is one (`preview_domain`), else its path."""
+    own_host = preview_url(services_of(request).settings.preview_domain, port, workspace, request.url.scheme,
+                           request.headers.get("host"))
+    return own_host or preview_path(workspace.id, port)
+
+
+def port_out(request: Request, workspace: Workspace, port: WorkspacePort) -> PortOut:
     return PortOut(port=port.port, listening=port.listening, in_template=port.in_template, sharing=port.sharing,
-                   preview_url=preview_path(workspace_id, port.port),
-                   tunnel_url=f"/ws/workspaces/{workspace_id}/ports/{port.port}")
+                   preview_url=port_preview_url(request, workspace, port.port),
+                   tunnel_url=f"/ws/workspaces/{workspace.id}/ports/{port.port}")
 
 
 @router.get(f"{API}/workspaces/{{ref}}/ports", response_model=Page[PortOut], summary="A workspace's ports",
             responses=errors(404, 502, 503))
-def list_ports(ref: str, caller: CallerDep, orchestrator: OrchestratorDep) -> Page[PortOut]:
+def list_ports(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> Page[PortOut]:
     """The TCP ports listening in the workspace (read inside its container; none when it is not
     running), its template's ports, and the ports shared beyond the owner, in one page."""
-    workspace_id = orchestrator.get(caller, ref).id
-    ports = orchestrator.ports.list(caller, workspace_id)
-    return Page[PortOut](items=[port_out(workspace_id, p) for p in ports], next_cursor=None)
+    workspace = orchestrator.get(caller, ref)
+    ports = orchestrator.ports.list(caller, workspace.id)
+    return Page[PortOut](items=[port_out(request, workspace, p) for p in ports], next_cursor=None)
 
 
 @router.put(f"{API}/workspaces/{{ref}}/ports/{{port}}/sharing", response_model=PortOut,
             summary="Share a workspace's port", responses=errors(403, 404))
-def share_port(ref: str, port: PortNumber, body: PortSharingIn, caller: CallerDep,
+def share_port(ref: str, port: PortNumber, body: PortSharingIn, request: Request, caller: CallerDep,
                orchestrator: OrchestratorDep) -> PortOut:
     """Who may reach the port: `private` (the owner and admins) or `authenticated` (any vmhost user may
     open a tunnel to it, by the workspace's id; they see nothing else of the workspace)."""
-    workspace_id = orchestrator.get(caller, ref).id
-    return port_out(workspace_id, orchestrator.ports.share(caller, workspace_id, port, body.level))
+    workspace = orchestrator.get(caller, ref)
+    return port_out(request, workspace, orchestrator.ports.share(caller, workspace.id, port, body.level))
 
 
 @router.websocket("/ws/workspaces/{ref}/ports/{port}")

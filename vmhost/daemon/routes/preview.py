@@ -23,12 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 import anyio.to_thread
 import httpx
 from fastapi import APIRouter, Depends, Request, Response, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import Receive, Scope, Send
 
@@ -36,7 +37,7 @@ from vmhost.core.models import Caller
 from vmhost.core.ports import PortTarget
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.audit import preview_request, remember_caller, session_started
-from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, require_scope
+from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, in_read_pool, require_scope
 from vmhost.daemon.peercred import PEER_KEY
 from vmhost.daemon.preview import (
     CONNECT_TIMEOUT,
@@ -45,10 +46,12 @@ from vmhost.daemon.preview import (
     downstream_headers,
     upstream_headers,
 )
+from vmhost.daemon.preview_host import HOST_KEY, HOST_REF, SESSION_PATH, workspace_of
 from vmhost.daemon.preview_socket import open_upstream, relay, socket_headers
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.routes.ports import PortNumber, preview_path
+from vmhost.daemon.routes.ports import PortNumber, port_preview_url, preview_path
+from vmhost.daemon.schemas import PreviewSessionOut
 from vmhost.daemon.services import services_of
 from vmhost.daemon.sessions import hold
 from vmhost.daemon.websockets import close_code, close_quietly, close_with
@@ -65,6 +68,16 @@ OWN_CREDENTIALS = ("authorization", "x-vm-user")
 WEB_SCHEMES = {"ws": "http", "wss": "https"}
 
 
+async def workspace_ref(conn: HTTPConnection, ref: str) -> str:
+    """How the preview names its workspace: `ref` from its path, or on a preview host the id of the
+    workspace the host name names (vmhost.daemon.preview_host; WorkspaceNotFound if none)."""
+    host = conn.scope.get(HOST_KEY)
+    if host is None or ref != HOST_REF:
+        return ref
+    store = services_of(conn).orchestrator.store
+    return (await in_read_pool(conn, lambda: workspace_of(store, host))).id
+
+
 async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) -> Caller:
     """Who calls: by the request's credentials like everywhere, or else by the port's preview cookie
     (which names the workspace by its id, as its path does)."""
@@ -72,6 +85,7 @@ async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) ->
     if cookie is None or request.scope.get(PEER_KEY) is not None or any(h in request.headers for h in OWN_CREDENTIALS):
         return await get_caller(request)
     services = services_of(request)
+    ref = await workspace_ref(request, ref)
     caller = services.previews.cookies.caller(cookie, ref, port, request.client.host if request.client else None)
     if caller.token_id is not None and services.token_sessions.revoked(caller.token_id):
         raise Unauthenticated("this API token was revoked")
@@ -81,7 +95,7 @@ async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) ->
 
 def is_path_preview(scope: Scope) -> bool:
     """Whether a request is to a port's preview on the daemon's own origin (its path's)."""
-    return PROXY_PATTERN.fullmatch(scope["path"]) is not None
+    return HOST_KEY not in scope and PROXY_PATTERN.fullmatch(scope["path"]) is not None
 
 
 def _forwarding(request: HTTPConnection) -> Forwarding:
@@ -178,6 +192,7 @@ async def preview(request: Request, ref: str, port: PortNumber, path: str, calle
     services = services_of(request)
     hold(request, caller, SessionKind.PREVIEW)
     ports = services.orchestrator.ports
+    ref = await workspace_ref(request, ref)
     target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
     workspace_id = target.workspace.id
     ports.on_traffic(workspace_id)
@@ -212,6 +227,7 @@ async def preview_socket(websocket: WebSocket, ref: str, port: int, path: str) -
         caller = await preview_caller(HTTPConnection({**websocket.scope, "query_string": b""}), ref, port)
         caller.require_write("open a WebSocket through a preview")
         hold(websocket, caller, SessionKind.PREVIEW)
+        ref = await workspace_ref(websocket, ref)
         target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
         ports.on_traffic(target.workspace.id)
         upstream = await open_upstream(target, _upstream_target(websocket.scope),
@@ -240,19 +256,26 @@ async def preview_socket(websocket: WebSocket, ref: str, port: int, path: str) -
             await upstream.close()
 
 
-@router.post(f"{API}/workspaces/{{ref}}/ports/{{port}}/preview-session", status_code=204,
+@router.post(f"{API}/workspaces/{{ref}}/ports/{{port}}/preview-session", response_model=PreviewSessionOut,
              summary="A cookie for a port's preview in a browser", responses=errors(403, 404))
 def start_preview_session(ref: str, port: PortNumber, request: Request, caller: CallerDep,
                           orchestrator: OrchestratorDep) -> Response:
-    """Sets a cookie (HttpOnly, SameSite=Strict, for the preview's path only, valid an hour or until
-    the daemon restarts) that stands for the caller on this port's preview, so that a browser can open
-    `preview_url` without a token in it. The workspace may be running or not; who may reach the port is
-    checked here and again at each request. Needs a write scope (a POST); the cookie carries the
-    caller's scope and ends when the caller's token is revoked."""
+    """What a browser opens to use the port's preview without a token in any URL. On the daemon's
+    path: this answer sets a cookie (HttpOnly, SameSite=Strict, for the preview's path only, valid an
+    hour or until the daemon restarts) that stands for the caller there, and `url` is that path. With
+    `preview_domain`, `url` is a link on the port's own host, usable once within a minute, that sets
+    that host's cookie (host-only, SameSite=Lax, an hour) and goes on to its `/`. The workspace may
+    be running or not; who may reach the port is checked here and again at each request. Needs a
+    write scope (a POST); the cookie carries the caller's scope and ends when the caller's token is
+    revoked."""
     workspace = orchestrator.ports.reachable(caller, ref, port)
     cookies = services_of(request).previews.cookies
-    response = Response(status_code=204)
+    own_host = port_preview_url(request, workspace, port)
+    if own_host.startswith(("http://", "https://")):
+        ticket = cookies.issue_ticket(caller, workspace.id, port, urlsplit(own_host).hostname or "")
+        return JSONResponse({"url": f"{own_host.rstrip('/')}{SESSION_PATH}?{urlencode({'ticket': ticket})}"})
+    path = preview_path(workspace.id, port)
+    response = JSONResponse({"url": path})
     response.set_cookie(COOKIE_NAME, cookies.issue(caller, workspace.id, port), max_age=cookies.lifetime,
-                        path=preview_path(workspace.id, port), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        path=path, httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response
