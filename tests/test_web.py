@@ -180,6 +180,14 @@ def test_lifecycle_behind_the_proxy(make_daemon: Any, sessions: Any, name: str) 
     session.screenshot("operations")
     session.shell("echo the answer is $((6*7))", "the answer is 42")
     session.screenshot("terminal")
+    session.shell("echo served > /workspace/index.html; httpd -p 8080 -h /workspace && echo httpd-up", "httpd-up")
+    page.get_by_role("tab", name="Overview").click()
+    link = page.locator('#previews a[data-preview-port="8080"]')
+    with page.context.expect_page() as opened:
+        link.click()
+    expect(opened.value.locator("body")).to_have_text("served")  # the port's preview, in a new tab
+    assert re.search(r"/api/v1/workspaces/ws_\w+/ports/8080/proxy/$", opened.value.url), opened.value.url
+    opened.value.close()
     session.shell("echo kept > /workspace/f; exit 3")
     expect(page.locator("#terminal-status")).to_have_text("the shell exited with code 3")
 
