@@ -426,7 +426,8 @@ def preview_socket_refusal(client: httpx.Client, ref: str, port: int) -> tuple[i
     return code, reason
 
 
-def test_preview_passes_websocket_upgrades(daemon: Daemon, name: str) -> None:
+def test_preview_passes_websocket_upgrades(make_daemon: Any, name: str) -> None:
+    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": "preview.test", "VMHOST_PREVIEW_IDLE_TIMEOUT": "2"})
     with daemon.tcp(token=daemon.token(f"alice-{name}")) as as_alice, \
             daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
             daemon.tcp(token=daemon.token(f"alice-{name}", scope="read")) as as_reader, daemon.tcp() as nobody:
@@ -468,6 +469,21 @@ def test_preview_passes_websocket_upgrades(daemon: Daemon, name: str) -> None:
                             json={"level": "authenticated"}).status_code == 200
         with preview_socket(as_bob, ws_id, 9100, "") as ws:
             assert ws.receive_text(timeout=20) == "hello"
+            _, code, reason = receive_until_closed(ws)  # then nothing moves
+            assert (code, reason) == (4408, "no traffic for 2 s")
+
+        # on the port's own host name, a browser's cookie from the preview's link
+        own = f"9100--{name}--alice-{name}.preview.test:{daemon.port}"
+        link = as_alice.post(f"/api/v1/workspaces/{name}/ports/9100/preview-session").json()["url"]
+        opened = nobody.get(link.split(own, 1)[1], headers={"Host": own})
+        assert opened.status_code == 303, opened.text
+        cookie = f"vmhost_preview={opened.cookies['vmhost_preview']}"
+        with connect_ws("/on-its-host", nobody, headers={"Host": own, "Cookie": cookie}) as ws:
+            assert ws.receive_text(timeout=20) == "hello"
+        deadline = time.monotonic() + 20
+        while "GET /on-its-host HTTP/1.1" not in workspace_file(as_alice, name, "/workspace/ws-request").decode():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
@@ -479,14 +495,15 @@ def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
         return {"Host": host, **headers}
 
     with daemon.tcp(token=daemon.token(alice)) as as_alice, daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
-            daemon.tcp() as nobody:
-        serving_workspace(as_alice, name)
+            daemon.tcp() as nobody, daemon.client() as root:
+        ws_id = serving_workspace(as_alice, name)["id"]
         listed = {p["port"]: p["preview_url"] for p in ports(as_alice, name)}
         assert listed[8080] == f"http://{own}/"
 
         page = as_alice.get("/index.html", headers=on(own))
         assert (page.status_code, page.text) == (200, PAGE + "\n")
         assert "content-security-policy" not in page.headers  # its own origin: no sandbox
+        assert (alice, "start", 200) in preview_entries(root, ws_id)  # the audit log names the workspace
         assert as_alice.get("/", headers=on(own)).text == PAGE + "\n"
         echoed = as_alice.get("/cgi-bin/echo?q=1", headers=on(own)).text
         assert "QUERY_STRING=q=1" in echoed and f"HTTP_X_FORWARDED_HOST={own}" in echoed

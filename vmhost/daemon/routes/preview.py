@@ -75,7 +75,9 @@ async def workspace_ref(conn: HTTPConnection, ref: str) -> str:
     if host is None or ref != HOST_REF:
         return ref
     store = services_of(conn).orchestrator.store
-    return (await in_read_pool(conn, lambda: workspace_of(store, host))).id
+    workspace_id = (await in_read_pool(conn, lambda: workspace_of(store, host))).id
+    conn.scope["path_params"]["ref"] = workspace_id  # so the audit log names the workspace
+    return workspace_id
 
 
 async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) -> Caller:
