@@ -279,6 +279,8 @@ def test_preview_forwards_requests_to_whom_may_reach_the_port(daemon: Daemon, ap
         seen = dict(line.split("=", 1) for line in echoed.text.split("BODY:")[0].splitlines() if "=" in line)
         host = daemon.url.split("//")[1]
         assert seen["REQUEST_METHOD"] == "POST" and seen["QUERY_STRING"] == "a=1&b=x%20y"
+        apps_token = as_alice.get(proxy(name, 8080, "cgi-bin/echo?token=the-apps"))  # the app's, not vmhost's
+        assert apps_token.status_code == 200 and "QUERY_STRING=token=the-apps" in apps_token.text
         assert echoed.text.endswith("BODY:\nthe body")
         assert seen["HTTP_X_CUSTOM"] == "kept" and seen["HTTP_COOKIE"] == "app=1"
         assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1" and seen["HTTP_X_FORWARDED_PROTO"] == "http"

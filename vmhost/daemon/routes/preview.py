@@ -82,10 +82,11 @@ async def workspace_ref(conn: HTTPConnection, ref: str) -> str:
 
 async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) -> Caller:
     """Who calls: by the request's credentials like everywhere, or else by the port's preview cookie
-    (which names the workspace by its id, as its path does)."""
+    (which names the workspace by its id, as its path does). The query is the app's: a `?token=` in it
+    is passed on, never read as a vmhost token (apps such as Jupyter have their own)."""
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie is None or request.scope.get(PEER_KEY) is not None or any(h in request.headers for h in OWN_CREDENTIALS):
-        return await get_caller(request)
+        return await get_caller(HTTPConnection({**request.scope, "query_string": b""}))
     services = services_of(request)
     ref = await workspace_ref(request, ref)
     caller = services.previews.cookies.caller(cookie, ref, port, request.client.host if request.client else None)
@@ -219,14 +220,14 @@ router.add_api_route(PROXY, preview, methods=OTHER_METHODS, include_in_schema=Fa
 async def preview_socket(websocket: WebSocket, ref: str, port: int, path: str) -> None:
     """A WebSocket to the port's server, relayed message by message (vmhost.daemon.preview_socket).
     Who may: as for the HTTP preview, but a WebSocket carries anything both ways, like a tunnel, so it
-    needs a write scope. A `?token=` here is the app's, passed on, not read as vmhost's credential
-    (browsers use the preview's cookie). The daemon answers the upgrade only once the workspace's server
+    needs a write scope. As on any preview, `?token=` is the app's (browsers use the preview's
+    cookie). The daemon answers the upgrade only once the workspace's server
     has (with the subprotocol it chose); refusals close with 4000 + the HTTP status, as on every
     vmhost WebSocket (4502 when nothing answers or the server refuses the upgrade)."""
     services = services_of(websocket)
     ports = services.orchestrator.ports
     try:
-        caller = await preview_caller(HTTPConnection({**websocket.scope, "query_string": b""}), ref, port)
+        caller = await preview_caller(websocket, ref, port)
         caller.require_write("open a WebSocket through a preview")
         hold(websocket, caller, SessionKind.PREVIEW)
         ref = await workspace_ref(websocket, ref)
