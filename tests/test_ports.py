@@ -489,7 +489,7 @@ def test_preview_passes_websocket_upgrades(make_daemon: Any, name: str) -> None:
 
 
 def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
-    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": "Preview.Test"})
+    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": "Preview.Test", "VMHOST_TRUSTED_PROXIES": "127.0.0.1"})
     alice = f"alice-{name}"
     own = f"8080--{name}--{alice}.preview.test:{daemon.port}"
 
@@ -501,6 +501,9 @@ def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
         ws_id = serving_workspace(as_alice, name)["id"]
         listed = {p["port"]: p["preview_url"] for p in ports(as_alice, name)}
         assert listed[8080] == f"http://{own}/"
+        behind_tls = as_alice.get(f"/api/v1/workspaces/{name}/ports",  # as a trusted proxy addressed it
+                                  headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "vmhost.example"})
+        assert behind_tls.json()["items"][0]["preview_url"] == f"https://8080--{name}--{alice}.preview.test/"
 
         page = as_alice.get("/index.html", headers=on(own))
         assert (page.status_code, page.text) == (200, PAGE + "\n")

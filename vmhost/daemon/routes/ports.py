@@ -20,12 +20,14 @@ import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
 from fastapi import APIRouter, Path, Request, WebSocket
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
 from vmhost.core.models import Workspace
 from vmhost.core.ports import MAX_PORT, MIN_PORT, WorkspacePort
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
+from vmhost.daemon.preview import Forwarding
 from vmhost.daemon.preview_host import preview_url
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import Page, PortOut, PortSharingIn
@@ -39,6 +41,8 @@ CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
 
+WEB_SCHEMES = {"ws": "http", "wss": "https"}
+
 PortNumber = Annotated[int, Path(ge=MIN_PORT, le=MAX_PORT, description="a TCP port in the workspace")]
 
 
@@ -47,10 +51,25 @@ def preview_path(workspace_id: str, port: int) -> str:
     return f"{API}/workspaces/{workspace_id}/ports/{port}/proxy/"
 
 
+def forwarding_of(conn: HTTPConnection) -> Forwarding:
+    """Who a request came from and how it was addressed: a trusted proxy's X-Forwarded-* are kept (its
+    peer added to the chain), anyone else's replaced."""
+    peer = conn.client.host if conn.client else None  # None on the Unix socket
+    headers = conn.headers
+    scheme = WEB_SCHEMES.get(conn.url.scheme, conn.url.scheme)
+    if services_of(conn).authenticator.is_trusted_proxy(peer):
+        chain = [hop.strip() for value in headers.getlist("x-forwarded-for") for hop in value.split(",") if hop.strip()]
+        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or scheme,
+                          headers.get("x-forwarded-host") or headers.get("host"))
+    return Forwarding([peer] if peer else [], scheme, headers.get("host"))
+
+
 def port_preview_url(request: Request, workspace: Workspace, port: int) -> str:
-    """The port's preview on its own host name when there is one (`preview_domain`), else its path."""
-    own_host = preview_url(services_of(request).settings.preview_domain, port, workspace, request.url.scheme,
-                           request.headers.get("host"))
+    """The port's preview on its own host name when there is one (`preview_domain`), else its path; with
+    the scheme and port the caller used (as a trusted proxy says, behind one)."""
+    addressed = forwarding_of(request)
+    own_host = preview_url(services_of(request).settings.preview_domain, port, workspace, addressed.proto,
+                           addressed.host)
     return own_host or preview_path(workspace.id, port)
 
 

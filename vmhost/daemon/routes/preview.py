@@ -42,7 +42,6 @@ from vmhost.daemon.peercred import PEER_KEY
 from vmhost.daemon.preview import (
     CONNECT_TIMEOUT,
     COOKIE_NAME,
-    Forwarding,
     downstream_headers,
     upstream_headers,
 )
@@ -50,7 +49,7 @@ from vmhost.daemon.preview_host import HOST_KEY, HOST_REF, SESSION_PATH, workspa
 from vmhost.daemon.preview_socket import open_upstream, relay, socket_headers
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes.common import API, errors
-from vmhost.daemon.routes.ports import PortNumber, port_preview_url, preview_path
+from vmhost.daemon.routes.ports import PortNumber, forwarding_of, port_preview_url, preview_path
 from vmhost.daemon.schemas import PreviewSessionOut
 from vmhost.daemon.services import services_of
 from vmhost.daemon.sessions import hold
@@ -65,7 +64,6 @@ PROXY_PATTERN = re.compile(PROXY_PATH, re.DOTALL)
 PROXY = f"{API}/workspaces/{{ref}}/ports/{{port}}/proxy/{{path:path}}"
 OTHER_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OWN_CREDENTIALS = ("authorization", "x-vm-user")
-WEB_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 async def workspace_ref(conn: HTTPConnection, ref: str) -> str:
@@ -99,18 +97,6 @@ async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) ->
 def is_path_preview(scope: Scope) -> bool:
     """Whether a request is to a port's preview on the daemon's own origin (its path's)."""
     return HOST_KEY not in scope and PROXY_PATTERN.fullmatch(scope["path"]) is not None
-
-
-def _forwarding(request: HTTPConnection) -> Forwarding:
-    """A trusted proxy's X-Forwarded-* are kept (its peer added to the chain); anyone else's replaced."""
-    peer = request.client.host if request.client else None  # None on the Unix socket
-    headers = request.headers
-    scheme = WEB_SCHEMES.get(request.url.scheme, request.url.scheme)
-    if services_of(request).authenticator.is_trusted_proxy(peer):
-        chain = [hop.strip() for value in headers.getlist("x-forwarded-for") for hop in value.split(",") if hop.strip()]
-        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or scheme,
-                          headers.get("x-forwarded-host") or headers.get("host"))
-    return Forwarding([peer] if peer else [], scheme, headers.get("host"))
 
 
 def _upstream_target(scope: Scope) -> bytes:
@@ -168,7 +154,7 @@ async def _send(request: Request, target: PortTarget) -> httpx.Response:
     client = services_of(request).previews.client
     url = httpx.URL(scheme="http", host=target.host, port=target.port, raw_path=_upstream_target(request.scope))
     upstream = client.build_request(request.method, url, headers=upstream_headers(request.scope["headers"],
-                                                                                  _forwarding(request)),
+                                                                                  forwarding_of(request)),
                                     content=request.stream() if _has_body(request) else None)
     where = f"port {target.port} of workspace {target.workspace.name!r}"
     try:
@@ -234,7 +220,7 @@ async def preview_socket(websocket: WebSocket, ref: str, port: int, path: str) -
         target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
         ports.on_traffic(target.workspace.id)
         upstream = await open_upstream(target, _upstream_target(websocket.scope),
-                                       socket_headers(websocket.scope["headers"], _forwarding(websocket)),
+                                       socket_headers(websocket.scope["headers"], forwarding_of(websocket)),
                                        websocket.scope.get("subprotocols") or [], websocket.headers.get("user-agent"),
                                        services.settings.preview_idle_timeout)
     except VmhostError as exc:
@@ -276,6 +262,7 @@ def start_preview_session(ref: str, port: PortNumber, request: Request, caller: 
     own_host = port_preview_url(request, workspace, port)
     if own_host.startswith(("http://", "https://")):
         ticket = cookies.issue_ticket(caller, workspace.id, port, urlsplit(own_host).hostname or "")
+        # the cookie itself is set on the preview's host (vmhost.daemon.preview_host)
         return JSONResponse({"url": f"{own_host.rstrip('/')}{SESSION_PATH}?{urlencode({'ticket': ticket})}"})
     path = preview_path(workspace.id, port)
     response = JSONResponse({"url": path})
