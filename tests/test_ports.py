@@ -443,7 +443,8 @@ def test_preview_passes_websocket_upgrades(make_daemon: Any, name: str) -> None:
             time.sleep(0.1)
 
         with preview_socket(as_alice, name, 9100, "live/a%20b?x=1&token=the-apps", subprotocols=["chat", "v2"],
-                            headers={"X-Custom": "kept", "Cookie": "vmhost_preview=x; app=1"}) as ws:
+                            headers={"X-Custom": "kept", "Cookie": "vmhost_preview=x; app=1",
+                                     "X-VM-Email": "alice@example.com"}) as ws:
             assert ws.subprotocol == "chat"
             assert ws.receive_text(timeout=20) == "hello"
             ws.send_text("ping")
@@ -459,7 +460,7 @@ def test_preview_passes_websocket_upgrades(make_daemon: Any, name: str) -> None:
         assert head["x-custom"] == "kept" and head["cookie"] == "app=1" and head["upgrade"] == "websocket"
         assert head["sec-websocket-protocol"] == "chat, v2" and head["x-forwarded-for"] == "127.0.0.1"
         assert head["user-agent"].startswith("python-httpx")  # the client's, not the daemon's library's
-        assert "authorization" not in head, head
+        assert not {"authorization", "x-vm-email"} & set(head), head
 
         # who may: as for the preview, but a WebSocket (like a tunnel) needs a write scope
         assert preview_socket_refusal(nobody, ws_id, 9100)[0] == 4401

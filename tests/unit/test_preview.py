@@ -24,6 +24,7 @@ from vmhost.errors import Unauthenticated, WorkspaceNotFound
 
 def test_upstream_headers_drop_hop_by_hop_and_credentials_and_say_who_forwards() -> None:
     sent = [(b"Host", b"vmhost.example"), (b"Authorization", b"Bearer vmh_secret"), (b"X-VM-User", b"alice"),
+            (b"X-VM-Groups", b"admins"),
             (b"Connection", b"keep-alive, X-Private"), (b"X-Private", b"1"), (b"Keep-Alive", b"timeout=5"),
             (b"Proxy-Authorization", b"Basic x"), (b"TE", b"trailers"), (b"Upgrade", b"h2c"),
             (b"Transfer-Encoding", b"chunked"), (b"X-Forwarded-For", b"6.6.6.6"), (b"Forwarded", b"for=6.6.6.6"),

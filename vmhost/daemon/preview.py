@@ -4,7 +4,7 @@ that lets a browser use one port's preview without a token.
 
 Headers: hop-by-hop headers (Connection and those it names, Keep-Alive, Proxy-*, TE, Trailer,
 Transfer-Encoding, Upgrade) are dropped both ways. Toward the workspace, vmhost's credentials are
-dropped too (Authorization, X-VM-User, X-VM-Email and vmhost's own cookies), and so are incoming
+dropped too (Authorization, every X-VM-* header and vmhost's own cookies), and so are incoming
 X-Forwarded-* and Forwarded headers, replaced by the daemon's own: X-Forwarded-For (the chain a
 trusted proxy sent, then the peer; just the peer from anyone else), X-Forwarded-Proto,
 X-Forwarded-Host and one Forwarded header saying the same. The workspace's server gets its own
@@ -44,7 +44,8 @@ Headers = list[tuple[bytes, bytes]]
 
 CONNECT_TIMEOUT = 5.0
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
-CREDENTIALS = frozenset({b"authorization", b"x-vm-user", b"x-vm-email"})
+CREDENTIALS = frozenset({b"authorization"})
+VMHOST_HEADERS = b"x-vm-"  # X-VM-User, X-VM-Email: what a trusted proxy tells vmhost
 REPLACED = frozenset({b"host", b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 DAEMON_OWN = frozenset({b"date", b"server"})
 CSP = b"content-security-policy"
@@ -96,7 +97,7 @@ def upstream_headers(headers: Headers, forwarding: Forwarding) -> Headers:
     kept: Headers = []
     for name, value in headers:
         lower = name.lower()
-        if _hop_by_hop(lower, named) or lower in CREDENTIALS or lower in REPLACED:
+        if _hop_by_hop(lower, named) or lower in CREDENTIALS or lower.startswith(VMHOST_HEADERS) or lower in REPLACED:
             continue
         if lower == b"cookie":
             value = without_vmhost_cookies(value)
