@@ -12,6 +12,7 @@ from vmhost.daemon.preview import (
     Forwarding,
     PreviewCookies,
     PreviewSessions,
+    cookie_values,
     downstream_headers,
     sandboxed,
     upstream_headers,
@@ -173,3 +174,13 @@ def test_a_preview_link_is_for_one_host_and_used_once() -> None:
     now[0] += 61
     with pytest.raises(Unauthenticated, match="expired"):
         cookies.redeem(late, "3000--web--alice.p.test")
+
+
+def test_a_valid_preview_cookie_counts_beside_others_of_its_name() -> None:
+    cookies = PreviewCookies()
+    mine = cookies.issue(Caller(user="alice"), "ws_1", 3000)
+    header = f"vmhost_preview=tossed-by-a-sibling; app=1; vmhost_preview={mine}"
+    assert cookie_values([header, "x=2"], "vmhost_preview") == ["tossed-by-a-sibling", mine]
+    assert cookies.caller_of_any(cookie_values([header], "vmhost_preview"), "ws_1", 3000, None).user == "alice"
+    with pytest.raises(Unauthenticated, match="not valid"):
+        cookies.caller_of_any(["tossed", "again"], "ws_1", 3000, None)

@@ -76,6 +76,12 @@ def _hop_by_hop(name: bytes, named: set[bytes]) -> bool:
     return name in HOP_BY_HOP or name.startswith(b"proxy-") or name in named
 
 
+def cookie_values(headers: list[str], name: str) -> list[str]:
+    """Every value of the cookies named `name` in Cookie headers, in their order."""
+    return [value.strip() for header in headers for part in header.split(";")
+            for key, sep, value in [part.partition("=")] if sep and key.strip() == name]
+
+
 def without_vmhost_cookies(value: bytes) -> bytes:
     """A Cookie header's value without the cookies whose name starts with `vmhost`."""
     kept = [part.strip() for part in value.split(b";")
@@ -243,6 +249,18 @@ class PreviewCookies:
             raise Unauthenticated("this preview cookie is for another port's preview")
         return Caller(user=data["u"], admin=data["a"], door=Door(data["d"]), address=address,
                       scope=Scope(data["s"]), token_id=data["t"])
+
+    def caller_of_any(self, values: list[str], workspace_id: str, port: int, address: str | None) -> Caller:
+        """The caller of the first of several cookies of the same name that is valid here: on a
+        `preview_domain`, an app may set one for the whole domain that reaches its sibling previews
+        beside their own (which would otherwise lock their users out)."""
+        refused = Unauthenticated("no preview cookie; ask for one with POST .../preview-session")
+        for value in values:
+            try:
+                return self.caller(value, workspace_id, port, address)
+            except Unauthenticated as exc:
+                refused = exc
+        raise refused
 
     def redeem(self, ticket: str, host: str) -> str:
         """A cookie for the preview a ticket was issued for, if it was issued for `host` and has not been

@@ -42,6 +42,7 @@ from vmhost.daemon.peercred import PEER_KEY
 from vmhost.daemon.preview import (
     CONNECT_TIMEOUT,
     COOKIE_NAME,
+    cookie_values,
     downstream_headers,
     upstream_headers,
 )
@@ -82,12 +83,13 @@ async def preview_caller(request: HTTPConnection, ref: str, port: PortNumber) ->
     """Who calls: by the request's credentials like everywhere, or else by the port's preview cookie
     (which names the workspace by its id, as its path does). The query is the app's: a `?token=` in it
     is passed on, never read as a vmhost token (apps such as Jupyter have their own)."""
-    cookie = request.cookies.get(COOKIE_NAME)
-    if cookie is None or request.scope.get(PEER_KEY) is not None or any(h in request.headers for h in OWN_CREDENTIALS):
+    cookies = cookie_values(request.headers.getlist("cookie"), COOKIE_NAME)
+    if not cookies or request.scope.get(PEER_KEY) is not None or any(h in request.headers for h in OWN_CREDENTIALS):
         return await get_caller(HTTPConnection({**request.scope, "query_string": b""}))
     services = services_of(request)
     ref = await workspace_ref(request, ref)
-    caller = services.previews.cookies.caller(cookie, ref, port, request.client.host if request.client else None)
+    caller = services.previews.cookies.caller_of_any(cookies, ref, port,
+                                                     request.client.host if request.client else None)
     if caller.token_id is not None and services.token_sessions.revoked(caller.token_id):
         raise Unauthenticated("this API token was revoked")
     remember_caller(request.scope, caller)
