@@ -1,20 +1,27 @@
 """Fixtures: a real Docker engine, a tiny local image, and real daemon processes on a temporary
 socket, a free loopback port and a temporary database. Everything a test run makes in Docker carries
-its own `vmhost.instance` label and is removed at the end."""
+its own `vmhost.instance` label and is removed at the end. `on_engine` runs a test against both engines:
+the one Docker engine, and a three-node Swarm built on this machine (tests/cluster.py), which is torn
+down with everything on it at the end of the session."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
+from cluster import SwarmCluster, swarm_cluster
+from docker.models.containers import Container
+from docker.models.images import Image
+from docker.models.volumes import Volume
 
 from vmhost.config import Settings
 from vmhost.core.build import build, make_engine
@@ -117,6 +124,106 @@ def make_daemon(templates_dir: Path, docker_engine: Engine) -> Iterator[Any]:
     for process in started:
         process.cleanup()
         remove_instance_objects(docker_engine, process.instance)
+
+
+@pytest.fixture(scope="session")
+def cluster(docker_client: docker.DockerClient, test_image: str) -> Iterator[SwarmCluster]:
+    """Three nodes; the test image is on the manager only (vmhost copies it to the node Swarm picks)."""
+    with swarm_cluster(3, heartbeat=1) as built:
+        built.load_image(test_image, docker_client, nodes=[0])
+        yield built
+
+
+def swarm_env(cluster: SwarmCluster) -> dict[str, str]:
+    """A daemon on the cluster; workspaces reserve little by default, so that the nodes (each with this
+    machine's CPUs) hold what a whole session leaves on them."""
+    return {"VMHOST_ENGINE": "swarm", "VMHOST_DOCKER_HOST": cluster.manager_url,
+            "VMHOST_QUOTA_DEFAULT_CPUS": "0.05", "VMHOST_QUOTA_DEFAULT_MEMORY_MB": "64"}
+
+
+@pytest.fixture(scope="session")
+def swarm_daemon(cluster: SwarmCluster, templates_dir: Path) -> Iterator[Daemon]:
+    process = Daemon(templates_dir, swarm_env(cluster)).start()
+    yield process
+    process.cleanup()
+
+
+@pytest.fixture(scope="session")
+def swarm_engines(cluster: SwarmCluster) -> Iterator[list[docker.DockerClient]]:
+    """A client of each node's own engine."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(closing(cluster.client(node.index))) for node in cluster.nodes]
+
+
+@dataclass
+class OnEngine:
+    """A daemon on one kind of engine, and a look behind its back at what it made there: the containers
+    and volumes of a workspace, wherever they are (on Swarm: on its node, through that node's engine)."""
+
+    kind: str  # "docker" or "swarm"
+    daemon: Daemon
+    engines: list[docker.DockerClient]
+    make: Callable[[dict[str, str] | None], Daemon]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def make_daemon(self, env: dict[str, str] | None = None) -> Daemon:
+        """A daemon of the test's own on this engine (stopped and cleaned up after the test)."""
+        return self.make({**self.env, **(env or {})})
+
+    def containers(self, workspace: dict[str, Any]) -> list[Container]:
+        """The workspace's containers, running ones first (a stopped one on Docker; none on Swarm)."""
+        wanted = {"label": f"vmhost.workspace={workspace['id']}"}
+        found = [c for engine in self.engines for c in engine.containers.list(all=True, sparse=True, filters=wanted)]
+        return sorted(found, key=lambda c: c.status != "running")
+
+    def container(self, workspace: dict[str, Any]) -> Container:
+        """The workspace's running container, inspected."""
+        running = [c for c in self.containers(workspace) if c.status == "running"]
+        assert len(running) == 1, (workspace["name"], running)
+        running[0].reload()
+        return running[0]
+
+    def running(self, workspace: dict[str, Any]) -> bool:
+        return any(c.status == "running" for c in self.containers(workspace))
+
+    def volumes(self, workspace: dict[str, Any]) -> list[Volume]:
+        return [v for engine in self.engines for v in engine.volumes.list(filters={"name": volume_name(workspace)})]
+
+    def images(self, **labels: str) -> list[Image]:
+        """The images with these labels (`vmhost_snapshot="..."` for `vmhost.snapshot=...`) on any engine."""
+        wanted = {"label": [f"{k.replace('_', '.')}={v}" for k, v in labels.items()]}
+        return [image for engine in self.engines for image in engine.images.list(filters=wanted)]
+
+    def sh(self, workspace: dict[str, Any], script: str) -> str:
+        """What `sh -c script` prints in the workspace's container, run straight on its engine."""
+        result = self.container(workspace).exec_run(["sh", "-c", script])
+        assert result.exit_code == 0, result.output
+        return result.output.decode()
+
+
+def volume_name(workspace: dict[str, Any]) -> str:
+    return f"vmhost-{workspace['id']}-workspace"
+
+
+@pytest.fixture
+def on_docker(daemon: Daemon, docker_client: docker.DockerClient, make_daemon: Callable[..., Daemon]) -> OnEngine:
+    """The one Docker engine, for tests of what does not depend on the engine."""
+    return OnEngine("docker", daemon, [docker_client], make_daemon)
+
+
+@pytest.fixture(params=["docker", "swarm"])
+def on_engine(request: pytest.FixtureRequest, make_daemon: Callable[..., Daemon]) -> OnEngine:
+    """The test, once on the one Docker engine and once on the three-node Swarm."""
+    if request.param == "docker":
+        return request.getfixturevalue("on_docker")
+    return OnEngine("swarm", request.getfixturevalue("swarm_daemon"), request.getfixturevalue("swarm_engines"),
+                    make_daemon, swarm_env(request.getfixturevalue("cluster")))
+
+
+@pytest.fixture
+def engine_api(on_engine: OnEngine) -> Iterator[httpx.Client]:
+    with on_engine.daemon.client() as client:
+        yield client
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Running commands in a workspace: streamed live, or as exec operations; timeouts kill every process."""
+"""Running commands in a workspace: streamed live, or as exec operations; timeouts kill every process. On
+one engine and on a three-node Swarm (`on_engine`), where they run through the workspace's node."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import json
 import time
 from typing import Any
 
-import docker
 import httpx
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, OnEngine, create_ws, wait_op
 
 MIB = 1024 * 1024
 
@@ -25,20 +25,19 @@ def run_streamed(api: httpx.Client, name: str, **body: Any) -> tuple[str, str, d
     return out["stdout"], out["stderr"], lines[-1]
 
 
-def container_processes(docker_client: docker.DockerClient, workspace: dict[str, Any]) -> str:
-    container = docker_client.containers.get(workspace["connection"]["container_id"])
-    return container.exec_run(["ps", "-o", "args"]).output.decode()
+def container_processes(on_engine: OnEngine, workspace: dict[str, Any]) -> str:
+    return on_engine.sh(workspace, "ps -o args")
 
 
-def test_stream_sends_each_chunk_as_the_command_writes_it(api: httpx.Client, docker_client: docker.DockerClient,
+def test_stream_sends_each_chunk_as_the_command_writes_it(on_engine: OnEngine, engine_api: httpx.Client,
                                                           name: str) -> None:
-    workspace = create_ws(api, name)["workspace"]
-    container = docker_client.containers.get(workspace["connection"]["container_id"])
+    workspace = create_ws(engine_api, name)["workspace"]
+    container = on_engine.container(workspace)
     # the command cannot end before the test has seen its first line and answered by creating /tmp/go
     script = ("echo first; n=0; while [ ! -e /tmp/go ]; do n=$((n+1)); [ $n -gt 300 ] && echo gave up && exit 9; "
               "sleep 0.1; done; echo second >&2")
     seen = []
-    with api.stream("POST", f"/api/v1/workspaces/{name}/commands",
+    with engine_api.stream("POST", f"/api/v1/workspaces/{name}/commands",
                     json={"argv": ["sh", "-c", script], "stream": True}) as response:
         for line in response.iter_lines():
             if not line:
@@ -51,107 +50,106 @@ def test_stream_sends_each_chunk_as_the_command_writes_it(api: httpx.Client, doc
                     {"exit_code": 0, "timed_out": False, "cancelled": False}]
 
 
-def test_stream_passes_stdin_env_workdir_and_exit_code(api: httpx.Client, name: str) -> None:
-    create_ws(api, name)
-    stdout, stderr, end = run_streamed(api, name, argv=["sh", "-c", "cat; echo $FOO; pwd; echo oops >&2; exit 3"],
+def test_stream_passes_stdin_env_workdir_and_exit_code(engine_api: httpx.Client, name: str) -> None:
+    create_ws(engine_api, name)
+    stdout, stderr, end = run_streamed(engine_api, name,
+                                       argv=["sh", "-c", "cat; echo $FOO; pwd; echo oops >&2; exit 3"],
                                        stdin="hello\n", env={"FOO": "bar"}, workdir="/tmp")
     assert stdout == "hello\nbar\n/tmp\n"
     assert stderr == "oops\n"
     assert end == {"exit_code": 3, "timed_out": False, "cancelled": False}
 
     # argv is never a shell line
-    stdout, _, end = run_streamed(api, name, argv=["echo", "$HOME; exit 5"])
+    stdout, _, end = run_streamed(engine_api, name, argv=["echo", "$HOME; exit 5"])
     assert stdout == "$HOME; exit 5\n" and end["exit_code"] == 0
 
 
-def test_timeout_kills_the_command_with_its_children(api: httpx.Client, docker_client: docker.DockerClient,
-                                                     name: str) -> None:
-    workspace = create_ws(api, name)["workspace"]
+def test_timeout_kills_the_command_with_its_children(on_engine: OnEngine, engine_api: httpx.Client, name: str) -> None:
+    workspace = create_ws(engine_api, name)["workspace"]
     script = "sleep 301 & setsid sleep 302 & echo started; sleep 303"
-    stdout, _, end = run_streamed(api, name, argv=["sh", "-c", script], timeout_seconds=1)
+    stdout, _, end = run_streamed(engine_api, name, argv=["sh", "-c", script], timeout_seconds=1)
     assert stdout == "started\n"
     assert end == {"exit_code": 137, "timed_out": True, "cancelled": False}
-    assert "sleep 30" not in container_processes(docker_client, workspace)
+    assert "sleep 30" not in container_processes(on_engine, workspace)
 
-    response = api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", script],
+    response = engine_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", script],
                                                                      "timeout_seconds": 1})
-    operation = wait_op(api, response.json()["id"])
+    operation = wait_op(engine_api, response.json()["id"])
     assert operation["status"] == "failed"
     assert "longer than 1 s" in operation["error"] and "killed" in operation["error"]
     assert operation["result"]["exit_code"] == 137 and operation["result"]["timed_out"] is True
     assert operation["result"]["stdout"] == "started\n"
-    assert "sleep 30" not in container_processes(docker_client, workspace)
+    assert "sleep 30" not in container_processes(on_engine, workspace)
 
 
-def test_closing_the_stream_kills_the_command(api: httpx.Client, docker_client: docker.DockerClient,
-                                             name: str) -> None:
-    workspace = create_ws(api, name)["workspace"]
-    with api.stream("POST", f"/api/v1/workspaces/{name}/commands",
+def test_closing_the_stream_kills_the_command(on_engine: OnEngine, engine_api: httpx.Client, name: str) -> None:
+    workspace = create_ws(engine_api, name)["workspace"]
+    with engine_api.stream("POST", f"/api/v1/workspaces/{name}/commands",
                     json={"argv": ["sh", "-c", "echo started; sleep 304"], "stream": True}) as response:
         lines = response.iter_lines()
         assert json.loads(next(lines)) == {"stream": "stdout", "data": "started\n"}
-        assert "sleep 304" in container_processes(docker_client, workspace)
+        assert "sleep 304" in container_processes(on_engine, workspace)
     deadline = time.monotonic() + 30
-    while "sleep 304" in container_processes(docker_client, workspace):
+    while "sleep 304" in container_processes(on_engine, workspace):
         assert time.monotonic() < deadline, "the command outlived its caller"
         time.sleep(0.1)
 
 
-def test_missing_program_is_127_with_a_clear_message(api: httpx.Client, name: str) -> None:
-    create_ws(api, name)
-    stdout, stderr, end = run_streamed(api, name, argv=["no-such-program", "x"])
+def test_missing_program_is_127_with_a_clear_message(engine_api: httpx.Client, name: str) -> None:
+    create_ws(engine_api, name)
+    stdout, stderr, end = run_streamed(engine_api, name, argv=["no-such-program", "x"])
     assert stdout == ""
     assert "command not found in the workspace: no-such-program" in stderr
     assert end["exit_code"] == 127 and end["error"] == "command not found in the workspace: no-such-program"
 
-    _, _, end = run_streamed(api, name, argv=["true"], workdir="/nowhere")
+    _, _, end = run_streamed(engine_api, name, argv=["true"], workdir="/nowhere")
     assert end["exit_code"] == 126 and "/nowhere does not exist" in end["error"]
 
-    response = api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["no-such-program"]})
-    operation = wait_op(api, response.json()["id"])
+    response = engine_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["no-such-program"]})
+    operation = wait_op(engine_api, response.json()["id"])
     assert operation["status"] == "failed"
     assert operation["error"] == "command not found in the workspace: no-such-program"
     assert operation["result"]["exit_code"] == 127
 
 
-def test_operation_form_holds_output_and_does_not_block_lifecycle(api: httpx.Client, name: str) -> None:
-    create_ws(api, name)
-    response = api.post(f"/api/v1/workspaces/{name}/commands",
+def test_operation_form_holds_output_and_does_not_block_lifecycle(engine_api: httpx.Client, name: str) -> None:
+    create_ws(engine_api, name)
+    response = engine_api.post(f"/api/v1/workspaces/{name}/commands",
                         json={"argv": ["sh", "-c", "echo out; echo err >&2; exit 4"]})
     assert response.status_code == 202
     assert response.json()["type"] == "exec"
     assert response.headers["location"] == f"/api/v1/operations/{response.json()['id']}"
-    operation = wait_op(api, response.json()["id"])
+    operation = wait_op(engine_api, response.json()["id"])
     assert operation["status"] == "succeeded"
     assert operation["result"] == {"exit_code": 4, "timed_out": False, "cancelled": False, "stdout": "out\n",
                                    "stderr": "err\n", "truncated": False}
 
-    big = api.post(f"/api/v1/workspaces/{name}/commands",
+    big = engine_api.post(f"/api/v1/workspaces/{name}/commands",
                    json={"argv": ["sh", "-c", "head -c 1100000 /dev/zero | tr '\\0' a"]}).json()
-    result = wait_op(api, big["id"])["result"]
+    result = wait_op(engine_api, big["id"])["result"]
     assert len(result["stdout"]) == MIB and result["truncated"] is True
 
-    long = api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sleep", "300"]}).json()
-    stop = api.post(f"/api/v1/workspaces/{name}/actions/stop")
+    long = engine_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sleep", "300"]}).json()
+    stop = engine_api.post(f"/api/v1/workspaces/{name}/actions/stop")
     assert stop.status_code == 202, stop.text
-    assert wait_op(api, stop.json()["id"])["status"] == "succeeded"
-    assert wait_op(api, long["id"])["status"] in ("succeeded", "failed")
+    assert wait_op(engine_api, stop.json()["id"])["status"] == "succeeded"
+    assert wait_op(engine_api, long["id"])["status"] in ("succeeded", "failed")
 
 
-def test_cancel_a_running_exec_kills_it(api: httpx.Client, docker_client: docker.DockerClient, name: str) -> None:
-    workspace = create_ws(api, name)["workspace"]
-    operation = api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", "echo hi; sleep 300"]}
+def test_cancel_a_running_exec_kills_it(on_engine: OnEngine, engine_api: httpx.Client, name: str) -> None:
+    workspace = create_ws(engine_api, name)["workspace"]
+    operation = engine_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", "echo hi; sleep 300"]}
                          ).json()
-    while api.get(f"/api/v1/operations/{operation['id']}").json()["status"] == "pending":
+    while engine_api.get(f"/api/v1/operations/{operation['id']}").json()["status"] == "pending":
         time.sleep(0.05)
-    response = api.delete(f"/api/v1/operations/{operation['id']}")
+    response = engine_api.delete(f"/api/v1/operations/{operation['id']}")
     assert response.status_code == 200, response.text
     cancelled = response.json()
     assert cancelled["status"] == "failed" and cancelled["error"] == "cancelled by root"
     assert cancelled["result"]["cancelled"] is True and cancelled["result"]["exit_code"] == 137
-    assert "sleep 300" not in container_processes(docker_client, workspace)
+    assert "sleep 300" not in container_processes(on_engine, workspace)
 
-    again = api.delete(f"/api/v1/operations/{operation['id']}")
+    again = engine_api.delete(f"/api/v1/operations/{operation['id']}")
     assert again.status_code == 409 and "already failed" in again.json()["detail"]
 
 

@@ -1,5 +1,6 @@
 """Files in and out of a workspace: raw files and tar archives over the API, `vmhost ws cp` like
-`docker cp`, and the rules that keep paths and archive members where they belong."""
+`docker cp`, and the rules that keep paths and archive members where they belong. Copies run on one engine
+and on a three-node Swarm (`on_engine`), where they go through the workspace's node."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from conftest import Daemon, create_ws
+from conftest import Daemon, OnEngine, create_ws
 
 
 def read(docker_client: docker.DockerClient, workspace: dict, script: str) -> str:
@@ -49,50 +50,57 @@ def workspace(api: httpx.Client, name: str) -> dict:
     return create_ws(api, name)["workspace"]
 
 
+@pytest.fixture
+def engine_workspace(engine_api: httpx.Client, name: str) -> dict:
+    return create_ws(engine_api, name)["workspace"]
+
+
 def test_upload_and_download_raw_files_larger_than_the_json_limit(
-        api: httpx.Client, docker_client: docker.DockerClient, workspace: dict) -> None:
+        on_engine: OnEngine, engine_api: httpx.Client, engine_workspace: dict) -> None:
+    workspace = engine_workspace
     files = f"/api/v1/workspaces/{workspace['name']}/files"
     content = os.urandom(3 * 1024 * 1024)  # more than max_body_bytes (1 MiB)
-    response = api.put(files, params={"path": "sub/dir/blob.bin"}, content=content)
+    response = engine_api.put(files, params={"path": "sub/dir/blob.bin"}, content=content)
     assert response.status_code == 200, response.text
     assert response.json() == {"path": "/workspace/sub/dir/blob.bin", "entries": 1}
-    assert read(docker_client, workspace, "wc -c < /workspace/sub/dir/blob.bin").strip() == str(len(content))
+    assert on_engine.sh(workspace, "wc -c < /workspace/sub/dir/blob.bin").strip() == str(len(content))
 
-    downloaded = api.get(files, params={"path": "/workspace/sub/dir/blob.bin"})
+    downloaded = engine_api.get(files, params={"path": "/workspace/sub/dir/blob.bin"})
     assert downloaded.status_code == 200
     assert downloaded.headers["content-type"] == "application/octet-stream"
     assert downloaded.content == content
 
     # a relative path starts in /workspace; '..' may climb, but never above /
-    assert api.get(files, params={"path": "../etc/passwd"}).content.startswith(b"root:")
-    escape = api.get(files, params={"path": "/../../etc/passwd"})
+    assert engine_api.get(files, params={"path": "../etc/passwd"}).content.startswith(b"root:")
+    escape = engine_api.get(files, params={"path": "/../../etc/passwd"})
     assert escape.status_code == 422 and "outside" in escape.json()["detail"]
-    assert api.get(files, params={"path": "a\x00b"}).status_code == 422
-    missing = api.get(files, params={"path": "nope.txt"})
+    assert engine_api.get(files, params={"path": "a\x00b"}).status_code == 422
+    missing = engine_api.get(files, params={"path": "nope.txt"})
     assert missing.status_code == 404 and "/workspace/nope.txt" in missing.json()["detail"]
-    onto_directory = api.put(files, params={"path": "sub"}, content=b"x")
+    onto_directory = engine_api.put(files, params={"path": "sub"}, content=b"x")
     assert onto_directory.status_code == 409 and "is a directory" in onto_directory.json()["detail"]
 
 
 def test_tar_upload_is_extracted_at_the_path_and_a_directory_downloads_as_tar(
-        api: httpx.Client, docker_client: docker.DockerClient, workspace: dict) -> None:
+        on_engine: OnEngine, engine_api: httpx.Client, engine_workspace: dict) -> None:
+    workspace = engine_workspace
     files = f"/api/v1/workspaces/{workspace['name']}/files"
     archive = make_tar(("pkg", None, b"dir"), ("pkg/a.txt", b"alpha\n", b"file"), ("pkg/link", None, "a.txt"),
                        ("top.txt", b"top\n", b"file"))
-    response = api.put(files, params={"path": "/opt/unpacked"}, content=archive,
+    response = engine_api.put(files, params={"path": "/opt/unpacked"}, content=archive,
                        headers={"Content-Type": "application/x-tar"})
     assert response.status_code == 200, response.text
     assert response.json() == {"path": "/opt/unpacked", "entries": 4}
-    assert read(docker_client, workspace, "cat /opt/unpacked/top.txt /opt/unpacked/pkg/link") == "top\nalpha\n"
+    assert on_engine.sh(workspace, "cat /opt/unpacked/top.txt /opt/unpacked/pkg/link") == "top\nalpha\n"
 
-    downloaded = api.get(files, params={"path": "/opt/unpacked"})
+    downloaded = engine_api.get(files, params={"path": "/opt/unpacked"})
     assert downloaded.headers["content-type"] == "application/x-tar"
     with tarfile.open(fileobj=io.BytesIO(downloaded.content)) as tar:
         names = set(tar.getnames())
         assert {"unpacked", "unpacked/top.txt", "unpacked/pkg/a.txt", "unpacked/pkg/link"} <= names
         assert tar.getmember("unpacked/pkg/link").issym()
 
-    stat = api.get(f"{files}/stat", params={"path": "/opt/unpacked/pkg/link"}).json()
+    stat = engine_api.get(f"{files}/stat", params={"path": "/opt/unpacked/pkg/link"}).json()
     assert stat["kind"] == "symlink" and stat["link_target"] == "/opt/unpacked/pkg/a.txt"
 
 
@@ -172,7 +180,8 @@ def test_read_only_tokens_may_download_but_not_upload(daemon: Daemon, workspace:
 
 
 def test_cp_copies_files_and_directories_both_ways_like_docker_cp(
-        daemon: Daemon, docker_client: docker.DockerClient, workspace: dict, tmp_path) -> None:
+        on_engine: OnEngine, engine_workspace: dict, tmp_path) -> None:
+    daemon, workspace = on_engine.daemon, engine_workspace
     ws = workspace["name"]
     (tmp_path / "notes.txt").write_text("hello\n")
     tree = tmp_path / "tree"
@@ -183,8 +192,8 @@ def test_cp_copies_files_and_directories_both_ways_like_docker_cp(
     assert daemon.cli("ws", "cp", str(tmp_path / "notes.txt"), f"{ws}:/tmp").returncode == 0  # into a directory
     assert daemon.cli("ws", "cp", str(tree), f"{ws}:/workspace/copy").returncode == 0  # a new directory
     assert daemon.cli("ws", "cp", str(tree), f"{ws}:/workspace/copy").returncode == 0  # into it, as tree/
-    assert read(docker_client, workspace, "cat /workspace/notes.txt /tmp/notes.txt /workspace/copy/inner/deep.txt "
-                                          "/workspace/copy/tree/inner/deep.txt") == "hello\n" * 2 + "deep\n" * 2
+    assert on_engine.sh(workspace, "cat /workspace/notes.txt /tmp/notes.txt /workspace/copy/inner/deep.txt "
+                                   "/workspace/copy/tree/inner/deep.txt") == "hello\n" * 2 + "deep\n" * 2
 
     out = tmp_path / "out"
     out.mkdir()

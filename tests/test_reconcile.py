@@ -1,5 +1,6 @@
-"""Reconciliation: what happens to a workspace's container behind vmhost's back shows in the API, and
-Docker objects with this daemon's labels but no workspace are orphans that doctor lists and fixes."""
+"""Reconciliation: what happens to a workspace's container behind vmhost's back shows in the API (on one
+engine and on a three-node Swarm, `on_engine`), and Docker objects with this daemon's labels but no workspace
+are orphans that doctor lists and fixes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 import docker
 import httpx
 import pytest
-from conftest import Daemon, create_ws, wait_op
+from conftest import Daemon, OnEngine, create_ws, wait_op
 
 
 def poll(read: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30) -> Any:
@@ -39,44 +40,58 @@ def status_events(daemon: Daemon, workspace_id: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def events_only(make_daemon: Callable[..., Daemon]) -> Daemon:
-    """A daemon whose periodic sweep never runs during a test: only Docker's events can tell it."""
-    return make_daemon({"VMHOST_RECONCILE_INTERVAL": "3600"})
+def events_only(on_engine: OnEngine) -> Daemon:
+    """A daemon whose periodic sweep never runs during a test: only Docker's events can tell it (on Swarm,
+    those of each node's engine)."""
+    return on_engine.make_daemon({"VMHOST_RECONCILE_INTERVAL": "3600"})
+
+
+def remove_behind(on_engine: OnEngine, workspace: dict[str, Any]) -> None:
+    """Remove what holds the workspace's container outside vmhost: the container, or on Swarm its service
+    (a task's container removed alone is a stopped task)."""
+    if on_engine.kind == "docker":
+        on_engine.container(workspace).remove(force=True)
+    else:
+        on_engine.engines[0].api.remove_service(workspace["connection"]["container_id"])
 
 
 def test_container_stopped_outside_vmhost_shows_stopped_with_an_event(
-        events_only: Daemon, docker_client: docker.DockerClient, name: str) -> None:
+        on_engine: OnEngine, events_only: Daemon, name: str) -> None:
     with events_only.client() as api:
         workspace = create_ws(api, name)["workspace"]
-        docker_client.containers.get(workspace["connection"]["container_id"]).stop(timeout=1)
+        container = on_engine.container(workspace)
+        container.stop(timeout=1)
 
         seen = poll(workspace_of(api, name), lambda w: w["status"] != "running")
         assert seen["status"] == "stopped"
         assert "stopped outside vmhost" in seen["status_reason"]
         assert ("stopped", "running") in status_events(events_only, workspace["id"])
+        if on_engine.kind == "swarm":  # Swarm does not run a task's container again; vmhost's start does
+            assert wait_op(api, api.post(f"/api/v1/workspaces/{name}/start").json()["id"])["status"] == "succeeded"
+            assert on_engine.sh(workspace, "echo back") == "back\n"
+            return
 
         # started again behind vmhost's back: running again
-        docker_client.containers.get(workspace["connection"]["container_id"]).start()
+        container.start()
         seen = poll(workspace_of(api, name), lambda w: w["status"] != "stopped")
         assert seen["status"] == "running"
         assert seen["status_reason"] is None
 
 
-def test_container_killed_outside_vmhost_shows_stopped(events_only: Daemon, docker_client: docker.DockerClient,
-                                                       name: str) -> None:
+def test_container_killed_outside_vmhost_shows_stopped(on_engine: OnEngine, events_only: Daemon, name: str) -> None:
     with events_only.client() as api:
         workspace = create_ws(api, name)["workspace"]
-        docker_client.containers.get(workspace["connection"]["container_id"]).kill()
+        on_engine.container(workspace).kill()
         seen = poll(workspace_of(api, name), lambda w: w["status"] != "running")
         assert seen["status"] == "stopped"
         assert "exited" in seen["status_reason"]
 
 
 def test_container_removed_outside_vmhost_shows_error_and_can_still_be_deleted(
-        events_only: Daemon, docker_client: docker.DockerClient, name: str) -> None:
+        on_engine: OnEngine, events_only: Daemon, name: str) -> None:
     with events_only.client() as api:
         workspace = create_ws(api, name)["workspace"]
-        docker_client.containers.get(workspace["connection"]["container_id"]).remove(force=True)
+        remove_behind(on_engine, workspace)
         seen = poll(workspace_of(api, name), lambda w: w["status"] == "error")  # it may show stopped first
         assert seen["status"] == "error"
         assert seen["status_reason"] == "container removed outside vmhost"
@@ -98,13 +113,12 @@ def test_vmhost_own_stop_and_start_are_not_fought(events_only: Daemon, name: str
             assert (workspace["status"], workspace["status_reason"]) == (status, None)
 
 
-def test_sweep_catches_up_on_what_happened_while_the_daemon_was_down(
-        make_daemon: Callable[..., Daemon], docker_client: docker.DockerClient, name: str) -> None:
-    daemon = make_daemon({"VMHOST_RECONCILE_INTERVAL": "3600"})
+def test_sweep_catches_up_on_what_happened_while_the_daemon_was_down(on_engine: OnEngine, name: str) -> None:
+    daemon = on_engine.make_daemon({"VMHOST_RECONCILE_INTERVAL": "3600"})
     with daemon.client() as api:
         workspace = create_ws(api, name)["workspace"]
     daemon.stop()
-    docker_client.containers.get(workspace["connection"]["container_id"]).remove(force=True)
+    remove_behind(on_engine, workspace)
     daemon.start()
     with daemon.client() as api:
         seen = poll(workspace_of(api, name), lambda w: w["status"] != "running")

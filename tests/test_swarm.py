@@ -12,28 +12,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
-from cluster import SwarmCluster, swarm_cluster
-from conftest import Daemon, all_items, create_ws, wait_op
+from cluster import SwarmCluster
+from conftest import Daemon, all_items, create_ws, swarm_env, wait_op
 
-SMALL = {"cpus": 0.25, "memory_mb": 64}  # six fit on each node
-
-
-@pytest.fixture(scope="session")
-def cluster(docker_client: docker.DockerClient, test_image: str) -> Iterator[SwarmCluster]:
-    """Three nodes; the test image is on the manager only (vmhost copies it to the node Swarm picks)."""
-    with swarm_cluster(3, heartbeat=1) as built:
-        built.load_image(test_image, docker_client, nodes=[0])
-        yield built
-
-
-@pytest.fixture(scope="session")
-def swarm_daemon(cluster: SwarmCluster, templates_dir: Path) -> Iterator[Daemon]:
-    process = Daemon(templates_dir, {"VMHOST_ENGINE": "swarm", "VMHOST_DOCKER_HOST": cluster.manager_url}).start()
-    yield process
-    process.cleanup()
+SMALL = {"cpus": 0.25, "memory_mb": 64}  # more than the default (conftest.swarm_env), which Swarm reserves
 
 
 @pytest.fixture
@@ -64,14 +48,10 @@ def service_of(cluster: SwarmCluster, workspace: dict[str, Any]) -> dict[str, An
 
 
 def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_start(
-        swarm_api: httpx.Client, cluster: SwarmCluster, test_image: str, name: str) -> None:
+        swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
     accepted = create_ws(swarm_api, name, **SMALL)
     workspace, node = accepted["workspace"], accepted["workspace"]["node"]
     assert node in {n.node_id for n in cluster.nodes}
-    # the first create of the session: the image is on the manager only, vmhost copies it to the others
-    output = swarm_api.get(f"/api/v1/operations/{accepted['operation']['id']}").json()["output"]
-    assert output.count(f"copying image {test_image} from {cluster.manager_url} to unix://") == 2, output
-    assert output.count("copied ") == 2, output
 
     assert run(swarm_api, name, "echo kept > /workspace/notes.txt; cat /workspace/notes.txt") == (0, "kept\n")
     stopped = act(swarm_api, name, "stop")
@@ -81,10 +61,17 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
     assert service["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id=={node}"]  # where its volume is
     refused = swarm_api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["true"]})
     assert refused.status_code == 409 and "start it" in refused.json()["detail"]
+    # its files, through a container made for them on its node
+    files = f"/api/v1/workspaces/{name}/files"
+    assert swarm_api.get(files, params={"path": "notes.txt"}).text == "kept\n"
+    assert swarm_api.put(files, params={"path": "while-stopped.txt"}, content=b"written\n").status_code == 200
+    lost = swarm_api.put(files, params={"path": "/etc/lost.txt"}, content=b"x")
+    assert lost.status_code == 409 and "only /workspace keeps what is written while it is stopped, not " \
+        "/etc/lost.txt" in lost.json()["detail"], lost.text
 
     started = act(swarm_api, name, "start")
     assert (started["status"], started["node"]) == ("running", node)
-    assert run(swarm_api, name, "cat /workspace/notes.txt") == (0, "kept\n")
+    assert run(swarm_api, name, "cat /workspace/notes.txt /workspace/while-stopped.txt") == (0, "kept\nwritten\n")
     read = swarm_api.get(f"/api/v1/workspaces/{name}/files", params={"path": "/workspace/notes.txt"})
     assert read.status_code == 200 and read.text == "kept\n"
 
@@ -100,6 +87,27 @@ def test_a_workspace_stays_on_its_node_and_keeps_its_files_through_stop_and_star
         with closing(cluster.client(node.index)) as engine:
             assert engine.api.services(filters=managed) == [] if node.index == 0 else True
             assert engine.volumes.list(filters=managed) == []
+
+
+def test_a_templates_image_that_only_the_manager_has_is_copied_to_the_nodes(
+        cluster: SwarmCluster, test_image: str, tmp_path: Path, name: str) -> None:
+    image = f"vmhost-test-copied:{name}"
+    with closing(cluster.client(0)) as manager:
+        manager.images.get(test_image).tag(image)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "base.toml").write_text(f'image = "{image}"\n')
+    daemon = Daemon(templates, swarm_env(cluster)).start()
+    try:
+        with daemon.client() as api:
+            accepted = create_ws(api, name)
+            output = api.get(f"/api/v1/operations/{accepted['operation']['id']}").json()["output"]
+            assert output.count(f"copying image {image} from {cluster.manager_url} to unix://") == 2, output
+            assert output.count("copied ") == 2, output
+            assert run(api, name, "echo here") == (0, "here\n")
+            wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"], timeout=120)
+    finally:
+        daemon.cleanup()
 
 
 def test_workspaces_spread_over_the_nodes_which_the_cli_lists(swarm_daemon: Daemon, swarm_api: httpx.Client,
@@ -144,8 +152,8 @@ def test_a_workspace_no_node_can_hold_is_refused_at_once(swarm_api: httpx.Client
     refused = swarm_api.post("/api/v1/workspaces", json={"name": name, "template": "base", "memory_mb": 1_000_000})
     assert refused.status_code == 409, refused.text
     assert refused.json()["code"] == "no_room"
-    assert refused.json()["detail"].startswith("no node has 1 CPUs and 1000000 MB free (3 nodes ready of 3; the most "
-                                               "free: ")
+    assert refused.json()["detail"].startswith("no node has 0.05 CPUs and 1000000 MB free (3 nodes ready of 3; "
+                                               "the most free: ")
     assert swarm_api.get(f"/api/v1/workspaces/{name}").status_code == 404
 
 
@@ -256,7 +264,7 @@ def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
 
     drained = swarm_daemon.cli("nodes", "drain", node[:12])
     assert drained.returncode == 0, drained.stderr
-    assert drained.stdout.strip() == f"drain {node[:12]}: {len(on_node)} moved, 0 stayed"
+    assert drained.stdout.strip() == f"drain {node[:12]}: {len(on_node)} moved, 0 stayed; node state drain"
     for workspace in on_node:
         moved = swarm_api.get(f"/api/v1/workspaces/{workspace['id']}").json()
         assert moved["node"] != node and moved["status"] == ("running" if workspace is running else "stopped")
@@ -274,3 +282,31 @@ def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
     for workspace in (*made, stopped, elsewhere):
         deleted = swarm_api.delete(f"/api/v1/workspaces/{workspace['id']}")
         assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"
+
+
+def test_a_workspace_no_other_node_has_room_for_stays_through_a_drain(
+        swarm_daemon: Daemon, swarm_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
+    workspace = create_ws(swarm_api, name, **SMALL)["workspace"]
+    node = workspace["node"]
+    assert run(swarm_api, name, "echo mine > /workspace/data.txt") == (0, "")
+    others = [n.node_id for n in cluster.nodes if n.node_id != node]
+    with closing(cluster.client(0)) as manager:
+        try:
+            for other in others:  # they take no new work: no room anywhere else
+                manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "pause"})
+            drained = swarm_daemon.cli("nodes", "drain", node)
+            assert drained.returncode == 4, (drained.stdout, drained.stderr)
+            assert drained.stdout.strip() == f"drain {node}: 0 moved, 1 stayed; node state paused"
+            assert drained.stderr.startswith(f"{name}: stays: no node has 0.25 CPUs and 64 MB free (0 nodes ready "
+                                             "of 3; none is ready)"), drained.stderr
+        finally:
+            for other in others:
+                manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "active"})
+    kept = swarm_api.get(f"/api/v1/workspaces/{name}").json()
+    assert (kept["status"], kept["node"]) == ("running", node)
+    assert run(swarm_api, name, "cat /workspace/data.txt") == (0, "mine\n")
+    nodes = {n["id"]: n for n in all_items(swarm_api, "/api/v1/nodes")}
+    assert nodes[node]["state"] == "paused"
+    assert swarm_daemon.cli("nodes", "activate", node).returncode == 0
+    deleted = swarm_api.delete(f"/api/v1/workspaces/{name}")
+    assert wait_op(swarm_api, deleted.json()["id"], timeout=120)["status"] == "succeeded"

@@ -90,6 +90,16 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 
 
+def test_the_reconciler_takes_a_workspace_on_a_node_that_is_down_for_unreachable_not_stopped(
+        orchestrator: Orchestrator, engine: FakeEngine) -> None:
+    """A node's events end when it dies, and the sweep after reconnecting finds it down before NodeWatch."""
+    workspace = create_running(orchestrator, "up")
+    engine.set_node_state("down")
+    changed = Reconciler(orchestrator.store, engine, orchestrator.instance_labels).sweep()
+    assert [(w.id, w.status, w.status_reason) for w in changed] == [
+        (workspace.id, WorkspaceStatus.UNREACHABLE, "its node fake is down")]
+
+
 def test_the_workspaces_of_a_node_that_goes_down_are_unreachable_until_it_is_back(
         orchestrator: Orchestrator, engine: FakeEngine) -> None:
     running = create_running(orchestrator, "up")

@@ -1,10 +1,11 @@
-"""vmhost nodes ls / set-engine: the hosts workspaces run on (admins)."""
+"""vmhost nodes ls / set-engine / drain / activate: the hosts workspaces run on (admins)."""
 
 from typing import Annotated
 
 import typer
 
 from vmhost.cli.base import JsonOpt, NoWaitOpt, TimeoutOpt, app, run, run_operation
+from vmhost.errors import Conflict
 
 nodes_app = typer.Typer(help="The hosts workspaces run on: a Swarm cluster's nodes (admins).", no_args_is_help=True)
 app.add_typer(nodes_app, name="nodes")
@@ -36,17 +37,18 @@ def nodes_set_engine(node: NodeArg, url: Annotated[str, typer.Argument(
 
 @nodes_app.command("drain")
 def nodes_drain(node: NodeArg, no_wait: NoWaitOpt = False, timeout: TimeoutOpt = "1h", json: JsonOpt = False) -> None:
-    """Move every workspace off a node (with /workspace and its container's filesystem), then mark it drain."""
+    """Move every workspace off a node (with /workspace and its container's filesystem), then mark it drain.
+    Exits 4 when a workspace stayed (no room elsewhere, or busy): the node is left paused then."""
     done = run_operation(lambda client: client.post(f"/nodes/{node}/actions/drain"), f"drain {node}", no_wait,
                          timeout, json)
     if done is not None:
         from vmhost.cli import render
 
         result = done["result"]
-        render.out().print(f"drain {node}: {len(result['moved'])} moved, {len(result['stayed'])} stayed",
-                           highlight=False)
-        for stayed in result["stayed"]:
-            render.err().print(f"{stayed['name']} stayed: {stayed['why']}", highlight=False)
+        render.out().print(f"drain {node}: {len(result['moved'])} moved, {len(result['stayed'])} stayed; "
+                           f"node state {result['state']}", highlight=False)
+        if result["stayed"]:  # its output said which and why; the node still holds them
+            raise typer.Exit(Conflict.exit_code)
 
 
 @nodes_app.command("activate")

@@ -4,7 +4,7 @@ the node is marked `drain` so that nothing lands on it again until it is activat
 
 While the workspaces move, the node is paused: no new workspace lands there, the ones on it keep running.
 A workspace that no other node has room for, or that is busy with an operation, stays where it is; the
-drain's result says which and why.
+drain's result says which and why, and the node stays paused (Swarm's `drain` would stop what stayed).
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ class Drains:
                     say(f"stays: {exc.detail}")
                 finally:
                     self.store.release_workspace(workspace.id, operation.id)
-        self.engine.set_node_availability(node, "drain")
-        return {"node": node, "moved": moved, "stayed": stayed}
+        state = "paused" if stayed else "drain"
+        self.engine.set_node_availability(node, "pause" if stayed else "drain")
+        write("stdout", f"node {operation.params['hostname']} is {state}\n".encode())
+        return {"node": node, "state": state, "moved": moved, "stayed": stayed}
 
     def _move(self, workspace: Workspace, say: Any) -> str:
         """Commit the workspace's container and archive its /workspace, then make it again on another node

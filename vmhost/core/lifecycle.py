@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vmhost.core.clone import clone
-from vmhost.core.engines import UNREACHABLE, ContainerSpec, Engine, NetworkSpec
+from vmhost.core.engines import UNREACHABLE, WORKSPACE_LABEL, ContainerSpec, Engine, NetworkSpec
 from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
@@ -77,7 +77,7 @@ class Lifecycle:
     # -- labels and networks --------------------------------------------------------------------
 
     def labels_for(self, workspace: Workspace) -> dict[str, str]:
-        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, "vmhost.workspace": workspace.id,
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, WORKSPACE_LABEL: workspace.id,
                 OWNER_LABEL: workspace.owner}
 
     @property
@@ -345,7 +345,7 @@ class Lifecycle:
 
     def _purge(self, workspace_id: str, owner: str) -> None:
         """Remove every Docker object labelled as this workspace's, and its owner's network if now idle."""
-        labels = {**self.instance_labels, "vmhost.workspace": workspace_id}
+        labels = {**self.instance_labels, WORKSPACE_LABEL: workspace_id}
         removers = {"container": self.engine.remove_container, "volume": self.engine.remove_volume,
                     "image": self.engine.remove_image}  # remove_image leaves one a restored copy runs from
         for found in sorted(self.engine.list_managed(labels), key=lambda o: o.kind != "container"):

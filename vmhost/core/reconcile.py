@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from vmhost.core.engines import ContainerEvent, Engine, EventStream, ManagedObject
+from vmhost.core.engines import UNREACHABLE, WORKSPACE_LABEL, ContainerEvent, Engine, EventStream, ManagedObject
 from vmhost.core.models import Workspace, WorkspaceStatus
 from vmhost.core.store import Store
 from vmhost.errors import VmhostError, WorkspaceNotFound
@@ -20,7 +20,6 @@ from vmhost.errors import VmhostError, WorkspaceNotFound
 log = logging.getLogger(__name__)
 
 REMOVED_OUTSIDE = "container removed outside vmhost"
-WORKSPACE_LABEL = "vmhost.workspace"
 # Only these statuses describe a container that should exist and be left alone by vmhost; the others
 # belong to an operation (pending, provisioning, deleting) or to a failure whose reason must stay.
 SETTLED = (WorkspaceStatus.RUNNING, WorkspaceStatus.STOPPED)
@@ -48,6 +47,8 @@ class Reconciler:
         changes: dict[str, object]
         if state is None or not state.exists:
             changes = {"status": WorkspaceStatus.ERROR, "status_reason": REMOVED_OUTSIDE}
+        elif state.status == UNREACHABLE:  # its node is down: NodeWatch brings it back with the node
+            changes = {"status": WorkspaceStatus.UNREACHABLE, "status_reason": state.reason}
         elif state.running:
             changes = {"status": WorkspaceStatus.RUNNING, "status_reason": None,
                        "ports": state.ports or workspace.ports}

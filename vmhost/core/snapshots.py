@@ -21,7 +21,7 @@ from typing import Any
 
 from vmhost.core import validation
 from vmhost.core.activity import Activity
-from vmhost.core.engines import Engine
+from vmhost.core.engines import WORKSPACE_LABEL, Engine
 from vmhost.core.lifecycle import Lifecycle, volume_name, volume_of
 from vmhost.core.models import (
     Caller,
@@ -229,7 +229,7 @@ class Snapshots:
         for snapshot in self.store.list_snapshots(workspace.id):
             self.store.delete_snapshot(snapshot)
         shutil.rmtree(self.directory / workspace.id, ignore_errors=True)
-        self._remove_images({**self.lifecycle.instance_labels, "vmhost.workspace": workspace.id})
+        self._remove_images({**self.lifecycle.instance_labels, WORKSPACE_LABEL: workspace.id})
         self._sweep(leaving=workspace.id)
 
     def _discard(self, snapshot: Snapshot) -> None:

@@ -10,6 +10,7 @@ from vmhost.core.engines.base import (
     ONE_HOST_HAS_NO_NODES,
     UNREACHABLE,
     WATCHED_ACTIONS,
+    WORKSPACE_LABEL,
     CommandOutcome,
     CommittedImage,
     ContainerEvent,
@@ -48,4 +49,5 @@ __all__ = [
     "PathStat",
     "Terminal",
     "UNREACHABLE",
+    "WORKSPACE_LABEL",
 ]

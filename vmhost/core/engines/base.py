@@ -49,6 +49,7 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "
                         "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE")
 
 MANAGED_KINDS = ("container", "volume", "image", "network")
+WORKSPACE_LABEL = "vmhost.workspace"  # on every Docker object of a workspace: its id
 LOCAL_NODE = "local"  # the one node of an engine that is a single Docker host
 UNREACHABLE = "unreachable"  # ContainerState.status of a container on a node that is down
 NODE_UP = ("ready", "drain", "paused")  # NodeInfo.state of a node that answers (drain, paused: takes no new work)

@@ -11,10 +11,13 @@ A node's own engine is named by its label `vmhost.engine` (`unix://`, `tcp://` w
 from __future__ import annotations
 
 import logging
+import posixpath
 import queue
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -34,6 +37,7 @@ from vmhost.core.engines.base import (
     MANAGED_KINDS,
     NODE_UP,
     UNREACHABLE,
+    WORKSPACE_LABEL,
     CommandOutcome,
     CommittedImage,
     ContainerEvent,
@@ -58,6 +62,9 @@ ENGINE_LABEL = "vmhost.engine"
 PIN = "node.id=="  # the placement constraint that keeps a service on one node
 ENGINE_SCHEMES = ("unix://", "tcp://", "ssh://")
 POLL = 0.1  # seconds between looks at a service's tasks
+SERVICE_LABEL = "com.docker.swarm.service.id"  # on each of a service's containers
+VOLUME = "/workspace"
+FILES_LABEL = "vmhost.files-of"  # on a container made for a stopped workspace's files: its service's id
 PLACE_TIMEOUT = 30.0  # seconds Swarm may take to place a new service's task before the create fails
 IMAGE_CHUNK = 1024 * 1024
 REPORT_EVERY = 64 * 2**20  # bytes of an image copied between two lines of progress
@@ -279,9 +286,9 @@ class SwarmEngine:
             service = self.manager.client.services.create(
                 spec.image, command=spec.command, name=spec.name, hostname=spec.hostname, labels=spec.labels,
                 container_labels=spec.labels, env=[f"{k}={v}" for k, v in spec.env.items()], init=True,
-                mounts=[Mount(target="/workspace", source=spec.volume, type="volume", labels=spec.labels,
+                mounts=[Mount(target=VOLUME, source=spec.volume, type="volume", labels=spec.labels,
                               driver_config=DriverConfig("local"))],
-                workdir="/workspace", resources=resources, restart_policy=RestartPolicy(condition="none"),
+                workdir=VOLUME, resources=resources, restart_policy=RestartPolicy(condition="none"),
                 mode=ServiceMode("replicated", replicas=1), networks=[spec.network] if spec.network else None,
                 constraints=[f"{PIN}{spec.node}"] if spec.node else None,
                 endpoint_spec=EndpointSpec(mode="vip"), log_driver="json-file", log_driver_options=self.log_config,
@@ -300,7 +307,8 @@ class SwarmEngine:
         """Scale the service to 1 on its node (forcing a new task: with restart condition none, a scale
         alone makes none) and wait for it to run."""
         earlier = self._tasks(container_id, desired=None)
-        if _running_of(earlier) is not None:
+        running = _running_of(earlier)
+        if running is not None and self._runs(running):
             return
         self._update(container_id, "start the workspace", replicas=1, force_update=True,
                      node=self._node_of(container_id, earlier))
@@ -323,11 +331,23 @@ class SwarmEngine:
         self.start(container_id)
 
     def remove_container(self, container_id: str) -> None:
+        """Remove the service, and wait until its nodes have removed its containers: until then they hold
+        its image (a snapshot's, to be removed next) and its volume."""
         with self.manager.errors("remove the workspace's service"):
             try:
-                self.manager.client.api.remove_service(container_id)
+                service_id = self.manager.client.api.inspect_service(container_id)["ID"]
+                self.manager.client.api.remove_service(service_id)
             except docker.errors.NotFound:
-                pass
+                return
+        deadline = time.monotonic() + self.stop_timeout + 30
+        for engine in self._reachable_engines():
+            for left in engine.list_managed({FILES_LABEL: service_id}, kinds=("container",)):  # a crash left it
+                engine.remove_container(left.id)
+            while engine.list_managed({SERVICE_LABEL: service_id}, kinds=("container",)):
+                if time.monotonic() > deadline:
+                    raise ProviderError(f"the workspace's container was still there {self.stop_timeout + 30} s "
+                                        "after its service was removed")
+                time.sleep(POLL)
 
     def inspect(self, container_id: str) -> ContainerState:
         with self.manager.errors("inspect the workspace's service"):
@@ -346,10 +366,15 @@ class SwarmEngine:
                 return ContainerState(exists=True, status=UNREACHABLE, node=node,
                                       reason=f"its node {hostname} ({node[:12]}) is {state}")
         task = _running_of(tasks)
-        if task is None:
+        if task is None or not self._runs(task):
             return ContainerState(exists=True, running=False, status="exited", node=node)
         return ContainerState(exists=True, running=True, status="running", container_id=task.container_id,
                               node=task.node_id)
+
+    def _runs(self, task: Task) -> bool:
+        """Whether the task's container runs, as its node's engine says: the manager learns of a container
+        stopped on its node a moment after the node's event, which the reconciler acts on."""
+        return task.container_id is not None and self.node_engine(task.node_id).inspect(task.container_id).running
 
     def _node_of(self, service: str | dict[str, Any], tasks: list[Task]) -> str | None:
         """The node the service is pinned to, else the one its newest task was placed on."""
@@ -401,7 +426,7 @@ class SwarmEngine:
         deadline = time.monotonic() + timeout
         while True:
             tasks = self._tasks(service_id)
-            task = tasks[0] if tasks else None
+            task = next((t for t in tasks if t.id not in earlier), None)
             if task is not None and task.running:
                 return task
             failed = next((t for t in self._tasks(service_id, desired=None)
@@ -423,17 +448,68 @@ class SwarmEngine:
 
     # -- in the running container, through its node's engine ----------------------------------------
 
+    # Files of a stopped workspace: its service has no container, so a container that never starts is
+    # made on its node from the service's image with its volume, and removed after. Outside /workspace
+    # it shows what the next start will find: the image's files.
+
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:
-        engine, container = self._running(container_id, f"copy files into {path}")
-        engine.put_archive(container, path, archive)
+        doing = f"copy files into {path}"
+        with self._files_container(container_id, doing) as (engine, container, made):
+            if made:
+                outside = [name for name in _archive_paths(path, archive) if not _in_volume(name)]
+                if outside:
+                    raise ContainerNotRunning(
+                        f"cannot {doing}: the workspace is stopped, and on a Swarm cluster its container is made "
+                        f"again at start: only {VOLUME} keeps what is written while it is stopped, not {outside[0]}")
+            engine.put_archive(container, path, archive)
 
     def get_archive(self, container_id: str, path: str) -> tuple[Generator[bytes, None, None], PathStat]:
-        engine, container = self._running(container_id, f"copy {path} out of the workspace")
-        return engine.get_archive(container, path)
+        held = ExitStack()  # the container for a stopped workspace's files lives until the stream ends
+        engine, container, _ = held.enter_context(self._files_container(container_id, f"copy {path} out of the "
+                                                                                       "workspace"))
+        try:
+            chunks, stat = engine.get_archive(container, path)
+        except BaseException:
+            held.close()
+            raise
+
+        def then_remove() -> Generator[bytes, None, None]:
+            with held:
+                yield from chunks
+        return then_remove(), stat
 
     def stat_path(self, container_id: str, path: str) -> PathStat | None:
-        engine, container = self._running(container_id, f"look at {path} in the workspace")
-        return engine.stat_path(container, path)
+        with self._files_container(container_id, f"look at {path} in the workspace") as (engine, container, _):
+            return engine.stat_path(container, path)
+
+    @contextmanager
+    def _files_container(self, service_id: str, doing: str) -> Iterator[tuple[DockerEngine, str, bool]]:
+        """The node's engine and the running task's container, else a container made (not started) there
+        for the files of the stopped workspace (then True)."""
+        tasks = self._tasks(service_id, desired=None)
+        task = _running_of(tasks)
+        if task is not None and task.container_id is not None:
+            yield self.node_engine(task.node_id), task.container_id, False
+            return
+        with self.manager.errors("inspect the workspace's service"):
+            service = self.manager.client.api.inspect_service(service_id)
+        node = self._node_of(service, tasks)
+        if node is None:
+            raise ContainerNotRunning(f"cannot {doing}: the workspace's service has never run")
+        spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+        volume = next(m["Source"] for m in spec.get("Mounts") or [] if m["Target"] == VOLUME)
+        engine = self.node_engine(node)
+        api = engine.client.api
+        labels = {k: v for k, v in (spec.get("Labels") or {}).items() if k != WORKSPACE_LABEL}
+        with engine.errors(f"{doing} (a container for the stopped workspace's files)"):
+            made = api.create_container(spec["Image"].split("@")[0], command=["true"],
+                                        labels={**labels, FILES_LABEL: service_id},
+                                        host_config=api.create_host_config(binds={volume: {"bind": VOLUME,
+                                                                                           "mode": "rw"}}))
+        try:
+            yield engine, made["Id"], True
+        finally:
+            engine.remove_container(made["Id"])
 
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage:
         engine, container = self._running(container_id, "commit the workspace's filesystem")
@@ -524,6 +600,19 @@ class MergedEvents:
         for stream in self._streams:
             stream.close()
         self._queue.put(None)
+
+
+def _archive_paths(path: str, archive: IO[bytes]) -> list[str]:
+    """The absolute paths a tar archive extracted at `path` writes (the archive is read, then rewound)."""
+    start = archive.tell()
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        names = [posixpath.normpath(posixpath.join(path, member.name)) for member in tar]
+    archive.seek(start)
+    return names
+
+
+def _in_volume(path: str) -> bool:
+    return path == VOLUME or path.startswith(VOLUME + "/")
 
 
 def _running_of(tasks: list[Task]) -> Task | None:

@@ -32,7 +32,8 @@ def drain_node(node: str, response: Response, caller: CallerDep, orchestrator: O
     """Admins only. Queues a `drain` operation: the node is paused (no new workspace lands there), each of
     its workspaces moves to a node Swarm chooses with its /workspace and its container's filesystem (a
     stopped one stays stopped), then the node is marked `drain`. A workspace that cannot move (no room,
-    or busy) stays; the operation's result lists `moved` and `stayed` (with why)."""
+    or busy) stays, and the node then stays paused (Swarm's drain would stop it); the operation's result
+    has the node's `state` and lists `moved` and `stayed` (with why)."""
     operation = orchestrator.drains.drain(caller, node)
     locate_operation(response, operation.id)
     return OperationOut.model_validate(operation)
