@@ -12,12 +12,15 @@ address as Host. Toward the client, the workspace's Date and Server are dropped 
 own); everything else (Set-Cookie, Content-Length, Content-Encoding, Location) passes unchanged.
 
 The sandbox: a path preview is served on the daemon's own origin, where the daemon's web page keeps
-its user's API token (in sessionStorage). So every answer there, the app's and the daemon's own
-errors alike, carries `Content-Security-Policy: sandbox ...` without `allow-same-origin`: the browser
-gives the document an opaque origin, and its scripts can read nothing of the daemon's origin nor call
-its API with the viewer's credentials. A policy the app sends is kept, the sandbox is one more
-header (a browser enforces every policy it gets, and of two sandbox directives the stricter flags:
-an app's `sandbox allow-same-origin` cannot undo this one). A preview on its own host name
+its user's API token (in sessionStorage). So every answer there but the app's own to the workspace's
+owner (the daemon's errors included) carries `Content-Security-Policy: sandbox ...` without
+`allow-same-origin`: the browser gives the document an opaque origin, and its scripts can read nothing
+of the daemon's origin nor call its API with the viewer's credentials. The owner's own app is not
+sandboxed, so that it works in their browser (its assets, cookies and same-origin requests): it runs
+code the owner chose, on the owner's credentials; `preview_domain` gives it an origin of its own. A
+policy the app sends is kept, the sandbox is one more header (a browser enforces every policy it
+gets, and of two sandbox directives the stricter flags: an app's `sandbox allow-same-origin` cannot
+undo this one). A preview on its own host name
 (`preview_domain`) is its own origin and gets no sandbox.
 """
 
@@ -131,6 +134,9 @@ def downstream_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
             if not _hop_by_hop(name.lower(), named) and name.lower() not in DAEMON_OWN]
 
 
+OWNERS_VIEW = "vmhost_preview_owners_view"  # in an ASGI scope's state: the owner views their own port
+
+
 def sandboxed(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """An answer's headers with the preview's sandbox policy added to the policies they already carry
     (see the module's docstring)."""
@@ -139,7 +145,8 @@ def sandboxed(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
 
 class PreviewSandbox:
     """ASGI middleware: every answer to a request whose path `is_preview(scope)` says is a path
-    preview's gets the sandbox policy (`sandboxed`), whoever made the answer."""
+    preview's gets the sandbox policy (`sandboxed`), whoever made the answer, unless the route marked
+    it the owner's view of their own port (`OWNERS_VIEW`)."""
 
     def __init__(self, app: Any, is_preview: Callable[[dict[str, Any]], bool]) -> None:
         self.app = app
@@ -151,7 +158,7 @@ class PreviewSandbox:
             return
 
         async def send_sandboxed(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not scope.get("state", {}).get(OWNERS_VIEW):
                 message = {**message, "headers": sandboxed(message.get("headers", []))}
             await send(message)
 

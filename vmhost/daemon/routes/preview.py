@@ -42,6 +42,7 @@ from vmhost.daemon.peercred import PEER_KEY
 from vmhost.daemon.preview import (
     CONNECT_TIMEOUT,
     COOKIE_NAME,
+    OWNERS_VIEW,
     cookie_values,
     downstream_headers,
     upstream_headers,
@@ -186,6 +187,7 @@ async def preview(request: Request, ref: str, port: PortNumber, path: str, calle
     ref = await workspace_ref(request, ref)
     target = await anyio.to_thread.run_sync(ports.target, caller, ref, port)
     workspace_id = target.workspace.id
+    request.scope.setdefault("state", {})[OWNERS_VIEW] = caller.user == target.workspace.owner
     ports.on_traffic(workspace_id)
     preview_request(request.scope, services.previews.sessions.starts(caller.user, workspace_id, port))
     try:
