@@ -2,7 +2,8 @@
 
 Two daemons in turn, each on its own temporary database, socket and loopback port. The first starts
 empty: idle memory, the lifecycle, commands, events and concurrent creates, each against the same
-work done straight through the docker SDK. The second starts on a database seeded with workspace rows
+work done straight through the docker SDK, and a port's traffic through the preview and the tunnel
+against a direct connection to the container. The second starts on a database seeded with workspace rows
 (1,000; 50 with --quick): the list endpoint, `vmhost workspaces ls`, and memory with those rows. The
 third runs on a three-node Swarm built on this machine (bench/swarm.py).
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import cases, report
+from bench import cases, ports, report
 from bench.environment import Bench, describe_docker
 from bench.measure import Result
 from bench.swarm import swarm_rows
@@ -63,7 +64,7 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
     results = [cases.memory(daemon, "idle, no workspaces")]
     ctx = cases.new_context(bench, daemon, sizes)
     for case in (cases.create_to_running, cases.start_stop_restart, cases.commands, cases.event_delivery,
-                 cases.concurrent_creates):
+                 cases.concurrent_creates, ports.port_traffic):
         results += run_case(case, ctx, progress)
     ctx.api.close()
     daemon.cleanup()

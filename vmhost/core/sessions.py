@@ -1,5 +1,6 @@
 """Per-user limits on long-lived sessions: streamed commands, operation waits, shells, log reads,
-event streams and port tunnels. Each kind has its own limit per user; past it the caller gets
+event streams, port tunnels and
+preview requests. Each kind has its own limit per user; past it the caller gets
 TooManyRequests at once, so one user holding many sessions never makes another user wait."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class SessionKind(StrEnum):
     LOG_STREAM = "log streams"
     EVENT_STREAM = "event streams"
     TUNNEL = "tunnels"
+    PREVIEW = "preview requests"
 
 
 class Session:

@@ -24,6 +24,8 @@ from vmhost.daemon.limits import BodyLimit
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics, RequestMetrics
 from vmhost.daemon.origin import SameOrigin
+from vmhost.daemon.preview import Previews, PreviewSandbox
+from vmhost.daemon.preview_host import PreviewHosts
 from vmhost.daemon.revocation import LiveSessions
 from vmhost.daemon.routes import (
     admin,
@@ -37,6 +39,7 @@ from vmhost.daemon.routes import (
     nodes,
     operations,
     ports,
+    preview,
     quotas,
     shell,
     snapshots,
@@ -78,6 +81,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
         finally:
             for worker in workers:
                 worker.stop()
+            await services.previews.client.aclose()
             await anyio.to_thread.run_sync(orchestrator.close)
 
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; the spec is /openapi.json
@@ -90,19 +94,24 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                         workspace_lists=WorkspaceListCache(orchestrator.store), sessions=session_gate(settings),
                         token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers),
                         audit=AuditLog(orchestrator.store), read_limiter=anyio.CapacityLimiter(READ_THREADS),
-                        stream_limiter=anyio.CapacityLimiter(STREAM_THREADS))
+                        stream_limiter=anyio.CapacityLimiter(STREAM_THREADS),
+                        previews=Previews(settings.preview_idle_timeout))
     app.state.services = services
     errors.install(app)
-    # edits, commands, snapshots and ports before workspaces, whose POST /{ref}/{action} would catch their paths;
-    # the busiest routes early, as each request tries the routes in this order
-    for module in (edits, commands, snapshots, ports, workspaces, operations, health, admin, files, templates, tokens,
-                   ui, events, shell, quotas, me, audit, nodes):
+    # edits, commands, snapshots, ports and preview before workspaces, whose POST /{ref}/{action} would catch
+    # their paths; the busiest routes early, as each request tries the routes in this order
+    for module in (edits, commands, snapshots, ports, preview, workspaces, operations, health, admin, files, templates,
+                   tokens, ui, events, shell, quotas, me, audit, nodes):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       larger={files.UPLOAD_PATH: settings.max_upload_bytes})
+                       larger={files.UPLOAD_PATH: settings.max_upload_bytes,
+                               preview.PROXY_PATH: settings.max_upload_bytes})
     app.add_middleware(RequestMetrics, metrics=services.metrics)
     app.add_middleware(SameOrigin, trusted_proxy=services.authenticator.is_trusted_proxy)
+    app.add_middleware(PreviewSandbox, is_preview=preview.is_path_preview)
+    if settings.preview_domain:
+        app.add_middleware(PreviewHosts, domain=settings.preview_domain, cookies=services.previews.cookies)
     app.add_middleware(AuditTrail, audit=services.audit)  # outermost: sees every answer, 413s included
     return app

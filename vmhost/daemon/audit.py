@@ -3,6 +3,7 @@ request's caller (left by the caller dependency), its route and its final status
 
 Recorded: every request that is not a read (GET/HEAD/OPTIONS), every request refused with 401 or 403,
 and every WebSocket session (when it is refused, else when it starts and when it ends, with status 101).
+Requests through a port's preview are recorded once per preview session instead (see `preview_request`).
 A streamed answer to a mutation (a command's output) is recorded when it starts and when it ends too.
 An HTTP entry is written before the last byte of the answer goes out, so a client that got its answer
 finds it there.
@@ -45,6 +46,15 @@ def remember_forwarded_for(scope: Scope, address: str | None) -> None:
     record = scope.get(AUDIT_KEY)
     if record is not None:
         record["forwarded_for"] = address
+
+
+def preview_request(scope: Scope, starts_session: bool) -> None:
+    """Called by a port's preview for each request it forwards: only the request that starts a preview
+    session is recorded (phase "start", when its answer starts, whatever its method), the others not
+    at all, or every asset of every page would be an entry."""
+    record = scope.get(AUDIT_KEY)
+    if record is not None:
+        record["preview"] = "start" if starts_session else "quiet"
 
 
 async def session_started(scope: Scope) -> None:
@@ -133,7 +143,7 @@ class AuditTrail:
             await save(self._entry(scope, method, state["status"] or 101, record, {}, "start"))
 
         async def write(status: int) -> None:
-            if state["done"] or not recorded(status):
+            if state["done"] or "preview" in record or not recorded(status):
                 return
             state["done"] = True
             phase = "end" if state["started"] else None
@@ -145,7 +155,9 @@ class AuditTrail:
             kind = message["type"]
             if kind in ("http.response.start", "websocket.http.response.start"):
                 state["status"] = message["status"]
-                if not websocket and method not in READS and _streamed(message):
+                preview = record.get("preview")
+                if preview == "start" or (preview is None and not websocket and method not in READS
+                                          and _streamed(message)):
                     await start()
             elif kind in ("http.response.body", "websocket.http.response.body"):
                 if len(state["body"]) < MAX_CAPTURE and recorded(state["status"] or 500):

@@ -36,6 +36,11 @@ async def get_caller(conn: HTTPConnection) -> Caller:
         caller = await anyio.to_thread.run_sync(authenticator.caller, conn)
     else:
         caller = authenticator.caller(conn)
+    return require_scope(conn, caller)
+
+
+def require_scope(conn: HTTPConnection, caller: Caller) -> Caller:
+    """The caller, if its scope allows the request's method (a read-only caller: reads only)."""
     if conn.scope["type"] == "http" and conn.scope["method"] not in READS:
         caller.require_write(f"{conn.scope['method']} {conn.url.path}")
     return caller

@@ -39,6 +39,11 @@ class LiveSessions:
                 if not ends:
                     del self._open[token_id]
 
+    def revoked(self, token_id: str) -> bool:
+        """Whether the token was revoked since the daemon started (for credentials that outlive a request
+        without naming the token's secret, like a preview cookie)."""
+        return token_id in self._revoked
+
     async def revoke(self, token_id: str) -> int:
         """End every session of the token; returns how many were open."""
         self._revoked.add(token_id)

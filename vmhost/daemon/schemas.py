@@ -120,9 +120,19 @@ class PortOut(BaseModel):
                                         "than loopback)")
     in_template: bool = Field(description="the workspace's template names it")
     sharing: Sharing = Field(description="`private`: the owner and admins; `authenticated`: any vmhost user may "
-                                         "open a tunnel to it")
-    preview_url: str = Field(description="the path of the port's HTTP preview (coming: not served yet)")
+                                         "open a tunnel to it or use its preview")
+    preview_url: str = Field(description="where the port's HTTP preview is: any request under it is forwarded to "
+                                         "the port's server (a browser gets a cookie for it from POST "
+                                         "`.../preview-session`). A path on the daemon, or with `preview_domain` "
+                                         "set a URL on the port's own host `{port}--{workspace}--{owner}."
+                                         "{preview_domain}`")
     tunnel_url: str = Field(description="the path of the WebSocket that tunnels TCP to the port")
+
+
+class PreviewSessionOut(BaseModel):
+    url: str = Field(description="what a browser opens: the preview's path, whose cookie this answer set; or with "
+                                 "`preview_domain`, a link on the preview's own host that sets that host's cookie "
+                                 "(usable once, within a minute) and goes on to its `/`")
 
 
 class PortSharingIn(BaseModel):

@@ -17,6 +17,7 @@ from vmhost.core.sessions import SessionGate
 from vmhost.daemon.auth import Authenticator
 from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics
+from vmhost.daemon.preview import Previews
 from vmhost.daemon.revocation import LiveSessions
 
 
@@ -36,6 +37,7 @@ class Services:
     read_limiter: anyio.CapacityLimiter
     # threads for long-lived streams (terminal readers, followed logs), apart from the request pool
     stream_limiter: anyio.CapacityLimiter
+    previews: Previews  # the ports' HTTP previews: their client, sessions and cookies
 
 
 def services_of(conn: HTTPConnection) -> Services:

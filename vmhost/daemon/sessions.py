@@ -24,6 +24,7 @@ def session_gate(settings: Settings) -> SessionGate:
         SessionKind.LOG_STREAM: settings.user_max_log_streams,
         SessionKind.EVENT_STREAM: settings.user_max_event_streams,
         SessionKind.TUNNEL: settings.user_max_tunnels,
+        SessionKind.PREVIEW: settings.user_max_preview_requests,
     })
 
 

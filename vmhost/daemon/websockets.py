@@ -97,6 +97,15 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T], kind
         yield resolved
 
 
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with `code`, unless the client has gone already (within CLOSE_TIMEOUT: it may read nothing)."""
+    with anyio.move_on_after(CLOSE_TIMEOUT):
+        try:
+            await websocket.close(code, reason)
+        except (OSError, RuntimeError):
+            pass  # already closed, or the client has gone
+
+
 def int_param(websocket: WebSocket, name: str, maximum: int = MAX_INT) -> int | None:
     """A query parameter of digits only, at most `maximum` (by default the largest SQLite integer)."""
     text = websocket.query_params.get(name)

@@ -24,7 +24,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
                422: "Invalid input",
                429: "The caller already holds as many sessions of this kind as a user may; try again after "
                     "`Retry-After` seconds",
-               502: "Docker refused the request", 503: "Docker or the database is unavailable"}
+               502: "Docker refused the request", 503: "Docker or the database is unavailable",
+               504: "The workspace's server did not answer in time"}
     return {s: {"model": Problem, "description": meaning.get(s, "Error")} for s in (401, 422, *statuses)}
 
 

@@ -19,15 +19,20 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
-from fastapi import APIRouter, Path, WebSocket
+from fastapi import APIRouter, Path, Request, WebSocket
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
+from vmhost.core.models import Workspace
 from vmhost.core.ports import MAX_PORT, MIN_PORT, WorkspacePort
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
+from vmhost.daemon.preview import Forwarding
+from vmhost.daemon.preview_host import preview_url
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import Page, PortOut, PortSharingIn
-from vmhost.daemon.websockets import CLOSE_TIMEOUT, accepted_as, close_with
+from vmhost.daemon.services import services_of
+from vmhost.daemon.websockets import accepted_as, close_quietly, close_with
 from vmhost.errors import InvalidInput, InvalidState, VmhostError
 
 router = APIRouter(tags=["workspaces"])
@@ -36,33 +41,62 @@ CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
 
+WEB_SCHEMES = {"ws": "http", "wss": "https"}
+
 PortNumber = Annotated[int, Path(ge=MIN_PORT, le=MAX_PORT, description="a TCP port in the workspace")]
 
 
-def port_out(workspace_id: str, port: WorkspacePort) -> PortOut:
+def preview_path(workspace_id: str, port: int) -> str:
+    """Where a port's HTTP preview is served (vmhost.daemon.routes.preview)."""
+    return f"{API}/workspaces/{workspace_id}/ports/{port}/proxy/"
+
+
+def forwarding_of(conn: HTTPConnection) -> Forwarding:
+    """Who a request came from and how it was addressed: a trusted proxy's X-Forwarded-* are kept (its
+    peer added to the chain), anyone else's replaced."""
+    peer = conn.client.host if conn.client else None  # None on the Unix socket
+    headers = conn.headers
+    scheme = WEB_SCHEMES.get(conn.url.scheme, conn.url.scheme)
+    if services_of(conn).authenticator.is_trusted_proxy(peer):
+        chain = [hop.strip() for value in headers.getlist("x-forwarded-for") for hop in value.split(",") if hop.strip()]
+        return Forwarding([*chain, str(peer)], headers.get("x-forwarded-proto") or scheme,
+                          headers.get("x-forwarded-host") or headers.get("host"))
+    return Forwarding([peer] if peer else [], scheme, headers.get("host"))
+
+
+def port_preview_url(request: Request, workspace: Workspace, port: int) -> str:
+    """The port's preview on its own host name when there is one (`preview_domain`), else its path; with
+    the scheme and port the caller used (as a trusted proxy says, behind one)."""
+    addressed = forwarding_of(request)
+    own_host = preview_url(services_of(request).settings.preview_domain, port, workspace, addressed.proto,
+                           addressed.host)
+    return own_host or preview_path(workspace.id, port)
+
+
+def port_out(request: Request, workspace: Workspace, port: WorkspacePort) -> PortOut:
     return PortOut(port=port.port, listening=port.listening, in_template=port.in_template, sharing=port.sharing,
-                   preview_url=f"{API}/workspaces/{workspace_id}/ports/{port.port}/proxy/",
-                   tunnel_url=f"/ws/workspaces/{workspace_id}/ports/{port.port}")
+                   preview_url=port_preview_url(request, workspace, port.port),
+                   tunnel_url=f"/ws/workspaces/{workspace.id}/ports/{port.port}")
 
 
 @router.get(f"{API}/workspaces/{{ref}}/ports", response_model=Page[PortOut], summary="A workspace's ports",
             responses=errors(404, 502, 503))
-def list_ports(ref: str, caller: CallerDep, orchestrator: OrchestratorDep) -> Page[PortOut]:
+def list_ports(ref: str, request: Request, caller: CallerDep, orchestrator: OrchestratorDep) -> Page[PortOut]:
     """The TCP ports listening in the workspace (read inside its container; none when it is not
     running), its template's ports, and the ports shared beyond the owner, in one page."""
-    workspace_id = orchestrator.get(caller, ref).id
-    ports = orchestrator.ports.list(caller, workspace_id)
-    return Page[PortOut](items=[port_out(workspace_id, p) for p in ports], next_cursor=None)
+    workspace = orchestrator.get(caller, ref)
+    ports = orchestrator.ports.list(caller, workspace.id)
+    return Page[PortOut](items=[port_out(request, workspace, p) for p in ports], next_cursor=None)
 
 
 @router.put(f"{API}/workspaces/{{ref}}/ports/{{port}}/sharing", response_model=PortOut,
             summary="Share a workspace's port", responses=errors(403, 404))
-def share_port(ref: str, port: PortNumber, body: PortSharingIn, caller: CallerDep,
+def share_port(ref: str, port: PortNumber, body: PortSharingIn, request: Request, caller: CallerDep,
                orchestrator: OrchestratorDep) -> PortOut:
     """Who may reach the port: `private` (the owner and admins) or `authenticated` (any vmhost user may
     open a tunnel to it, by the workspace's id; they see nothing else of the workspace)."""
-    workspace_id = orchestrator.get(caller, ref).id
-    return port_out(workspace_id, orchestrator.ports.share(caller, workspace_id, port, body.level))
+    workspace = orchestrator.get(caller, ref)
+    return port_out(request, workspace, orchestrator.ports.share(caller, workspace.id, port, body.level))
 
 
 @router.websocket("/ws/workspaces/{ref}/ports/{port}")
@@ -108,7 +142,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
                     moved()
                     await websocket.send_bytes(data)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                await _close(websocket, 1000, "the workspace closed the connection")
+                await close_quietly(websocket, 1000, "the workspace closed the connection")
             except (WebSocketDisconnect, RuntimeError):
                 pass  # the client left first
             group.cancel_scope.cancel()
@@ -116,7 +150,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
         async def watch_idle() -> None:
             while (left := last_traffic + idle_timeout - anyio.current_time()) > 0:
                 await anyio.sleep(left)
-            await _close(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
+            await close_quietly(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
             group.cancel_scope.cancel()
 
         group.start_soon(from_workspace)
@@ -129,7 +163,7 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
                 elif message.get("text"):
                     await _control(websocket, stream, message["text"])
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await _close(websocket, 1000, "the workspace closed the connection")
+            await close_quietly(websocket, 1000, "the workspace closed the connection")
         group.cancel_scope.cancel()
 
 
@@ -145,11 +179,3 @@ async def _control(websocket: WebSocket, stream: anyio.abc.SocketStream, text: s
         await stream.send_eof()
     except VmhostError as exc:
         await websocket.send_text(json.dumps({"type": "error", "detail": exc.detail, "code": exc.code}))
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    with anyio.move_on_after(CLOSE_TIMEOUT):
-        try:
-            await websocket.close(code, reason)
-        except (OSError, RuntimeError):
-            pass  # already closed, or the client has gone

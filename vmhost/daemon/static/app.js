@@ -527,6 +527,39 @@ function renderDetail() {
   $("overview").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
 }
 
+/** The workspace's ports, each listening one with a link that opens its preview in a new tab. */
+async function loadPorts() {
+  const id = state.selected;
+  let ports;
+  try {
+    ports = (await api("GET", `${wsPath()}/ports`)).items;
+  } catch (err) {
+    if (state.selected === id) $("previews").replaceChildren(`Ports: ${err.message}`);
+    return;
+  }
+  if (state.selected !== id) return;
+  const entries = ports.map((p) => p.listening
+    ? h("a", { class: "chip mono", href: p.preview_url, target: "_blank", rel: "noopener",
+      dataset: { previewPort: p.port }, onclick: (event) => openPreview(event, id, p.port) }, `${p.port} ↗`)
+    : h("span", { class: "chip mono" }, `${p.port} (not listening)`));
+  $("previews").replaceChildren("Ports: ", ...(entries.length ? entries : ["none listening"]));
+}
+
+/** Open a port's preview in a new tab: the tab first (a popup must open on the click), then the URL that
+ * POST .../preview-session answers, which comes with the cookie the preview needs. */
+async function openPreview(event, id, port) {
+  event.preventDefault();
+  const tab = window.open("about:blank", "_blank");
+  if (tab) tab.opener = null;   // the previewed page gets no handle on this one
+  try {
+    const session = await api("POST", `${API}/workspaces/${encodeURIComponent(id)}/ports/${port}/preview-session`);
+    if (tab) tab.location = session.url;
+  } catch (err) {
+    if (tab) tab.close();
+    $("previews").append(h("span", { class: "reason" }, ` ${port}: ${err.message}`));
+  }
+}
+
 function selectTab(name) {
   state.tab = name;
   for (const tab of document.querySelectorAll("[role=tab]")) {
@@ -535,6 +568,7 @@ function selectTab(name) {
     tab.tabIndex = on ? 0 : -1;
     $(tab.getAttribute("aria-controls")).hidden = !on;
   }
+  if (name === "overview") loadPorts();
   if (name === "operations") loadOperations();
   if (name === "snapshots") loadSnapshots();
   if (name === "logs") loadLogs();
