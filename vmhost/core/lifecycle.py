@@ -339,7 +339,7 @@ class Lifecycle:
 
     def settle_interrupted(self, operation: Operation, workspace: Workspace) -> str | None:
         workspace = self.sync_status(workspace)
-        stops = (OperationType.STOP, OperationType.IDLE_STOP)
+        stops = (OperationType.STOP, OperationType.IDLE_STOP, OperationType.AUTOSTOP)
         wanted = WorkspaceStatus.STOPPED if operation.type in stops else WorkspaceStatus.RUNNING
         return None if workspace.status == wanted else f"Docker shows the workspace {workspace.status}"
 

@@ -40,6 +40,7 @@ from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQu
 from vmhost.core.paging import DEFAULT_LIMIT, Page
 from vmhost.core.ports import WorkspacePorts
 from vmhost.core.quotas import Quotas
+from vmhost.core.scheduler import Scheduler
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -105,6 +106,7 @@ class Orchestrator:
         self.node_watch = NodeWatch(store, engine, self.lifecycle.sync_status)
         self.drains = Drains(store, engine, self.queue, self.lifecycle, self.quotas, self.nodes)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
+        self.scheduler = Scheduler(store, self.lifecycle, self.queue, self.activity.clock)
         lifecycle = self.lifecycle
         self.queue.register({
             OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
@@ -119,6 +121,8 @@ class Orchestrator:
             OperationType.SNAPSHOT: Handler(self.snapshots.run_snapshot, repeatable=True),
             OperationType.RESTORE: Handler(self.snapshots.run_restore, repeatable=True),
             OperationType.IDLE_STOP: Handler(self.idle.run_operation),
+            OperationType.AUTOSTART: Handler(self.scheduler.run_operation),
+            OperationType.AUTOSTOP: Handler(self.scheduler.run_operation),
         })
 
     def close(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -139,6 +143,10 @@ class Orchestrator:
     def stop_idle(self) -> builtins.list[Operation]:
         """The janitor's sweep for idle workspaces (see IdleStops.sweep)."""
         return self.idle.sweep()
+
+    def run_schedules(self) -> builtins.list[Operation]:
+        """The scheduler's sweep: the autostarts and autostops due (see Scheduler.sweep)."""
+        return self.scheduler.sweep()
 
     def recover(self) -> None:
         """After a crash: settle operations left running, then queue what is pending."""

@@ -187,6 +187,25 @@ class Store(Database):
                            "AND current_operation_id IS NULL", (WorkspaceStatus.RUNNING.value,))
         return [workspace_from_row(r) for r in rows]
 
+    def scheduled_workspaces(self) -> list[Workspace]:
+        """Running or stopped workspaces with an autostart or an autostop and no operation in flight:
+        those the scheduler judges."""
+        rows = self._query("SELECT * FROM workspaces WHERE (autostart IS NOT NULL OR autostop IS NOT NULL) "
+                           "AND status IN (?, ?) AND current_operation_id IS NULL",
+                           (WorkspaceStatus.RUNNING.value, WorkspaceStatus.STOPPED.value))
+        return [workspace_from_row(r) for r in rows]
+
+    def fire_schedule(self, workspace_id: str, fired: dict[str, datetime], operation: Operation | None) -> None:
+        """Record the due times acted on (`fired`: "autostart" or "autostop" -> its due time) and queue
+        the operation that acts, if any, atomically: a crash never records one without the other. Leaves
+        `updated_at` alone (it is not a change a user made, and the idle stop counts it as activity)."""
+        with self.transaction() as conn:
+            if operation is not None:
+                self.add_operation(operation)
+            for which, due in fired.items():
+                column = {"autostart": "autostart_fired_at", "autostop": "autostop_fired_at"}[which]
+                conn.execute(f"UPDATE workspaces SET {column} = ? WHERE id = ?", (to_text(due), workspace_id))
+
     # -- operations -----------------------------------------------------------------------------
 
     def _insert_operation(self, conn: sqlite3.Connection, operation: Operation) -> None:

@@ -99,6 +99,12 @@ class WorkspaceOut(BaseModel):
                                                       "timeout")
     node: str | None = Field(description="the id of the node it runs on (see GET /api/v1/nodes): `local` on one "
                                          "Docker engine; null before its container is made")
+    autostart: str | None = Field(description="when it is started: `[DAYS] HH:MM ZONE`, e.g. `mon-fri 08:30 "
+                                              "Europe/Berlin` (days left out: every day); null: never")
+    autostop: str | None = Field(description="when it is stopped, written like `autostart` (always with its "
+                                             "zone); null: never")
+    next_autostart_at: datetime | None = Field(description="the next time its autostart is due")
+    next_autostop_at: datetime | None = Field(description="the next time its autostop is due")
     connection: Connection
 
     @classmethod
@@ -394,6 +400,15 @@ class WorkspaceEdit(BaseModel):
                                              description="stop the workspace after this long without activity; "
                                                          "0 or null: never (with a longest idle timeout in the "
                                                          "quota: that one)")
+    autostart: str | None = Field(None, max_length=100,
+                                  description="start it on these days at this time of day in this IANA zone: "
+                                              "`[DAYS] HH:MM [ZONE]`, e.g. `mon-fri 08:30 Europe/Berlin`; days "
+                                              "are mon..sun, ranges (mon-fri) or lists (mon,wed), every day when "
+                                              "left out; the zone is UTC when left out; null or \"\" clears it")
+    autostop: str | None = Field(None, max_length=100,
+                                 description="stop it at this time of day, written like `autostart` (e.g. "
+                                             "`19:00`); without a zone, the autostart's zone (else UTC); null or "
+                                             "\"\" clears it")
 
 
 class WorkspaceExtend(BaseModel):
