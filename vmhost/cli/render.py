@@ -219,6 +219,14 @@ def nodes(items: list[dict[str, Any]]) -> None:
     _table(["ID", "HOSTNAME", "ADDRESS", "STATE", "ROLE", "CPUS", "MEMORY MB", "WORKSPACES", "ENGINE"], rows)
 
 
+def pools(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out().print("No warm pools. Give a template one with pool_size = N in its TOML file.")
+        return
+    _table(["TEMPLATE", "SIZE", "READY", "FILLING", "FAILED"],
+           [[p["template"], str(p["size"]), str(p["ready"]), str(p["filling"]), str(p["failed"])] for p in items])
+
+
 def details(rows: Sequence[tuple[str, Cell]]) -> None:
     """One thing as a two-column table of field and value, values folded to the terminal's width."""
     from rich.table import Table
@@ -269,6 +277,7 @@ def template(t: dict[str, Any]) -> None:
         ("Shell", t["shell"] or "-"),
         ("Idle stop", f"after {duration(t['idle_timeout_seconds'])} without activity"
                       if t.get("idle_timeout_seconds") else "never"),
+        ("Warm pool", f"{t['pool_size']} kept ready" if t.get("pool_size") else "none"),
         ("Source", "built-in" if t["source"] == "builtin" else t["source"]),
     ])
 

@@ -34,6 +34,7 @@ NETWORK_ATTEMPTS = 3
 CLONE_FROM_ANYWHERE = "anywhere"
 MANAGED_LABEL = "vmhost.managed"
 OWNER_LABEL = "vmhost.owner"
+WORKSPACE_LABEL = "vmhost.workspace"
 _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ class Lifecycle:
     # -- labels and networks --------------------------------------------------------------------
 
     def labels_for(self, workspace: Workspace) -> dict[str, str]:
-        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, "vmhost.workspace": workspace.id,
+        return {MANAGED_LABEL: "true", "vmhost.instance": self.instance, WORKSPACE_LABEL: workspace.id,
                 OWNER_LABEL: workspace.owner}
 
     @property
@@ -112,7 +113,11 @@ class Lifecycle:
         networks = self.engine.list_managed(labels, kinds=("network",))
         if not networks:
             return
-        in_use = {c.labels.get(OWNER_LABEL) for c in self.engine.list_managed(labels, kinds=("container",))}
+        containers = self.engine.list_managed(self.instance_labels, kinds=("container",))
+        # the database's owner where it has the workspace: a container claimed from a warm pool keeps the
+        # pool's owner label (Docker cannot change labels)
+        owners = self.store.owners_of({c.labels[WORKSPACE_LABEL] for c in containers if WORKSPACE_LABEL in c.labels})
+        in_use = {owners.get(c.labels.get(WORKSPACE_LABEL, ""), c.labels.get(OWNER_LABEL)) for c in containers}
         for network in networks:
             if network.labels.get(OWNER_LABEL) not in in_use:
                 self.engine.remove_network(network.id)
@@ -134,12 +139,13 @@ class Lifecycle:
     def start_container(self, workspace: Workspace) -> None:
         self._on_network(self.network_for(workspace.owner), lambda: self.engine.start(container_of(workspace)))
 
-    def _provision(self, workspace: Workspace, operation: Operation) -> None:
-        """Run the provision commands in order; each may run `provision_timeout` seconds, and a cancel
-        (a forced delete) kills the one running with all its processes."""
+    def _provision(self, workspace: Workspace, operation: Operation, first: int = 0) -> None:
+        """Run the provision commands in order (from the one at index `first`: those before it ran in the
+        warm pool); each may run `provision_timeout` seconds, and a cancel (a forced delete) kills the one
+        running with all its processes."""
         cancel = self.cancels.event(operation.id)
         with self._output(operation) as write:
-            for number, command in enumerate(workspace.provision, start=1):
+            for number, command in enumerate(workspace.provision[first:], start=first + 1):
                 argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
                 shown = command if isinstance(command, str) else " ".join(command)
                 self._stop_if_cancelled(operation, cancel)
@@ -233,6 +239,8 @@ class Lifecycle:
     # -- the operations' handlers ---------------------------------------------------------------
 
     def run_create(self, operation: Operation) -> dict[str, Any]:
+        if operation.params.get("pooled"):
+            return self._run_claimed(operation)
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
         self.ensure_image(workspace.image, operation)
@@ -246,6 +254,23 @@ class Lifecycle:
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
                                     node=state.node or workspace.node)
         return {"container_id": container_id}
+
+    def _run_claimed(self, operation: Operation) -> dict[str, Any]:
+        """The rest of a create served by a warm pool (see vmhost.core.pools): its container runs, with
+        the template's provision commands done; move it to its owner's network, then only the
+        workspace's own steps: the clone and the request's provision commands."""
+        workspace = self.store.get_workspace(workspace_id_of(operation))
+        container_id = container_of(workspace)
+        owner_network = self.network_for(workspace.owner)
+        self.engine.ensure_network(owner_network)
+        self._on_network(owner_network, lambda: self.engine.move_network(
+            container_id, operation.params["pool_network"], owner_network.name))
+        self._clone_into(workspace, operation)
+        self._provision(workspace, operation, first=operation.params.get("provisioned", 0))
+        state = self.confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
+                                    node=state.node or workspace.node)
+        return {"container_id": container_id, "pooled": True}
 
     def run_start(self, operation: Operation) -> dict[str, Any]:
         workspace, _ = self.with_container(operation)

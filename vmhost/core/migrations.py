@@ -232,6 +232,14 @@ def m012_schedules(db: Database) -> None:
                "WHERE autostart IS NOT NULL OR autostop IS NOT NULL")
 
 
+@migrations()
+def m013_pools(db: Database) -> None:
+    # the template whose warm pool a workspace waits in (vmhost.core.pools); NULL once claimed, and for
+    # every workspace made by a create
+    db.execute("ALTER TABLE workspaces ADD COLUMN pool TEXT")
+    db.execute("CREATE INDEX workspaces_pool ON workspaces (pool, status) WHERE pool IS NOT NULL")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

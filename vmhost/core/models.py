@@ -165,6 +165,7 @@ class Workspace:
     autostop: str | None = None  # the same, always with its zone
     autostart_fired_at: datetime | None = None  # the due time last acted on, or when the autostart was set
     autostop_fired_at: datetime | None = None
+    pool: str | None = None  # while it waits in its template's warm pool (see vmhost.core.pools): the template
 
     def running_container(self, why: str = "") -> str:
         """The id of the container of this workspace, which must be running; InvalidState says how to
@@ -231,6 +232,7 @@ class Template:
     source: str = "builtin"
     capabilities: tuple[str, ...] = ()
     idle_timeout_seconds: int | None = None
+    pool_size: int = 0  # workspaces of it kept created, started and provisioned, for creates to claim
 
 
 @dataclass

@@ -38,6 +38,7 @@ from vmhost.core.models import (
 from vmhost.core.nodes import Nodes, NodeWatch
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
+from vmhost.core.pools import Pools, PoolStatus
 from vmhost.core.ports import WorkspacePorts
 from vmhost.core.quotas import Quotas
 from vmhost.core.scheduler import Scheduler
@@ -107,6 +108,8 @@ class Orchestrator:
         self.drains = Drains(store, engine, self.queue, self.lifecycle, self.quotas, self.nodes)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
         self.scheduler = Scheduler(store, self.lifecycle, self.queue, self.activity.clock)
+        self.pools = Pools(store, self.lifecycle, self.queue, templates, self.quotas,
+                           enabled=settings.engine != "swarm")
         lifecycle = self.lifecycle
         self.queue.register({
             OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
@@ -147,6 +150,11 @@ class Orchestrator:
     def run_schedules(self) -> builtins.list[Operation]:
         """The scheduler's sweep: the autostarts and autostops due (see Scheduler.sweep)."""
         return self.scheduler.sweep()
+
+    def pool_status(self, caller: Caller) -> builtins.list[PoolStatus]:
+        """Each template's warm pool: its size, and how many of its workspaces are ready or filling."""
+        caller.require_admin("see the warm pools")
+        return self.pools.status()
 
     def recover(self) -> None:
         """After a crash: settle operations left running, then queue what is pending."""
@@ -289,10 +297,14 @@ class Orchestrator:
             last_activity_at=self.activity.clock(),
         )
         workspace.volume = volume_name(workspace.id)
-        limits = self.quotas.container_limits(workspace)
-        self.nodes.check_room(limits.cpus, limits.memory_mb)
         clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
                       if repo_url else None)
+        if self.pools.can_serve(template, workspace, validation.check_env(request.env)):
+            claimed = self.pools.claim(caller, template, workspace, clone_from)
+            if claimed is not None:
+                return claimed
+        limits = self.quotas.container_limits(workspace)
+        self.nodes.check_room(limits.cpus, limits.memory_mb)
         operation = new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self.queue.submit(operation.id)

@@ -12,6 +12,7 @@ from vmhost.core.activity import FLUSH_INTERVAL
 from vmhost.core.audit import AuditLog
 from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.pools import POOL_INTERVAL
 from vmhost.core.scheduler import SCHEDULE_INTERVAL
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
     expiry, expires those past it, warns about and stops idle workspaces, removes networks no container
     is on), the scheduler (autostarts and autostops, every SCHEDULE_INTERVAL seconds or the janitor's
-    interval if shorter), the event and audit pruners, on the settings' intervals and retentions, and the
-    writer of the recorded activity (every FLUSH_INTERVAL seconds; the orchestrator's close() writes it once more)."""
+    interval if shorter), the event and audit pruners, on the settings' intervals and retentions, the
+    writer of the recorded activity (every FLUSH_INTERVAL seconds; the orchestrator's close() writes it
+    once more), and the warm pools' refill (every POOL_INTERVAL seconds; not on Swarm)."""
     def janitor() -> None:
         warn_expiring(orchestrator.store, settings.expiry_warning)
         orchestrator.expire_due()
@@ -79,4 +81,6 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
         PeriodicWorker("activity", FLUSH_INTERVAL, orchestrator.activity.flush),
         *([PeriodicWorker("node-watch", NODE_WATCH_INTERVAL, orchestrator.node_watch.sweep)]
           if settings.engine == "swarm" else []),
+        *([PeriodicWorker("pool-refill", POOL_INTERVAL, orchestrator.pools.refill)]
+          if orchestrator.pools.enabled else []),
     ]

@@ -178,6 +178,8 @@ class TemplateOut(BaseModel):
     shell: str | None
     idle_timeout_seconds: int | None = Field(description="its workspaces are stopped after this long without "
                                                          "activity (the template's `idle_timeout`); null: never")
+    pool_size: int = Field(description="how many of its workspaces the daemon keeps created, started and "
+                                       "provisioned for creates to claim (see GET /api/v1/pools); 0: no pool")
     source: str
 
 
@@ -261,6 +263,17 @@ class NodeOut(BaseModel):
     @classmethod
     def of(cls, node: Node) -> NodeOut:
         return cls(**vars(node.info), workspaces=node.workspaces)
+
+
+class PoolOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    template: str
+    size: int = Field(description="how many workspaces the pool keeps ready (the template's pool_size; 0 on a "
+                                  "Swarm cluster, which has no pools)")
+    ready: int = Field(description="running and provisioned, waiting for a create to claim them")
+    filling: int = Field(description="being created and provisioned")
+    failed: int = Field(description="whose create failed; each is replaced a minute after it failed")
 
 
 class NodeEngineIn(BaseModel):

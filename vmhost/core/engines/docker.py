@@ -95,6 +95,14 @@ class DockerEngine(DockerExec):
                 if exc.status_code != 403:  # 403: it has active endpoints
                     raise
 
+    def move_network(self, container_id: str, leave: str, join: str) -> None:
+        with self.errors(f"move container {container_id[:12]} to network {join}"):
+            joined = self.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+            if join not in joined:
+                self.client.api.connect_container_to_network(container_id, join)
+            if leave in joined:
+                self.client.api.disconnect_container_from_network(container_id, leave)
+
     def ensure_network(self, network: NetworkSpec) -> None:
         """Make the bridge network unless it exists."""
         with self.errors(f"create network {network.name}"), self._network_lock:
