@@ -185,3 +185,19 @@ def test_a_changed_template_replaces_its_pool(make_orchestrator: MakeOrchestrato
     for operation in queued:
         finish(orchestrator, operation, ADMIN)
     assert pool_of(orchestrator) == (2, 2, 0) and not old & ready_ids(orchestrator)
+
+
+def test_a_refill_that_read_the_pool_before_a_claim_never_removes_the_claimed_workspace(
+        make_orchestrator: MakeOrchestrator, pooled_template: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    orchestrator = make_orchestrator()
+    fill(orchestrator)
+    before_the_claim = orchestrator.store.pool_entries()
+    workspace, operation = orchestrator.create(ALICE, WorkspaceRequest(name="box", template="warm"))
+    assert finish(orchestrator, operation).status == OperationStatus.SUCCEEDED
+    pooled_template.write_text(f'image = "{IMAGE}"\npool_size = 1\nprovision = ["echo from-template"]\n')
+    monkeypatch.setattr(orchestrator.store, "pool_entries", lambda: before_the_claim)
+    removed = orchestrator.pools.refill()  # the oldest (claimed) is among the surplus it read
+    assert workspace.id not in {o.workspace_id for o in removed} and len(removed) == SIZE - 2
+    for done in removed:
+        finish(orchestrator, done, ADMIN)
+    assert orchestrator.get(ALICE, "box").status == WorkspaceStatus.RUNNING

@@ -163,10 +163,11 @@ class Pools:
     def _remove(self, entry: Workspace) -> list[Operation]:
         operation = new_operation(SYSTEM, entry, OperationType.DELETE)
         try:
-            self.queue.add(operation)
-        except VmhostError as exc:  # busy since it was read: the next refill sees it again
+            self.store.add_pool_operation(operation)
+        except VmhostError as exc:  # busy or claimed since it was read: the next refill sees it again
             log.info("pool workspace %s not removed now: %s", entry.id, exc.detail)
             return []
+        self.queue.submit(operation.id)
         return [operation]
 
     # -- reads ----------------------------------------------------------------------------------

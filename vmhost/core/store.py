@@ -40,7 +40,7 @@ from vmhost.core.rows import (
     workspace_columns,
     workspace_from_row,
 )
-from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, WorkspaceNotFound
+from vmhost.errors import InvalidState, NameTaken, OperationInFlight, OperationNotFound, WorkspaceNotFound
 
 IN_FLIGHT = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
 
@@ -129,6 +129,15 @@ class Store(Database):
         """Every workspace waiting in a warm pool, oldest first."""
         rows = self._query(f"SELECT * FROM workspaces WHERE pool IS NOT NULL ORDER BY {WORKSPACE_ORDER.sql}")
         return [workspace_from_row(r) for r in rows]
+
+    def add_pool_operation(self, operation: Operation) -> None:
+        """Queue an operation on a workspace that is still in a warm pool (InvalidState once it was claimed:
+        a refill that read it before a claim never removes what a create just got)."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM workspaces WHERE id = ? AND pool IS NOT NULL",
+                            (operation.workspace_id,)).fetchone() is None:
+                raise InvalidState(f"workspace {operation.workspace_id} is no longer in a warm pool")
+            self.add_operation(operation)
 
     def claim_pooled(self, pool: str, claimed: dict[str, Any], operation: Operation,
                      check: Callable[[sqlite3.Connection], None] | None = None) -> Workspace | None:
