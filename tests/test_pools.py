@@ -1,6 +1,6 @@
 """A warm pool on a real daemon and Docker: the daemon fills it, a user's create claims a ready workspace
 (it runs with the owner's name, the template's provisioning already done and the request's own on top,
-on the owner's network, its container labelled with its id), the pool comes back to its size; pools are
+its container labelled with its id, then moves from the pool's isolated network to the owner's), the pool comes back to its size; pools are
 for admins. (tests/unit/test_pools.py covers the claim under races and crashes.)"""
 
 from __future__ import annotations
@@ -65,7 +65,13 @@ def test_a_create_claims_from_the_warm_pool_and_the_pool_refills(
 
         container = docker_client.containers.get(workspace["connection"]["container_id"])
         assert container.labels["vmhost.workspace"] == workspace["id"]
-        assert [n for n in container.attrs["NetworkSettings"]["Networks"]] == [f"vmhost-{daemon.instance}-alice"]
+        join = alice.get("/api/v1/operations", params={"workspace": workspace["id"], "type": "join_network"}).json()
+        assert wait_op(alice, join["items"][0]["id"])["status"] == "succeeded"
+        container.reload()
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == [f"vmhost-{daemon.instance}-alice"]
+        pool_network = docker_client.networks.list(filters={"label": [f"vmhost.instance={daemon.instance}",
+                                                                      "vmhost.owner=:pool"]})[0]
+        assert pool_network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
 
         assert wait_ready(admin)["ready"] == SIZE  # refilled
         metrics = admin.get("/metrics").text

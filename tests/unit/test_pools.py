@@ -43,6 +43,12 @@ def ready_ids(orchestrator: Orchestrator) -> set[str]:
             if e.status == WorkspaceStatus.RUNNING and e.current_operation_id is None}
 
 
+def joined(orchestrator: Orchestrator, workspace_id: str) -> Operation:
+    """The workspace's move to its owner's network, once it has ended."""
+    operation = orchestrator.store.page_operations(workspace_id=workspace_id, type="join_network", limit=1).items[0]
+    return finish(orchestrator, operation, ADMIN)
+
+
 def pool_of(orchestrator: Orchestrator, template: str = "warm") -> tuple[int, int, int]:
     status = next(p for p in orchestrator.pools.status() if p.template == template)
     return status.size, status.ready, status.filling
@@ -80,6 +86,7 @@ def test_a_create_claims_a_ready_workspace_and_runs_only_its_own_steps(
     ran = [r.argv for r in engine.executed() if r.container_id == engine.container(f"vmhost-{mine.id}").id]
     assert ran == [("/bin/sh", "-c", "echo from-template"), ("/bin/sh", "-c", "echo mine")]  # the first in the pool
     assert "echo mine" in done.output and "from-template" not in done.output
+    assert joined(orchestrator, mine.id).status == OperationStatus.SUCCEEDED
     assert engine.container(f"vmhost-{mine.id}").network == "vmhost-unit-alice"
     assert [w.name for w in orchestrator.list(ALICE).items] == ["box"]
     assert orchestrator.quotas.quota("alice").usage.workspaces == 1
@@ -158,20 +165,24 @@ def test_a_daemon_dying_inside_a_claim_loses_nothing(make_orchestrator: MakeOrch
     assert orchestrator.store.find_workspace("alice", "box") is None
 
 
+@pytest.mark.parametrize("step", ["run_command", "move_network"])  # the create's own steps; the network move
 def test_a_claim_cut_short_after_it_was_made_completes_after_a_restart(
-        make_orchestrator: MakeOrchestrator, pooled_template: Path, engine: FakeEngine) -> None:
+        step: str, make_orchestrator: MakeOrchestrator, pooled_template: Path, engine: FakeEngine) -> None:
     crashed = make_orchestrator()
     fill(crashed)
     ready = ready_ids(crashed)
-    died = engine.crash_at("move_network")
-    workspace, operation = crashed.create(ALICE, WorkspaceRequest(name="box", template="warm"))
+    died = engine.crash_at(step)
+    workspace, operation = crashed.create(ALICE, WorkspaceRequest(name="box", template="warm",
+                                                                  provision=["echo mine"]))
     assert died.wait(WAIT)
     crashed.close()
 
     restarted = make_orchestrator()
     restarted.recover()
     assert finish(restarted, operation).status == OperationStatus.SUCCEEDED
+    assert joined(restarted, workspace.id).status == OperationStatus.SUCCEEDED
     assert restarted.get(ALICE, "box").id == workspace.id and workspace.id in ready
+    assert engine.container(f"vmhost-{workspace.id}").network == "vmhost-unit-alice"
     assert ready_ids(restarted) == ready - {workspace.id}  # claimed once, by this create only
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from vmhost.core.clone import clone
 from vmhost.core.engines import UNREACHABLE, ContainerSpec, Engine, NetworkSpec
-from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
+from vmhost.core.models import POOL_OWNER, ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
 from vmhost.core.quotas import Quotas
@@ -91,7 +91,9 @@ class Lifecycle:
         safe = _UNSAFE_IN_NAMES.sub("-", name)
         if safe != name:  # keep names that differ only in such characters apart
             safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
-        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner})
+        # the warm pools' workspaces, which will be different owners', never reach each other
+        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner},
+                           isolated=owner == POOL_OWNER)
 
     def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
         """Create or start a container on `network`. Until the container runs, Docker lets the network go
@@ -239,8 +241,6 @@ class Lifecycle:
     # -- the operations' handlers ---------------------------------------------------------------
 
     def run_create(self, operation: Operation) -> dict[str, Any]:
-        if operation.params.get("pooled"):
-            return self._run_claimed(operation)
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
         self.ensure_image(workspace.image, operation)
@@ -255,22 +255,27 @@ class Lifecycle:
                                     node=state.node or workspace.node)
         return {"container_id": container_id}
 
-    def _run_claimed(self, operation: Operation) -> dict[str, Any]:
+    def run_claimed(self, operation: Operation) -> dict[str, Any]:
         """The rest of a create served by a warm pool (see vmhost.core.pools): its container runs, with
-        the template's provision commands done; move it to its owner's network, then only the
-        workspace's own steps: the clone and the request's provision commands."""
+        the template's provision commands done; only the workspace's own steps are left: the clone and
+        the request's provision commands."""
         workspace = self.store.get_workspace(workspace_id_of(operation))
         container_id = container_of(workspace)
-        owner_network = self.network_for(workspace.owner)
-        self.engine.ensure_network(owner_network)
-        self._on_network(owner_network, lambda: self.engine.move_network(
-            container_id, operation.params["pool_network"], owner_network.name))
         self._clone_into(workspace, operation)
         self._provision(workspace, operation, first=operation.params.get("provisioned", 0))
         state = self.confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
                                     node=state.node or workspace.node)
         return {"container_id": container_id, "pooled": True}
+
+    def run_join_network(self, operation: Operation) -> dict[str, Any]:
+        """Move a workspace claimed from a warm pool from the pool's (isolated) network to its owner's."""
+        workspace, container_id = self.with_container(operation)
+        owner_network = self.network_for(workspace.owner)
+        self.engine.ensure_network(owner_network)
+        self._on_network(owner_network, lambda: self.engine.move_network(
+            container_id, operation.params["leave"], owner_network.name))
+        return {"network": owner_network.name}
 
     def run_start(self, operation: Operation) -> dict[str, Any]:
         workspace, _ = self.with_container(operation)

@@ -56,6 +56,7 @@ class OperationType(enum.StrEnum):
     IDLE_STOP = "idle_stop"  # the janitor's stop of a workspace nobody used for its idle timeout
     AUTOSTART = "autostart"  # the scheduler's start at the workspace's autostart time
     AUTOSTOP = "autostop"  # the scheduler's stop at the workspace's autostop time
+    JOIN_NETWORK = "join_network"  # a workspace claimed from a warm pool moves to its owner's network
     DRAIN = "drain"  # a node's workspaces moved to other nodes (acts on no workspace)
 
 
@@ -128,6 +129,7 @@ class Caller:
 
 
 SYSTEM = Caller(user="vmhost", admin=True, door=Door.INTERNAL)
+POOL_OWNER = ":pool"  # who owns the warm pools' workspaces (vmhost.core.pools): no user name starts with a colon
 
 
 @dataclass

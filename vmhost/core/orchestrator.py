@@ -112,7 +112,8 @@ class Orchestrator:
                            enabled=settings.engine != "swarm")
         lifecycle = self.lifecycle
         self.queue.register({
-            OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
+            OperationType.CREATE: Handler(self.pools.run_create, repeatable=True),
+            OperationType.JOIN_NETWORK: Handler(lifecycle.run_join_network, repeatable=True, holds_workspace=False),
             OperationType.START: Handler(lifecycle.run_start),
             OperationType.STOP: Handler(lifecycle.run_stop),
             OperationType.RESTART: Handler(lifecycle.run_restart),

@@ -17,9 +17,13 @@ start) or did not (the workspace is still in the pool).
 Docker cannot change a container's hostname or labels once made. So a claimed container keeps the
 hostname it was given in the pool (`pool-<hex>`) and its `vmhost.owner` label names the pool; the
 database is the truth for who owns a workspace and what it is called (the CLI, the API and the quotas all
-read it), and a rebuild gives the workspace a container with its own hostname and labels. The claim moves
-the container from the pool's network to its owner's (Docker can change a running container's networks),
-so owners stay apart. A Swarm cluster cannot move a service's networks: no pools there.
+read it), and a rebuild gives the workspace a container with its own hostname and labels.
+
+The pool's network is isolated (Docker's inter-container traffic off on it): its workspaces, which will
+be different owners', never reach each other. A claimed workspace is usable at once on it, alone as far
+as the network goes, and moves to its owner's network (Docker can change a running container's networks)
+in a `join_network` operation queued beside the create's own steps: Docker takes 100-200 ms for that,
+which the create does not wait for. A Swarm cluster cannot move a service's networks: no pools there.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 from vmhost.core.lifecycle import Lifecycle, volume_name
 from vmhost.core.models import (
+    POOL_OWNER,
     SYSTEM,
     Caller,
     Operation,
@@ -44,7 +49,7 @@ from vmhost.core.models import (
     new_id,
     utcnow,
 )
-from vmhost.core.operations import OperationQueue, new_operation
+from vmhost.core.operations import OperationQueue, new_operation, workspace_id_of
 from vmhost.core.quotas import Quotas
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -52,7 +57,6 @@ from vmhost.errors import VmhostError
 
 log = logging.getLogger(__name__)
 
-POOL_OWNER = ":pool"  # no user name starts with a colon (validation.USER_PATTERN)
 POOL_INTERVAL = 2.0  # seconds between refills
 FAILED_RETRY = timedelta(seconds=60)  # a pool workspace whose create failed holds its place this long
 FILLING = (WorkspaceStatus.PENDING, WorkspaceStatus.PROVISIONING)
@@ -118,6 +122,18 @@ class Pools:
         log.info("workspace %s of %s claimed from the %s pool as %s", claimed.id, claimed.owner, template.name,
                  claimed.name)
         return claimed, operation
+
+    def run_create(self, operation: Operation) -> dict[str, Any]:
+        """The create operation's handler: for a claim, the workspace's own steps (Lifecycle.run_claimed),
+        with its move to its owner's network queued beside them (a `join_network` operation, which holds
+        nothing: the workspace is usable meanwhile, alone on the pool's isolated network); else the
+        whole create."""
+        if not operation.params.get("pooled"):
+            return self.lifecycle.run_create(operation)
+        workspace = self.store.get_workspace(workspace_id_of(operation))
+        self.queue.add(new_operation(SYSTEM, workspace, OperationType.JOIN_NETWORK,
+                                     {"leave": operation.params["pool_network"]}), exclusive=False)
+        return self.lifecycle.run_claimed(operation)
 
     # -- the refill (a background worker) ---------------------------------------------------------
 

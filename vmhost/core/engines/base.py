@@ -59,10 +59,12 @@ WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `c
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A bridge network of vmhost's."""
+    """A bridge network of vmhost's. On an `isolated` one the containers cannot reach each other (Docker's
+    enable_icc off): each is alone on it, as on a network of its own."""
 
     name: str
     labels: dict[str, str]
+    isolated: bool = False
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,9 @@ class DockerEngine(DockerExec):
                 self.client.api.inspect_network(network.name)
             except docker.errors.NotFound:
                 try:
-                    self.client.api.create_network(network.name, driver="bridge", labels=network.labels,
-                                                   check_duplicate=True)
+                    self.client.api.create_network(
+                        network.name, driver="bridge", labels=network.labels, check_duplicate=True,
+                        options={"com.docker.network.bridge.enable_icc": "false"} if network.isolated else None)
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # made meanwhile by a parallel create
                         raise
