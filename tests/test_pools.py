@@ -1,7 +1,8 @@
 """A warm pool on a real daemon and Docker: the daemon fills it, a user's create claims a ready workspace
 (it runs with the owner's name, the template's provisioning already done and the request's own on top,
-its container labelled with its id, then moves from the pool's isolated network to the owner's), the pool comes back to its size; pools are
-for admins. (tests/unit/test_pools.py covers the claim under races and crashes.)"""
+its container labelled with its id, then moves from the pool's isolated network to the owner's), the
+pool comes back to its size; pools are for admins. (tests/unit/test_pools.py covers the claim under
+races and crashes.)"""
 
 from __future__ import annotations
 
