@@ -7,6 +7,7 @@ races and crashes.)"""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,36 @@ def test_a_create_claims_from_the_warm_pool_and_the_pool_refills(
         assert f'vmhost_pool_size{{template="warm"}} {SIZE}.0' in metrics
         assert 'vmhost_pool_ready{template="warm"}' in metrics
         wait_op(alice, alice.delete(f"/api/v1/workspaces/{workspace['id']}").json()["id"])
+
+
+def test_a_daemon_killed_during_a_claim_loses_nothing_and_claims_nothing_twice(
+        make_daemon: Any, test_image: str, tmp_path: Path, name: str) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "warm.toml").write_text(f'image = "{test_image}"\nshell = "/bin/sh"\npool_size = {SIZE}\n')
+    daemon = make_daemon({"VMHOST_TEMPLATES_DIR": str(templates)})
+    alice_token = daemon.token("alice")
+    with daemon.client() as admin, daemon.tcp(alice_token) as alice:
+        wait_ready(admin)
+        response = alice.post("/api/v1/workspaces", json={"name": name, "template": "warm",
+                                                          "provision": ["sleep 2", "echo mine > /workspace/.mine"]})
+        assert response.status_code == 202, response.text
+        operation_id = response.json()["operation"]["id"]
+        deadline = time.monotonic() + 30
+        while alice.get(f"/api/v1/operations/{operation_id}").json()["status"] != "running":  # its own steps
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    daemon.kill()
+    daemon.start()
+
+    with daemon.client() as admin, daemon.tcp(alice_token) as alice:
+        operation = wait_op(alice, operation_id)
+        assert (operation["status"], operation["attempts"], operation["result"].get("pooled")) == ("succeeded", 2, True)
+        workspace = alice.get(f"/api/v1/workspaces/{name}").json()
+        assert workspace["status"] == "running"
+        assert output_of(alice, workspace["id"], "cat", "/workspace/.mine") == "mine\n"
+        wait_ready(admin)
+    with sqlite3.connect(daemon.db_path) as db:
+        pooled = {row[0] for row in db.execute("SELECT id FROM workspaces WHERE pool IS NOT NULL")}
+        owned = [row[0] for row in db.execute("SELECT id FROM workspaces WHERE owner = 'alice'")]
+    assert owned == [workspace["id"]] and workspace["id"] not in pooled and len(pooled) == SIZE
