@@ -1,11 +1,12 @@
 """python -m bench [--quick] [--output PATH] [--markdown]
 
-Two daemons in turn, each on its own temporary database, socket and loopback port. The first starts
+Daemons in turn, each on its own temporary database, socket and loopback port. The first starts
 empty: idle memory, the lifecycle, commands, events and concurrent creates, each against the same
 work done straight through the docker SDK, and a port's traffic through the preview and the tunnel
-against a direct connection to the container. The second starts on a database seeded with workspace rows
-(1,000; 50 with --quick): the list endpoint, `vmhost workspaces ls`, and memory with those rows. The
-third runs on a three-node Swarm built on this machine (bench/swarm.py).
+against a direct connection to the container. The second keeps a warm pool of 10 (bench/pool.py). The
+third starts on a database seeded with workspace rows (1,000; 50 with --quick): the list endpoint,
+`vmhost workspaces ls`, and memory with those rows. The last runs on a three-node Swarm built on this
+machine (bench/swarm.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rich.console import Console
 from bench import cases, ports, report
 from bench.environment import Bench, describe_docker
 from bench.measure import Result
+from bench.pool import pool_rows
 from bench.swarm import swarm_rows
 from vmhost.testing import remove_instance_objects
 
@@ -68,6 +70,9 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
         results += run_case(case, ctx, progress)
     ctx.api.close()
     daemon.cleanup()
+    remove_instance_objects(bench.engine, bench.instance)
+    results += run_case(lambda _: pool_rows(bench, sizes.plan, sizes.pool_size, sizes.pool_creates), ctx, progress,
+                        "warm pool")
     remove_instance_objects(bench.engine, bench.instance)
 
     progress.print(f"seeding {sizes.rows} workspace rows, creating {sizes.docker_containers} stopped containers ...",

@@ -171,8 +171,11 @@ def test_lifecycle_behind_the_proxy(make_daemon: Any, sessions: Any, name: str) 
     expect(row.locator(".row-status")).to_have_text("rebuild done")
     expect(session.status(name)).to_have_text("running")
 
+    with daemon.client() as api:
+        api.patch(f"/api/v1/workspaces/{name}", json={"autostart": "mon-fri 08:30 Europe/Berlin"}).raise_for_status()
     session.action(name, "Details of").click()
     expect(page.locator("#overview")).to_contain_text(f"vmhost ws shell {name}")
+    expect(page.locator("#overview")).to_contain_text("mon-fri 08:30 Europe/Berlin (next ")
     page.get_by_label("Extend the lifetime by").select_option(label="7 days")
     page.get_by_role("button", name="Extend", exact=True).click()
     expect(page.locator("#extend-status")).to_contain_text("Extended: expires")

@@ -32,6 +32,7 @@ def cli() -> "TyperGroup":
         nodes,
         openapi,
         operations,
+        pools,
         ports,
         shell,
         snapshots,

@@ -35,6 +35,7 @@ NAME_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     ("rebuild",): frozenset({"--timeout"}),
     ("edit",): frozenset({"--name", "--ttl", "--label", "--unlabel", "--plugin", "--idle-timeout"}),
     ("extend",): frozenset(),
+    ("schedule",): frozenset({"--start", "--stop"}),
     ("exec",): frozenset({"--env", "--workdir", "--timeout"}),
     ("shell",): frozenset({"--workdir"}),
     ("logs",): frozenset({"--lines", "-n"}),

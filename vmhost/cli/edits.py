@@ -18,6 +18,7 @@ from vmhost.cli.durations import parse_duration, seconds_or_never
 from vmhost.errors import InvalidInput
 
 NO_EXPIRY = ("none", "never")
+NO_SCHEDULE = ("", "none", "never", "off")
 
 
 def _show(workspace: dict[str, Any], json: bool) -> None:
@@ -57,6 +58,31 @@ def ws_edit(
     if not body:
         fail(InvalidInput("nothing to change: give --name, --ttl, --label, --unlabel, --plugin or --idle-timeout"))
     _show(run(lambda c: c.patch(f"/workspaces/{name}", body)), json)
+
+
+@workspaces_app.command("schedule")
+def ws_schedule(
+    name: NameArg,
+    start: Annotated[str | None, typer.Option(help='Start it at this time: "[DAYS] HH:MM [ZONE]", e.g. '
+                                                   '"mon-fri 08:30 Europe/Berlin"; "none" clears it.')] = None,
+    stop: Annotated[str | None, typer.Option(help='Stop it at this time, e.g. "19:00" (in the start\'s zone '
+                                                  'unless one is given); "none" clears it.')] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Set or clear when a workspace starts and stops by itself; with neither option, show it. Days are
+    mon..sun, ranges (mon-fri) or lists (mon,wed), every day when left out; zones are IANA names (UTC
+    when left out). Times follow daylight-saving changes; a start or stop missed while the daemon was
+    down is made up once."""
+    body = {field: None if value.strip().lower() in NO_SCHEDULE else value
+            for field, value in (("autostart", start), ("autostop", stop)) if value is not None}
+    workspace = run(lambda c: c.patch(f"/workspaces/{name}", body) if body else c.get(f"/workspaces/{name}"))
+    from vmhost.cli import render
+
+    if json:
+        render.print_json(workspace)
+    else:
+        render.details([("Autostart", render.scheduled(workspace, "autostart")),
+                        ("Autostop", render.scheduled(workspace, "autostop"))])
 
 
 @workspaces_app.command("extend")

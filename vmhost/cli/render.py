@@ -96,6 +96,25 @@ def idle_stop(w: dict[str, Any]) -> str:
     return text
 
 
+def scheduled(w: dict[str, Any], which: str) -> str:
+    """A workspace's autostart or autostop with the next time it is due, or "never"."""
+    if not w.get(which):
+        return "never"
+    due = w.get(f"next_{which}_at")
+    return f"{w[which]}, next {relative(due)} ({due})" if due else w[which]
+
+
+def schedule_cell(w: dict[str, Any]) -> str:
+    """A workspace's schedule in a few characters: `start / stop`, the zone written once when both share it."""
+    start, stop = w.get("autostart"), w.get("autostop")
+    if not start and not stop:
+        return "-"
+    start_zone = start.rsplit(" ", 1)[-1] if start else ""
+    if start and stop and stop.endswith(" " + start_zone):
+        return f"{start.rsplit(' ', 1)[0]} / {stop.rsplit(' ', 1)[0]} {start_zone}"
+    return f"{start or '-'} / {stop or '-'}"
+
+
 def _plain_stdout() -> bool:
     """True when rich would show no styles on stdout: a pipe or file, with no FORCE_COLOR or
     TTY_COMPATIBLE asking for them, or a console without colours. Decided for a pipe without importing rich."""
@@ -143,15 +162,17 @@ def workspaces(items: list[dict[str, Any]], show_owner: bool) -> None:
         out().print("No workspaces. Create one with: vmhost ws create NAME --template base")
         return
     show_node = any(w.get("node") not in (None, LOCAL_NODE) for w in items)  # on a cluster
+    show_schedule = any(w.get("autostart") or w.get("autostop") for w in items)
     columns = ["NAME", *(["OWNER"] if show_owner else []), "STATUS", *(["NODE"] if show_node else []), "TEMPLATE",
-               "EXPIRES", "PORTS", "LABELS", "ID"]
+               "EXPIRES", *(["SCHEDULE"] if show_schedule else []), "PORTS", "LABELS", "ID"]
     rows = []
     for w in items:
         ports = ", ".join(f"{v}->{k}" for k, v in w["connection"]["ports"].items())
         labels = ", ".join(f"{k}={v}" for k, v in w["labels"].items())
         rows.append([w["name"], *([w["owner"]] if show_owner else []), status_cell(w["status"]),
                      *([(w.get("node") or "-")[:12]] if show_node else []), w["template"],
-                     relative(w["expires_at"]), ports or "-", labels or "-", w["id"]])
+                     relative(w["expires_at"]), *([schedule_cell(w)] if show_schedule else []), ports or "-",
+                     labels or "-", w["id"]])
     _table(columns, rows)
 
 
@@ -165,6 +186,8 @@ def workspace(w: dict[str, Any], listening: str = "-") -> None:
         ("Node", w.get("node") or "-"),
         ("Expires", f"{relative(w['expires_at'])} ({w['expires_at']})" if w["expires_at"] else "never"),
         ("Idle stop", idle_stop(w)),
+        ("Autostart", scheduled(w, "autostart")),
+        ("Autostop", scheduled(w, "autostop")),
         ("Last activity", f"{relative(w['last_activity_at'])} ({w['last_activity_at']})"
                           if w.get("last_activity_at") else "-"),
         ("Labels", ", ".join(f"{k}={v}" for k, v in w["labels"].items()) or "-"),
@@ -194,6 +217,14 @@ def nodes(items: list[dict[str, Any]]) -> None:
              f"{n['cpus_reserved']:g} of {n['cpus']}", f"{n['memory_mb_reserved']} of {n['memory_mb']}",
              str(n["workspaces"]), n["engine_url"] or "(not named: vmhost nodes set-engine)"] for n in items]
     _table(["ID", "HOSTNAME", "ADDRESS", "STATE", "ROLE", "CPUS", "MEMORY MB", "WORKSPACES", "ENGINE"], rows)
+
+
+def pools(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out().print("No warm pools. Give a template one with pool_size = N in its TOML file.")
+        return
+    _table(["TEMPLATE", "SIZE", "READY", "FILLING", "FAILED"],
+           [[p["template"], str(p["size"]), str(p["ready"]), str(p["filling"]), str(p["failed"])] for p in items])
 
 
 def details(rows: Sequence[tuple[str, Cell]]) -> None:
@@ -246,6 +277,7 @@ def template(t: dict[str, Any]) -> None:
         ("Shell", t["shell"] or "-"),
         ("Idle stop", f"after {duration(t['idle_timeout_seconds'])} without activity"
                       if t.get("idle_timeout_seconds") else "never"),
+        ("Warm pool", f"{t['pool_size']} kept ready" if t.get("pool_size") else "none"),
         ("Source", "built-in" if t["source"] == "builtin" else t["source"]),
     ])
 

@@ -1,6 +1,6 @@
-"""Changes to a workspace's metadata: its name, expiry, labels, plugins and idle timeout. None of them
-touches Docker (the container's name and labels carry the workspace's id, not its name), so they apply
-at once."""
+"""Changes to a workspace's metadata: its name, expiry, labels, plugins, idle timeout and schedule. None
+of them touches Docker (the container's name and labels carry the workspace's id, not its name), so they
+apply at once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from vmhost.core import validation
 from vmhost.core.models import Caller, OperationType, Workspace, WorkspaceStatus, utcnow
+from vmhost.core.scheduler import schedule_changes
 from vmhost.errors import InvalidInput, InvalidState, OperationNotFound
 
 if TYPE_CHECKING:
     from vmhost.core.orchestrator import Orchestrator
 
-EDITABLE = ("name", "ttl_seconds", "labels", "remove_labels", "plugins", "idle_timeout_seconds")
+EDITABLE = ("name", "ttl_seconds", "labels", "remove_labels", "plugins", "idle_timeout_seconds", "autostart",
+            "autostop")
 
 
 def edit_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, changes: Mapping[str, Any]) -> Workspace:
@@ -49,6 +51,8 @@ def edit_workspace(orchestrator: Orchestrator, caller: Caller, ref: str, changes
     if "idle_timeout_seconds" in changes:
         update["idle_timeout_seconds"] = orchestrator.quotas.idle_timeout_for(
             caller, validation.check_idle_timeout(changes["idle_timeout_seconds"]))
+    update.update(schedule_changes(workspace, changes.get("autostart", ...), changes.get("autostop", ...),
+                                   now=orchestrator.activity.clock()))
     orchestrator.touch(workspace.id)
     if not update:
         return _with_activity(orchestrator, workspace)

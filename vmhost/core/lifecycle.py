@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from vmhost.core.clone import clone
 from vmhost.core.engines import UNREACHABLE, WORKSPACE_LABEL, ContainerSpec, Engine, NetworkSpec
-from vmhost.core.models import ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
+from vmhost.core.models import POOL_OWNER, ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
 from vmhost.core.quotas import Quotas
@@ -90,7 +90,9 @@ class Lifecycle:
         safe = _UNSAFE_IN_NAMES.sub("-", name)
         if safe != name:  # keep names that differ only in such characters apart
             safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
-        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner})
+        # the warm pools' workspaces, which will be different owners', never reach each other
+        return NetworkSpec(name=safe, labels={**self.instance_labels, OWNER_LABEL: owner},
+                           isolated=owner == POOL_OWNER)
 
     def _on_network(self, network: NetworkSpec, act: Callable[[], T]) -> T:
         """Create or start a container on `network`. Until the container runs, Docker lets the network go
@@ -112,7 +114,11 @@ class Lifecycle:
         networks = self.engine.list_managed(labels, kinds=("network",))
         if not networks:
             return
-        in_use = {c.labels.get(OWNER_LABEL) for c in self.engine.list_managed(labels, kinds=("container",))}
+        containers = self.engine.list_managed(self.instance_labels, kinds=("container",))
+        # the database's owner where it has the workspace: a container claimed from a warm pool keeps the
+        # pool's owner label (Docker cannot change labels)
+        owners = self.store.owners_of({c.labels[WORKSPACE_LABEL] for c in containers if WORKSPACE_LABEL in c.labels})
+        in_use = {owners.get(c.labels.get(WORKSPACE_LABEL, ""), c.labels.get(OWNER_LABEL)) for c in containers}
         for network in networks:
             if network.labels.get(OWNER_LABEL) not in in_use:
                 self.engine.remove_network(network.id)
@@ -134,12 +140,13 @@ class Lifecycle:
     def start_container(self, workspace: Workspace) -> None:
         self._on_network(self.network_for(workspace.owner), lambda: self.engine.start(container_of(workspace)))
 
-    def _provision(self, workspace: Workspace, operation: Operation) -> None:
-        """Run the provision commands in order; each may run `provision_timeout` seconds, and a cancel
-        (a forced delete) kills the one running with all its processes."""
+    def _provision(self, workspace: Workspace, operation: Operation, first: int = 0) -> None:
+        """Run the provision commands in order (from the one at index `first`: those before it ran in the
+        warm pool); each may run `provision_timeout` seconds, and a cancel (a forced delete) kills the one
+        running with all its processes."""
         cancel = self.cancels.event(operation.id)
         with self._output(operation) as write:
-            for number, command in enumerate(workspace.provision, start=1):
+            for number, command in enumerate(workspace.provision[first:], start=first + 1):
                 argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
                 shown = command if isinstance(command, str) else " ".join(command)
                 self._stop_if_cancelled(operation, cancel)
@@ -247,6 +254,28 @@ class Lifecycle:
                                     node=state.node or workspace.node)
         return {"container_id": container_id}
 
+    def run_claimed(self, operation: Operation) -> dict[str, Any]:
+        """The rest of a create served by a warm pool (see vmhost.core.pools): its container runs, with
+        the template's provision commands done; only the workspace's own steps are left: the clone and
+        the request's provision commands."""
+        workspace = self.store.get_workspace(workspace_id_of(operation))
+        container_id = container_of(workspace)
+        self._clone_into(workspace, operation)
+        self._provision(workspace, operation, first=operation.params.get("provisioned", 0))
+        state = self.confirm_running(workspace)
+        self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
+                                    node=state.node or workspace.node)
+        return {"container_id": container_id, "pooled": True}
+
+    def run_join_network(self, operation: Operation) -> dict[str, Any]:
+        """Move a workspace claimed from a warm pool from the pool's (isolated) network to its owner's."""
+        workspace, container_id = self.with_container(operation)
+        owner_network = self.network_for(workspace.owner)
+        self.engine.ensure_network(owner_network)
+        self._on_network(owner_network, lambda: self.engine.move_network(
+            container_id, operation.params["leave"], owner_network.name))
+        return {"network": owner_network.name}
+
     def run_start(self, operation: Operation) -> dict[str, Any]:
         workspace, _ = self.with_container(operation)
         self.start_container(workspace)
@@ -339,7 +368,7 @@ class Lifecycle:
 
     def settle_interrupted(self, operation: Operation, workspace: Workspace) -> str | None:
         workspace = self.sync_status(workspace)
-        stops = (OperationType.STOP, OperationType.IDLE_STOP)
+        stops = (OperationType.STOP, OperationType.IDLE_STOP, OperationType.AUTOSTOP)
         wanted = WorkspaceStatus.STOPPED if operation.type in stops else WorkspaceStatus.RUNNING
         return None if workspace.status == wanted else f"Docker shows the workspace {workspace.status}"
 

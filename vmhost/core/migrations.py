@@ -220,6 +220,26 @@ def m011_workspace_node(db: Database) -> None:
     db.execute("ALTER TABLE workspaces ADD COLUMN node TEXT")
 
 
+@migrations()
+def m012_schedules(db: Database) -> None:
+    # a workspace's autostart and autostop (vmhost.core.schedules), and the due time each last acted on
+    # (or when it was set): after a restart, a start or stop missed meanwhile is made up once
+    db.execute("ALTER TABLE workspaces ADD COLUMN autostart TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN autostop TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN autostart_fired_at TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN autostop_fired_at TEXT")
+    db.execute("CREATE INDEX workspaces_scheduled ON workspaces (id) "
+               "WHERE autostart IS NOT NULL OR autostop IS NOT NULL")
+
+
+@migrations()
+def m013_pools(db: Database) -> None:
+    # the template whose warm pool a workspace waits in (vmhost.core.pools); NULL once claimed, and for
+    # every workspace made by a create
+    db.execute("ALTER TABLE workspaces ADD COLUMN pool TEXT")
+    db.execute("CREATE INDEX workspaces_pool ON workspaces (pool, status) WHERE pool IS NOT NULL")
+
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vmhost.core import schedules
 from vmhost.errors import Forbidden, InvalidState
 
 
@@ -53,6 +54,9 @@ class OperationType(enum.StrEnum):
     REBUILD = "rebuild"
     EXEC = "exec"
     IDLE_STOP = "idle_stop"  # the janitor's stop of a workspace nobody used for its idle timeout
+    AUTOSTART = "autostart"  # the scheduler's start at the workspace's autostart time
+    AUTOSTOP = "autostop"  # the scheduler's stop at the workspace's autostop time
+    JOIN_NETWORK = "join_network"  # a workspace claimed from a warm pool moves to its owner's network
     DRAIN = "drain"  # a node's workspaces moved to other nodes (acts on no workspace)
 
 
@@ -125,6 +129,7 @@ class Caller:
 
 
 SYSTEM = Caller(user="vmhost", admin=True, door=Door.INTERNAL)
+POOL_OWNER = ":pool"  # who owns the warm pools' workspaces (vmhost.core.pools): no user name starts with a colon
 
 
 @dataclass
@@ -158,6 +163,11 @@ class Workspace:
     idle_timeout_seconds: int | None = None  # stopped after this long without activity; None: never
     last_activity_at: datetime | None = None  # see vmhost.core.activity: the last activity the idle stop counts
     node: str | None = None  # the engine's node it runs on (see Engine.nodes)
+    autostart: str | None = None  # see vmhost.core.schedules: e.g. "mon-fri 08:30 Europe/Berlin"
+    autostop: str | None = None  # the same, always with its zone
+    autostart_fired_at: datetime | None = None  # the due time last acted on, or when the autostart was set
+    autostop_fired_at: datetime | None = None
+    pool: str | None = None  # while it waits in its template's warm pool (see vmhost.core.pools): the template
 
     def running_container(self, why: str = "") -> str:
         """The id of the container of this workspace, which must be running; InvalidState says how to
@@ -180,6 +190,14 @@ class Workspace:
         if self.status != WorkspaceStatus.RUNNING or not self.idle_timeout_seconds or self.last_activity_at is None:
             return None
         return self.last_activity_at + timedelta(seconds=self.idle_timeout_seconds)
+
+    @property
+    def next_autostart_at(self) -> datetime | None:
+        return schedules.next_due(schedules.parse(self.autostart), utcnow()) if self.autostart else None
+
+    @property
+    def next_autostop_at(self) -> datetime | None:
+        return schedules.next_due(schedules.parse(self.autostop), utcnow()) if self.autostop else None
 
 
 @dataclass
@@ -216,6 +234,7 @@ class Template:
     source: str = "builtin"
     capabilities: tuple[str, ...] = ()
     idle_timeout_seconds: int | None = None
+    pool_size: int = 0  # workspaces of it kept created, started and provisioned, for creates to claim
 
 
 @dataclass

@@ -236,14 +236,14 @@ class OperationQueue:
         self.run_pending()
 
     def _recover(self, operation: Operation) -> None:
-        if not self._holds_workspace(operation):  # an exec: its command died with the connection to Docker
-            self.store.finish_operation(operation.id, OperationStatus.FAILED, error=INTERRUPTED)
-            return
         handler = self._handlers.get(operation.type)
         repeatable = handler is not None and handler.repeatable
         if repeatable and operation.attempts < MAX_ATTEMPTS:
             log.warning("re-queueing interrupted %s operation %s", operation.type, operation.id)
             self.store.requeue_operation(operation.id)
+            return
+        if not self._holds_workspace(operation):  # e.g. an exec: its command died with the connection to Docker
+            self.store.finish_operation(operation.id, OperationStatus.FAILED, error=INTERRUPTED)
             return
         reason = INTERRUPTED
         try:

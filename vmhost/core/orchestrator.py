@@ -38,8 +38,10 @@ from vmhost.core.models import (
 from vmhost.core.nodes import Nodes, NodeWatch
 from vmhost.core.operations import SHUTDOWN_GRACE, Cancels, Handler, OperationQueue, new_operation, workspace_id_of
 from vmhost.core.paging import DEFAULT_LIMIT, Page
+from vmhost.core.pools import Pools, PoolStatus
 from vmhost.core.ports import WorkspacePorts
 from vmhost.core.quotas import Quotas
+from vmhost.core.scheduler import Scheduler
 from vmhost.core.snapshots import Snapshots
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
@@ -105,9 +107,13 @@ class Orchestrator:
         self.node_watch = NodeWatch(store, engine, self.lifecycle.sync_status)
         self.drains = Drains(store, engine, self.queue, self.lifecycle, self.quotas, self.nodes)
         self.idle = IdleStops(store, self.activity, self.lifecycle, self.queue, settings.idle_warning)
+        self.scheduler = Scheduler(store, self.lifecycle, self.queue, self.activity.clock)
+        self.pools = Pools(store, self.lifecycle, self.queue, templates, self.quotas,
+                           enabled=settings.engine != "swarm")
         lifecycle = self.lifecycle
         self.queue.register({
-            OperationType.CREATE: Handler(lifecycle.run_create, repeatable=True),
+            OperationType.CREATE: Handler(self.pools.run_create, repeatable=True),
+            OperationType.JOIN_NETWORK: Handler(lifecycle.run_join_network, repeatable=True, holds_workspace=False),
             OperationType.START: Handler(lifecycle.run_start),
             OperationType.STOP: Handler(lifecycle.run_stop),
             OperationType.RESTART: Handler(lifecycle.run_restart),
@@ -119,6 +125,8 @@ class Orchestrator:
             OperationType.SNAPSHOT: Handler(self.snapshots.run_snapshot, repeatable=True),
             OperationType.RESTORE: Handler(self.snapshots.run_restore, repeatable=True),
             OperationType.IDLE_STOP: Handler(self.idle.run_operation),
+            OperationType.AUTOSTART: Handler(self.scheduler.run_operation),
+            OperationType.AUTOSTOP: Handler(self.scheduler.run_operation),
         })
 
     def close(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -139,6 +147,15 @@ class Orchestrator:
     def stop_idle(self) -> builtins.list[Operation]:
         """The janitor's sweep for idle workspaces (see IdleStops.sweep)."""
         return self.idle.sweep()
+
+    def run_schedules(self) -> builtins.list[Operation]:
+        """The scheduler's sweep: the autostarts and autostops due (see Scheduler.sweep)."""
+        return self.scheduler.sweep()
+
+    def pool_status(self, caller: Caller) -> builtins.list[PoolStatus]:
+        """Each template's warm pool: its size, and how many of its workspaces are ready or filling."""
+        caller.require_admin("see the warm pools")
+        return self.pools.status()
 
     def recover(self) -> None:
         """After a crash: settle operations left running, then queue what is pending."""
@@ -281,10 +298,14 @@ class Orchestrator:
             last_activity_at=self.activity.clock(),
         )
         workspace.volume = volume_name(workspace.id)
-        limits = self.quotas.container_limits(workspace)
-        self.nodes.check_room(limits.cpus, limits.memory_mb)
         clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
                       if repo_url else None)
+        if self.pools.can_serve(template, workspace, validation.check_env(request.env)):
+            claimed = self.pools.claim(caller, template, workspace, clone_from)
+            if claimed is not None:
+                return claimed
+        limits = self.quotas.container_limits(workspace)
+        self.nodes.check_room(limits.cpus, limits.memory_mb)
         operation = new_operation(caller, workspace, OperationType.CREATE, clone_from)
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self.queue.submit(operation.id)

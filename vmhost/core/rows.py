@@ -25,7 +25,8 @@ from vmhost.core.models import (
 
 _WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports", "capabilities"}
 _OP_JSON = {"params", "result"}
-_WS_TIMES = {"created_at", "updated_at", "expires_at", "last_activity_at"}
+_WS_TIMES = {"created_at", "updated_at", "expires_at", "last_activity_at", "autostart_fired_at",
+             "autostop_fired_at"}
 _OP_TIMES = {"created_at", "started_at", "finished_at"}
 _TOKEN_TIMES = {"created_at", "expires_at", "last_used_at", "revoked_at"}
 _SNAPSHOT_TIMES = {"created_at"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ from vmhost.core.rows import (
     workspace_columns,
     workspace_from_row,
 )
-from vmhost.errors import NameTaken, OperationInFlight, OperationNotFound, WorkspaceNotFound
+from vmhost.errors import InvalidState, NameTaken, OperationInFlight, OperationNotFound, WorkspaceNotFound
 
 IN_FLIGHT = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
 
@@ -100,6 +100,7 @@ class Store(Database):
                         labels: dict[str, str] | None = None, *, limit: int, cursor: str | None = None,
                         ) -> Page[Workspace]:
         where, params = _workspace_filters(owner, status, labels)
+        where.append("pool IS NULL")  # the warm pool's workspaces are no one's yet (see vmhost.core.pools)
         return self.read_page("workspaces", where, params, WORKSPACE_ORDER, limit, cursor, workspace_from_row)
 
     def count_workspaces(self, owner: str | None = None) -> int:
@@ -112,7 +113,64 @@ class Store(Database):
                                                       "GROUP BY node")}
 
     def count_by_status(self) -> dict[str, int]:
-        return {row[0]: row[1] for row in self._query("SELECT status, count(*) FROM workspaces GROUP BY status")}
+        """Workspaces by status, without the warm pools' (see pool_entries)."""
+        return {row[0]: row[1] for row in self._query("SELECT status, count(*) FROM workspaces WHERE pool IS NULL "
+                                                      "GROUP BY status")}
+
+    def owners_of(self, workspace_ids: Collection[str]) -> dict[str, str]:
+        """The owner of each of these workspaces the database holds, by id."""
+        ids = list(workspace_ids)
+        marks = ", ".join("?" for _ in ids)
+        return {row[0]: row[1] for row in self._query(f"SELECT id, owner FROM workspaces WHERE id IN ({marks})", ids)}
+
+    # -- warm pools (see vmhost.core.pools) -----------------------------------------------------
+
+    def pool_entries(self) -> list[Workspace]:
+        """Every workspace waiting in a warm pool, oldest first."""
+        rows = self._query(f"SELECT * FROM workspaces WHERE pool IS NOT NULL ORDER BY {WORKSPACE_ORDER.sql}")
+        return [workspace_from_row(r) for r in rows]
+
+    def add_pool_operation(self, operation: Operation) -> None:
+        """Queue an operation on a workspace that is still in a warm pool (InvalidState once it was claimed:
+        a refill that read it before a claim never removes what a create just got)."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM workspaces WHERE id = ? AND pool IS NOT NULL",
+                            (operation.workspace_id,)).fetchone() is None:
+                raise InvalidState(f"workspace {operation.workspace_id} is no longer in a warm pool")
+            self.add_operation(operation)
+
+    def claim_pooled(self, pool: str, claimed: dict[str, Any], operation: Operation,
+                     check: Callable[[sqlite3.Connection], None] | None = None) -> Workspace | None:
+        """Give the oldest ready workspace of the pool `pool` (running, nothing in flight) the fields
+        `claimed` (its owner, name, ...) and `operation` as its current operation, which is queued; None
+        when none is ready. One UPDATE with a check of the row it changed, in one transaction with the
+        quota `check` and the operation: exactly once, whatever runs in parallel or dies half-way."""
+        row = workspace_columns({**claimed, "updated_at": utcnow()})
+        row.update(pool=None, status=WorkspaceStatus.PROVISIONING.value, current_operation_id=operation.id)
+        assignments = ", ".join(f"{key} = ?" for key in row)
+        try:
+            with self.transaction() as conn:
+                if check is not None:
+                    check(conn)
+                chosen = conn.execute(
+                    f"UPDATE workspaces SET {assignments} WHERE id = (SELECT id FROM workspaces WHERE pool = ? AND "
+                    f"status = ? AND current_operation_id IS NULL ORDER BY {WORKSPACE_ORDER.sql} LIMIT 1) "
+                    "AND pool = ? AND status = ? AND current_operation_id IS NULL RETURNING id",
+                    (*row.values(), pool, WorkspaceStatus.RUNNING.value, pool, WorkspaceStatus.RUNNING.value),
+                ).fetchall()
+                if len(chosen) != 1:
+                    return None
+                workspace = workspace_from_row(
+                    conn.execute("SELECT * FROM workspaces WHERE id = ?", (chosen[0][0],)).fetchone())
+                operation.workspace_id = workspace.id
+                self.add_event(conn, "workspace.created", workspace.id, workspace.owner,
+                               {"name": workspace.name, "status": workspace.status.value,
+                                "template": workspace.template, "pooled": True})
+                self._insert_operation(conn, operation)
+        except sqlite3.IntegrityError as exc:
+            raise NameTaken(f"a workspace named {claimed.get('name')!r} already exists for "
+                            f"{claimed.get('owner')}") from exc
+        return workspace
 
     def update_workspace(self, workspace_id: str, **changes: Any) -> Workspace:
         """Change fields of a workspace; a status change is recorded as an event."""
@@ -186,6 +244,25 @@ class Store(Database):
         rows = self._query("SELECT * FROM workspaces WHERE status = ? AND idle_timeout_seconds > 0 "
                            "AND current_operation_id IS NULL", (WorkspaceStatus.RUNNING.value,))
         return [workspace_from_row(r) for r in rows]
+
+    def scheduled_workspaces(self) -> list[Workspace]:
+        """Running or stopped workspaces with an autostart or an autostop and no operation in flight:
+        those the scheduler judges."""
+        rows = self._query("SELECT * FROM workspaces WHERE (autostart IS NOT NULL OR autostop IS NOT NULL) "
+                           "AND status IN (?, ?) AND current_operation_id IS NULL",
+                           (WorkspaceStatus.RUNNING.value, WorkspaceStatus.STOPPED.value))
+        return [workspace_from_row(r) for r in rows]
+
+    def fire_schedule(self, workspace_id: str, fired: dict[str, datetime], operation: Operation | None) -> None:
+        """Record the due times acted on (`fired`: "autostart" or "autostop" -> its due time) and queue
+        the operation that acts, if any, atomically: a crash never records one without the other. Leaves
+        `updated_at` alone (it is not a change a user made, and the idle stop counts it as activity)."""
+        with self.transaction() as conn:
+            if operation is not None:
+                self.add_operation(operation)
+            for which, due in fired.items():
+                column = {"autostart": "autostart_fired_at", "autostop": "autostop_fired_at"}[which]
+                conn.execute(f"UPDATE workspaces SET {column} = ? WHERE id = ?", (to_text(due), workspace_id))
 
     # -- operations -----------------------------------------------------------------------------
 

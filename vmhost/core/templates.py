@@ -25,7 +25,8 @@ BUILTIN: tuple[Template, ...] = (
 )
 
 _FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell",
-           "capabilities", "idle_timeout"}
+           "capabilities", "idle_timeout", "pool_size"}
+MAX_POOL_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,15 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         source=source,
         capabilities=validation.check_capabilities(data.get("capabilities", [])),
         idle_timeout_seconds=parse_idle_timeout(data.get("idle_timeout")),
+        pool_size=parse_pool_size(data.get("pool_size", 0)),
     )
+
+
+def parse_pool_size(value: Any) -> int:
+    """A template's `pool_size`: how many of its workspaces the warm pool keeps ready (0: no pool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_POOL_SIZE:
+        raise InvalidInput(f"'pool_size' must be a whole number from 0 to {MAX_POOL_SIZE}, got {value!r}")
+    return value
 
 
 class TemplateCatalog:

@@ -12,6 +12,8 @@ from vmhost.core.activity import FLUSH_INTERVAL
 from vmhost.core.audit import AuditLog
 from vmhost.core.events import prune_events, warn_expiring
 from vmhost.core.orchestrator import Orchestrator
+from vmhost.core.pools import POOL_INTERVAL
+from vmhost.core.scheduler import SCHEDULE_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,10 @@ NODE_WATCH_INTERVAL = 5.0  # seconds: with Swarm's own heartbeat, a node's loss 
 def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[PeriodicWorker]:
     """The provisioner (picks up queued operations), the janitor (warns about workspaces close to their
     expiry, expires those past it, warns about and stops idle workspaces, removes networks no container
-    is on), the event and audit pruners, on the settings' intervals and retentions, and the writer of the
-    recorded activity (every FLUSH_INTERVAL seconds; the orchestrator's close() writes it once more)."""
+    is on), the scheduler (autostarts and autostops, every SCHEDULE_INTERVAL seconds or the janitor's
+    interval if shorter), the event and audit pruners, on the settings' intervals and retentions, the
+    writer of the recorded activity (every FLUSH_INTERVAL seconds; the orchestrator's close() writes it
+    once more), and the warm pools' refill (every POOL_INTERVAL seconds; not on Swarm)."""
     def janitor() -> None:
         warn_expiring(orchestrator.store, settings.expiry_warning)
         orchestrator.expire_due()
@@ -69,6 +73,7 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
     return [
         PeriodicWorker("provisioner", settings.provisioner_interval, orchestrator.run_pending),
         PeriodicWorker("janitor", settings.janitor_interval, janitor),
+        PeriodicWorker("scheduler", min(SCHEDULE_INTERVAL, settings.janitor_interval), orchestrator.run_schedules),
         PeriodicWorker("event-pruner", settings.janitor_interval,
                        lambda: prune_events(orchestrator.store, settings.event_retention)),
         PeriodicWorker("audit-pruner", settings.janitor_interval,
@@ -76,4 +81,6 @@ def standard_workers(orchestrator: Orchestrator, settings: Settings) -> list[Per
         PeriodicWorker("activity", FLUSH_INTERVAL, orchestrator.activity.flush),
         *([PeriodicWorker("node-watch", NODE_WATCH_INTERVAL, orchestrator.node_watch.sweep)]
           if settings.engine == "swarm" else []),
+        *([PeriodicWorker("pool-refill", POOL_INTERVAL, orchestrator.pools.refill)]
+          if orchestrator.pools.enabled else []),
     ]

@@ -46,6 +46,8 @@ TAGS = [
     {"name": "audit", "description": "Who did what (admins)."},
     {"name": "admin", "description": "Operators' endpoints: doctor, orphans, backup, metrics."},
     {"name": "nodes", "description": "The hosts workspaces run on: a Swarm cluster's nodes (admins)."},
+    {"name": "pools", "description": "Warm pools: workspaces of a template kept ready for creates to claim "
+                                     "(admins)."},
     {"name": "health", "description": "Liveness, without authentication."},
 ]
 

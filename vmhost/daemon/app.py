@@ -38,6 +38,7 @@ from vmhost.daemon.routes import (
     me,
     nodes,
     operations,
+    pools,
     ports,
     preview,
     quotas,
@@ -92,7 +93,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
                         authenticator=Authenticator(settings, orchestrator),
                         events=EventBus(orchestrator.store, orchestrator.activity),
                         workspace_lists=WorkspaceListCache(orchestrator.store), sessions=session_gate(settings),
-                        token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers),
+                        token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers, orchestrator.pools),
                         audit=AuditLog(orchestrator.store), read_limiter=anyio.CapacityLimiter(READ_THREADS),
                         stream_limiter=anyio.CapacityLimiter(STREAM_THREADS),
                         previews=Previews(settings.preview_idle_timeout))
@@ -101,7 +102,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     # edits, commands, snapshots, ports and preview before workspaces, whose POST /{ref}/{action} would catch
     # their paths; the busiest routes early, as each request tries the routes in this order
     for module in (edits, commands, snapshots, ports, preview, workspaces, operations, health, admin, files, templates,
-                   tokens, ui, events, shell, quotas, me, audit, nodes):
+                   tokens, ui, events, shell, quotas, me, audit, nodes, pools):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)

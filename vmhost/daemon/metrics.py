@@ -1,4 +1,4 @@
-"""Prometheus metrics for `GET /metrics`: workspaces by status (read from the database at each scrape),
+"""Prometheus metrics for `GET /metrics`: workspaces by status and the warm pools (read at each scrape),
 operations by type and result with their durations (from the store's events), HTTP requests by route
 template and status (an ASGI middleware), and background worker runs. One registry per app."""
 
@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vmhost.core.models import Event, OperationStatus, WorkspaceStatus
+from vmhost.core.pools import Pools, PoolStatus
 from vmhost.core.store import Store
 from vmhost.errors import VmhostError
 
@@ -21,11 +22,12 @@ OPERATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
 class StateCollector(Collector):
-    """Values read at scrape time: workspaces by status and the workers' run counts."""
+    """Values read at scrape time: workspaces by status, the warm pools and the workers' run counts."""
 
-    def __init__(self, store: Store, workers: Sequence[Any]) -> None:
+    def __init__(self, store: Store, workers: Sequence[Any], pools: Pools | None) -> None:
         self.store = store
         self.workers = workers
+        self.pools = pools
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         workspaces = GaugeMetricFamily("vmhost_workspaces", "Workspaces by status", labels=["status"])
@@ -33,6 +35,8 @@ class StateCollector(Collector):
         for status in WorkspaceStatus:
             workspaces.add_metric([status.value], counts.get(status.value, 0))
         yield workspaces
+        if self.pools is not None:
+            yield from self._pools(self.pools.status())
         runs = CounterMetricFamily("vmhost_worker_runs", "Runs of each background worker (the janitor's are "
                                    "its TTL sweeps)", labels=["worker"])
         for worker in self.workers:
@@ -41,11 +45,22 @@ class StateCollector(Collector):
         yield runs
 
 
+    @staticmethod
+    def _pools(pools: Sequence[PoolStatus]) -> Iterable[GaugeMetricFamily]:
+        for name, what in (("size", "Workspaces each template's warm pool keeps ready"),
+                           ("ready", "Warm pool workspaces ready to be claimed"),
+                           ("filling", "Warm pool workspaces being created and provisioned")):
+            gauge = GaugeMetricFamily(f"vmhost_pool_{name}", what, labels=["template"])
+            for pool in pools:
+                gauge.add_metric([pool.template], getattr(pool, name))
+            yield gauge
+
+
 class Metrics:
-    def __init__(self, store: Store, workers: Sequence[Any]) -> None:
+    def __init__(self, store: Store, workers: Sequence[Any], pools: Pools | None = None) -> None:
         self.store = store
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(StateCollector(store, workers))
+        self.registry.register(StateCollector(store, workers, pools))
         self.operations = Histogram("vmhost_operation_duration_seconds",
                                     "Finished operations by type and result, with how long they ran",
                                     ["type", "result"], buckets=OPERATION_BUCKETS, registry=self.registry)

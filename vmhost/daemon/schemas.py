@@ -99,6 +99,12 @@ class WorkspaceOut(BaseModel):
                                                       "timeout")
     node: str | None = Field(description="the id of the node it runs on (see GET /api/v1/nodes): `local` on one "
                                          "Docker engine; null before its container is made")
+    autostart: str | None = Field(description="when it is started: `[DAYS] HH:MM ZONE`, e.g. `mon-fri 08:30 "
+                                              "Europe/Berlin` (days left out: every day); null: never")
+    autostop: str | None = Field(description="when it is stopped, written like `autostart` (always with its "
+                                             "zone); null: never")
+    next_autostart_at: datetime | None = Field(description="the next time its autostart is due")
+    next_autostop_at: datetime | None = Field(description="the next time its autostop is due")
     connection: Connection
 
     @classmethod
@@ -182,6 +188,8 @@ class TemplateOut(BaseModel):
     shell: str | None
     idle_timeout_seconds: int | None = Field(description="its workspaces are stopped after this long without "
                                                          "activity (the template's `idle_timeout`); null: never")
+    pool_size: int = Field(description="how many of its workspaces the daemon keeps created, started and "
+                                       "provisioned for creates to claim (see GET /api/v1/pools); 0: no pool")
     source: str
 
 
@@ -265,6 +273,17 @@ class NodeOut(BaseModel):
     @classmethod
     def of(cls, node: Node) -> NodeOut:
         return cls(**vars(node.info), workspaces=node.workspaces)
+
+
+class PoolOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    template: str
+    size: int = Field(description="how many workspaces the pool keeps ready (the template's pool_size; 0 on a "
+                                  "Swarm cluster, which has no pools)")
+    ready: int = Field(description="running and provisioned, waiting for a create to claim them")
+    filling: int = Field(description="being created and provisioned")
+    failed: int = Field(description="whose create failed; each is replaced a minute after it failed")
 
 
 class NodeEngineIn(BaseModel):
@@ -404,6 +423,15 @@ class WorkspaceEdit(BaseModel):
                                              description="stop the workspace after this long without activity; "
                                                          "0 or null: never (with a longest idle timeout in the "
                                                          "quota: that one)")
+    autostart: str | None = Field(None, max_length=100,
+                                  description="start it on these days at this time of day in this IANA zone: "
+                                              "`[DAYS] HH:MM [ZONE]`, e.g. `mon-fri 08:30 Europe/Berlin`; days "
+                                              "are mon..sun, ranges (mon-fri) or lists (mon,wed), every day when "
+                                              "left out; the zone is UTC when left out; null or \"\" clears it")
+    autostop: str | None = Field(None, max_length=100,
+                                 description="stop it at this time of day, written like `autostart` (e.g. "
+                                             "`19:00`); without a zone, the autostart's zone (else UTC); null or "
+                                             "\"\" clears it")
 
 
 class WorkspaceExtend(BaseModel):

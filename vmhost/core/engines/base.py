@@ -60,10 +60,12 @@ WATCHED_ACTIONS = ("start", "die", "stop", "destroy")  # the container events `c
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A bridge network of vmhost's."""
+    """A bridge network of vmhost's. On an `isolated` one the containers cannot reach each other (Docker's
+    enable_icc off): each is alone on it, as on a network of its own."""
 
     name: str
     labels: dict[str, str]
+    isolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,9 @@ class Engine(Protocol):
         """Make the bridge network unless it exists (parallel calls make one)."""
     def remove_network(self, name: str) -> None:
         """Remove a network; one missing, or still joined by a running container, is left alone."""
+    def move_network(self, container_id: str, leave: str, join: str) -> None:
+        """Move a (running) container from the network `leave` to the network `join`: joined first, then
+        left; a container already there is left as it is, so a repeated move does nothing."""
     def create_container(self, spec: ContainerSpec) -> str:
         """Create (not start) the container, replacing a leftover of the same name; returns its id."""
     def put_archive(self, container_id: str, path: str, archive: IO[bytes]) -> None:

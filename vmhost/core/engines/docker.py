@@ -95,6 +95,14 @@ class DockerEngine(DockerExec):
                 if exc.status_code != 403:  # 403: it has active endpoints
                     raise
 
+    def move_network(self, container_id: str, leave: str, join: str) -> None:
+        with self.errors(f"move container {container_id[:12]} to network {join}"):
+            joined = self.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+            if join not in joined:
+                self.client.api.connect_container_to_network(container_id, join)
+            if leave in joined:
+                self.client.api.disconnect_container_from_network(container_id, leave)
+
     def ensure_network(self, network: NetworkSpec) -> None:
         """Make the bridge network unless it exists."""
         with self.errors(f"create network {network.name}"), self._network_lock:
@@ -102,8 +110,9 @@ class DockerEngine(DockerExec):
                 self.client.api.inspect_network(network.name)
             except docker.errors.NotFound:
                 try:
-                    self.client.api.create_network(network.name, driver="bridge", labels=network.labels,
-                                                   check_duplicate=True)
+                    self.client.api.create_network(
+                        network.name, driver="bridge", labels=network.labels, check_duplicate=True,
+                        options={"com.docker.network.bridge.enable_icc": "false"} if network.isolated else None)
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # made meanwhile by a parallel create
                         raise

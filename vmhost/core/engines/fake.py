@@ -11,6 +11,7 @@ calling daemon dying in the middle of a call (`crash_at`). Every method may be c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import posixpath
 import tarfile
@@ -262,6 +263,17 @@ class FakeEngine:
                                       for c in self._live()):
                 return
             del self._networks[network.name]
+            self._changed.notify_all()
+
+    def move_network(self, container_id: str, leave: str, join: str) -> None:
+        doing = f"move the container to network {join}"
+        self._faults.enter("move_network", doing)
+        with self._lock:
+            container = self._container(container_id, doing)
+            if join not in self._networks:
+                raise ProviderError(f"cannot {doing}: network {join} not found", missing=True)
+            if container.spec.network != join:  # one network per container here: joining is leaving
+                container.spec = dataclasses.replace(container.spec, network=join)
             self._changed.notify_all()
 
     def create_container(self, spec: ContainerSpec) -> str:

@@ -268,6 +268,10 @@ class SwarmEngine:
     def remove_network(self, name: str) -> None:
         self.manager.remove_network(name)
 
+    def move_network(self, container_id: str, leave: str, join: str) -> None:
+        """A service's networks change only with a new task (a new container): no warm pool on a cluster."""
+        raise ProviderError("a workspace cannot change networks on a Swarm cluster (no warm pool there)")
+
     # -- workspaces as services -----------------------------------------------------------------
 
     def create_container(self, spec: ContainerSpec) -> str:

@@ -509,6 +509,12 @@ function idleStop(ws) {
   return ws.idle_stop_at ? `${text} (${when(ws.idle_stop_at)})` : text;
 }
 
+/** A workspace's autostart or autostop with the next time it is due, or "never". */
+function scheduled(text, next) {
+  if (!text) return "never";
+  return next ? `${text} (next ${when(next)})` : text;
+}
+
 function renderDetail() {
   const ws = state.workspaces.get(state.selected);
   if (!ws) { closeDetail(); return; }
@@ -523,6 +529,8 @@ function renderDetail() {
     ["Repository", ws.repo_url ? `${ws.repo_url}${ws.branch ? ` (${ws.branch})` : ""}` : "none"],
     ["Created", when(ws.created_at)], ["Expires", ws.expires_at ? when(ws.expires_at) : "never"],
     ["Idle stop", idleStop(ws)], ["Last activity", when(ws.last_activity_at)],
+    ["Autostart", scheduled(ws.autostart, ws.next_autostart_at)],
+    ["Autostop", scheduled(ws.autostop, ws.next_autostop_at)],
   ];
   $("overview").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
 }
