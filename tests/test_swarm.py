@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,21 @@ def test_snapshots_restores_and_rebuild_stay_on_the_workspaces_node(swarm_api: h
             assert engine.images.list(filters=snapshot_label) == []
 
 
+@contextmanager
+def others_paused(cluster: SwarmCluster, node: str) -> Iterator[None]:
+    """Every node but `node` takes no new work for a while (Swarm's availability `pause`)."""
+    with closing(cluster.client(0)) as manager:
+        others = [manager.nodes.get(n.node_id) for n in cluster.nodes if n.node_id != node]
+        try:
+            for other in others:
+                other.update({**other.attrs["Spec"], "Availability": "pause"})
+                other.reload()
+            yield
+        finally:
+            for other in others:
+                other.update({**other.attrs["Spec"], "Availability": "active"})
+
+
 def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
         drainer: Daemon, drainer_api: httpx.Client, cluster: SwarmCluster, name: str) -> None:
     workers = {n.node_id for n in cluster.nodes if n.index != 0}
@@ -268,7 +283,9 @@ def test_drain_moves_a_nodes_workspaces_with_their_files_and_activate_undoes_it(
         if made[-1]["node"] in workers:
             break
     running, node = made[-1], made[-1]["node"]
-    stopped = create_ws(drainer_api, f"{name}-b", **SMALL)["workspace"]
+    with others_paused(cluster, node):  # a stopped one on the node too: it moves without starting
+        stopped = create_ws(drainer_api, f"{name}-b", **SMALL)["workspace"]
+    assert stopped["node"] == node
     for workspace in (running, stopped):
         assert run(drainer_api, workspace["name"], f"echo {workspace['name']} > /workspace/data.txt; "
                                                  "echo conf > /etc/app.conf") == (0, "")
@@ -303,19 +320,12 @@ def test_a_workspace_no_other_node_has_room_for_stays_through_a_drain(
     workspace = create_ws(drainer_api, name, **SMALL)["workspace"]
     node = workspace["node"]
     assert run(drainer_api, name, "echo mine > /workspace/data.txt") == (0, "")
-    others = [n.node_id for n in cluster.nodes if n.node_id != node]
-    with closing(cluster.client(0)) as manager:
-        try:
-            for other in others:  # they take no new work: no room anywhere else
-                manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "pause"})
-            drained = drainer.cli("nodes", "drain", node)
-            assert drained.returncode == 4, (drained.stdout, drained.stderr)
-            assert drained.stdout.strip() == f"drain {node}: 0 moved, 1 stayed; node state paused"
-            assert drained.stderr.startswith(f"{name}: stays: no node has 0.25 CPUs and 64 MB free (0 nodes ready "
-                                             "of 3; none is ready)"), drained.stderr
-        finally:
-            for other in others:
-                manager.nodes.get(other).update({**manager.nodes.get(other).attrs["Spec"], "Availability": "active"})
+    with others_paused(cluster, node):  # no room anywhere else
+        drained = drainer.cli("nodes", "drain", node)
+    assert drained.returncode == 4, (drained.stdout, drained.stderr)
+    assert drained.stdout.strip() == f"drain {node}: 0 moved, 1 stayed; node state paused"
+    assert drained.stderr.startswith(f"{name}: stays: no node has 0.25 CPUs and 64 MB free (0 nodes ready "
+                                     "of 3; none is ready)"), drained.stderr
     kept = drainer_api.get(f"/api/v1/workspaces/{name}").json()
     assert (kept["status"], kept["node"]) == ("running", node)
     assert run(drainer_api, name, "cat /workspace/data.txt") == (0, "mine\n")

@@ -99,12 +99,13 @@ class Drains:
         self.nodes.check_room(limits.cpus, limits.memory_mb)  # the paused node does not count
         container_id = container_of(workspace)
         running = workspace.status == WorkspaceStatus.RUNNING
-        if not running:  # on Swarm a stopped workspace has no container: make one to read from
-            self.engine.start(container_id)
-        committed = self.engine.commit(container_id, MOVED_REPOSITORY, workspace.id,
-                                       self.lifecycle.labels_for(workspace))
-        image = f"{MOVED_REPOSITORY}:{workspace.id}"
-        say(f"committed its filesystem ({committed.added_bytes} bytes on top of its image)")
+        if running:
+            committed = self.engine.commit(container_id, MOVED_REPOSITORY, workspace.id,
+                                           self.lifecycle.labels_for(workspace))
+            image = f"{MOVED_REPOSITORY}:{workspace.id}"
+            say(f"committed its filesystem ({committed.added_bytes} bytes on top of its image)")
+        else:  # on Swarm a stopped workspace has no container: its next start makes one from its image
+            image = workspace.image
         with tempfile.TemporaryFile(prefix="vmhost-move-") as archive:
             chunks, _ = self.engine.get_archive(container_id, VOLUME_PATH)
             with closing(chunks):
