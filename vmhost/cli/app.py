@@ -28,6 +28,7 @@ def cli() -> "TyperGroup":
         edits,
         events,
         files,
+        keys,
         local,
         nodes,
         openapi,

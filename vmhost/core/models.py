@@ -250,6 +250,19 @@ class Token:
     revoked_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class SshKey:
+    """A user's SSH public key (see vmhost.core.sshkeys)."""
+
+    id: str
+    user: str
+    public_key: str  # OpenSSH form, without the comment
+    fingerprint: str  # "SHA256:..."
+    comment: str
+    admin: bool  # an admin key: may open any user's workspace
+    created_at: datetime
+
+
 @dataclass
 class Event:
     id: int
