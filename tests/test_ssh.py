@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from conftest import Daemon
+import pytest
+from conftest import Daemon, create_ws
+
+from vmhost.core.engines import Engine
+from vmhost.testing import free_port, remove_instance_objects
 
 
 def keygen(directory: Path, name: str) -> Path:
@@ -43,3 +51,51 @@ def test_keys_through_the_api_and_the_cli(daemon: Daemon, tmp_path: Path) -> Non
     assert daemon.cli("keys", "rm", added.json()["id"]).returncode == 3
     bad = daemon.cli("keys", "add", str(other))  # the private key
     assert bad.returncode == 2 and "private key" in bad.stderr
+
+
+@dataclass
+class SshSetup:
+    daemon: Daemon
+    port: int
+    home: Path
+    alice_key: Path
+    alice_token: str
+    workspace: dict[str, Any]
+
+    def ssh(self, *args: str, key: Path | None = None, user: str | None = None, input: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ssh", *SSH_OPTIONS, "-i", str(key or self.alice_key), "-p", str(self.port),
+                               f"{user or self.workspace['name']}@127.0.0.1", *args],
+                              capture_output=True, text=True, input=input, timeout=timeout,
+                              env={**os.environ, "HOME": str(self.home)})
+
+
+SSH_OPTIONS = ("-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
+
+
+@pytest.fixture(scope="module")
+def ssh_setup(templates_dir: Path, docker_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[SshSetup]:
+    """One daemon with its SSH server on a free loopback port, alice's key and running workspace."""
+    port = free_port()
+    daemon = Daemon(templates_dir, {"VMHOST_SSH_BIND": f"127.0.0.1:{port}"}).start()
+    try:
+        home = tmp_path_factory.mktemp("home")
+        key = keygen(home, "alice")
+        token = daemon.token("alice")
+        with daemon.tcp(token) as client:
+            assert client.post("/api/v1/ssh-keys", json={"public_key": key.with_suffix(".pub").read_text()}
+                               ).status_code == 201
+            workspace = create_ws(client, "web")["workspace"]
+        yield SshSetup(daemon, port, home, key, token, workspace)
+    finally:
+        daemon.cleanup()
+        remove_instance_objects(docker_engine, daemon.instance)
+
+
+def test_a_command_runs_with_its_exit_code_and_stdout_and_stderr_apart(ssh_setup: SshSetup) -> None:
+    done = ssh_setup.ssh("echo out; echo err >&2; cat; exit 3", input="from stdin\n")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "out\nfrom stdin\n"
+    assert done.stderr == "err\n"

@@ -66,6 +66,7 @@ class Door(enum.StrEnum):
     SOCKET = "socket"
     TOKEN = "token"
     PROXY = "proxy"
+    SSH = "ssh"
     INTERNAL = "internal"
 
 
