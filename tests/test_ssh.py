@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from conftest import Daemon, create_ws
+from conftest import Daemon, create_ws, wait_op
 
 from vmhost.core.engines import Engine
 from vmhost.testing import free_port, remove_instance_objects
@@ -99,3 +101,90 @@ def test_a_command_runs_with_its_exit_code_and_stdout_and_stderr_apart(ssh_setup
     assert done.returncode == 3, done.stderr
     assert done.stdout == "out\nfrom stdin\n"
     assert done.stderr == "err\n"
+
+
+def test_sessions_are_audited_with_the_key_and_how_they_ended(ssh_setup: SshSetup) -> None:
+    assert ssh_setup.ssh("exit 7").returncode == 7
+    with ssh_setup.daemon.client() as admin:
+        entries = admin.get("/api/v1/audit", params={"user": "alice", "workspace": "web"}).json()["items"]
+    ended = next(e for e in entries if e["action"] == "ssh.exec" and e["path"].startswith("exec exit 7"))
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(ssh_setup.alice_key)],
+                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    assert fingerprint in ended["path"] and ended["code"] == "exit 7" and ended["door"] == "ssh"
+
+
+def test_an_interactive_shell_follows_window_changes(ssh_setup: SshSetup, tmp_path: Path) -> None:
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    command = " ".join(["env", f"HOME={ssh_setup.home}", "ssh", "-tt", *SSH_OPTIONS, "-i", str(ssh_setup.alice_key),
+                        "-p", str(ssh_setup.port), "web@127.0.0.1"])
+    subprocess.run([*tmux, "new-session", "-d", "-s", "ssh", "-x", "80", "-y", "24", command], check=True)
+    try:
+        def screen() -> str:
+            return subprocess.run([*tmux, "capture-pane", "-p", "-t", "ssh"], capture_output=True, text=True).stdout
+
+        def wait_for(text: str) -> None:
+            deadline = time.monotonic() + 20
+            while text not in screen():
+                assert time.monotonic() < deadline, f"{text!r} never appeared on:\n{screen()}"
+                time.sleep(0.1)
+
+        wait_for("/workspace #")
+        subprocess.run([*tmux, "send-keys", "-t", "ssh", "stty size", "Enter"], check=True)
+        wait_for("24 80")
+        subprocess.run([*tmux, "resize-window", "-t", "ssh", "-x", "100", "-y", "30"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", "ssh", "clear; stty size", "Enter"], check=True)
+        wait_for("30 100")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_a_local_forward_reaches_a_server_in_the_workspace(ssh_setup: SshSetup) -> None:
+    started = ssh_setup.ssh("mkdir -p /tmp/www && echo hello from httpd > /tmp/www/index.html && "
+                            "httpd -p 8080 -h /tmp/www")
+    assert started.returncode == 0, started.stderr
+    local = free_port()
+    forward = subprocess.Popen(["ssh", *SSH_OPTIONS, "-N", "-i", str(ssh_setup.alice_key), "-p", str(ssh_setup.port),
+                                "-L", f"127.0.0.1:{local}:localhost:8080", "web@127.0.0.1"],
+                               env={**os.environ, "HOME": str(ssh_setup.home)})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{local}/index.html", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and forward.poll() is None, "the forward never answered"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and answer.text == "hello from httpd\n"
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+
+def test_another_users_key_is_refused(ssh_setup: SshSetup) -> None:
+    bob = keygen(ssh_setup.home, "bob")
+    with ssh_setup.daemon.tcp(ssh_setup.daemon.token("bob")) as client:
+        assert client.post("/api/v1/ssh-keys", json={"public_key": bob.with_suffix(".pub").read_text()}
+                           ).status_code == 201
+    for user in ("web", "alice/web"):
+        refused = ssh_setup.ssh("true", key=bob, user=user)
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_a_removed_key_is_refused_at_once(ssh_setup: SshSetup) -> None:
+    second = keygen(ssh_setup.home, "alice-second")
+    with ssh_setup.daemon.tcp(ssh_setup.alice_token) as client:
+        added = client.post("/api/v1/ssh-keys", json={"public_key": second.with_suffix(".pub").read_text()}).json()
+        assert ssh_setup.ssh("true", key=second).returncode == 0
+        assert client.delete(f"/api/v1/ssh-keys/{added['id']}").status_code == 200
+    refused = ssh_setup.ssh("true", key=second)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_a_stopped_workspace_is_refused_with_how_to_start_it(ssh_setup: SshSetup) -> None:
+    with ssh_setup.daemon.tcp(ssh_setup.alice_token) as client:
+        workspace = create_ws(client, "parked")["workspace"]
+        stopping = client.post(f"/api/v1/workspaces/{workspace['id']}/actions/stop")
+        assert wait_op(client, stopping.json()["id"])["status"] == "succeeded"
+    refused = ssh_setup.ssh("true", user="parked")
+    assert refused.returncode == 1 and "vmhost ws start parked" in refused.stderr
