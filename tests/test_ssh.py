@@ -188,3 +188,35 @@ def test_a_stopped_workspace_is_refused_with_how_to_start_it(ssh_setup: SshSetup
         assert wait_op(client, stopping.json()["id"])["status"] == "succeeded"
     refused = ssh_setup.ssh("true", user="parked")
     assert refused.returncode == 1 and "vmhost ws start parked" in refused.stderr
+
+
+def test_ssh_through_config_ssh_over_the_socket_and_over_tcp(ssh_setup: SshSetup, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host other\n    User me\n")
+    daemon = ssh_setup.daemon
+    written = daemon.cli("config-ssh", "--file", str(config))
+    assert written.returncode == 0, written.stderr
+    again = daemon.cli("config-ssh", "--file", str(config))  # updated in place, not added twice
+    assert again.returncode == 0 and config.read_text().count("vmhost: begin") == 1
+    assert config.read_text().startswith("Host other\n    User me\n")
+
+    def ssh(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ssh", "-F", str(config), "-o", "StrictHostKeyChecking=no", "-o",
+                               "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "web.vmhost",
+                               "echo on $(hostname); exit 4"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**daemon.cli_env(env), "HOME": str(tmp_path)})
+
+    over_socket = ssh({})
+    assert over_socket.returncode == 4 and over_socket.stdout.startswith("on "), over_socket.stderr
+    over_tcp = ssh({"VMHOST_SOCKET": str(tmp_path / "nothing.sock"), "VMHOST_URL": daemon.url,
+                    "VMHOST_TOKEN": ssh_setup.alice_token})
+    assert over_tcp.returncode == 4 and over_tcp.stdout == over_socket.stdout, over_tcp.stderr
+
+    removed = daemon.cli("config-ssh", "--remove", "--file", str(config))
+    assert removed.returncode == 0 and config.read_text() == "Host other\n    User me\n"
+
+
+def test_ssh_proxy_says_when_the_ssh_server_is_off(daemon: Daemon) -> None:
+    refused = daemon.cli("ssh-proxy", "web.vmhost", input="")
+    assert refused.returncode == 4 and "SSH server is off" in refused.stderr

@@ -37,6 +37,7 @@ def cli() -> "TyperGroup":
         ports,
         shell,
         snapshots,
+        sshproxy,
         templates,
         tokens,
         workspaces,

@@ -44,6 +44,7 @@ from vmhost.daemon.routes import (
     quotas,
     shell,
     snapshots,
+    ssh,
     sshkeys,
     templates,
     tokens,
@@ -108,7 +109,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     # edits, commands, snapshots, ports and preview before workspaces, whose POST /{ref}/{action} would catch
     # their paths; the busiest routes early, as each request tries the routes in this order
     for module in (edits, commands, snapshots, ports, preview, workspaces, operations, health, admin, files, templates,
-                   tokens, sshkeys, ui, events, shell, quotas, me, audit, nodes, pools):
+                   tokens, sshkeys, ui, events, shell, ssh, quotas, me, audit, nodes, pools):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)
