@@ -103,6 +103,19 @@ def test_a_command_runs_with_its_exit_code_and_stdout_and_stderr_apart(ssh_setup
     assert done.stderr == "err\n"
 
 
+def test_doctor_and_config_show_give_the_host_key_fingerprint(ssh_setup: SshSetup) -> None:
+    scanned = subprocess.run(["ssh-keyscan", "-p", str(ssh_setup.port), "-t", "ed25519", "127.0.0.1"],
+                             capture_output=True, text=True, timeout=30).stdout
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "-"], input=scanned, capture_output=True,
+                                 text=True, check=True).stdout.split()[1]
+    with ssh_setup.daemon.client() as admin:
+        checks = {c["name"]: c for c in admin.get("/api/v1/doctor").json()}
+    assert checks["ssh"]["ok"] and fingerprint in checks["ssh"]["detail"]
+    shown = ssh_setup.daemon.cli("config", "show", env={"VMHOST_DB_PATH": str(ssh_setup.daemon.db_path),
+                                                        "VMHOST_SSH_BIND": f"127.0.0.1:{ssh_setup.port}"})
+    assert f"ssh host key: {fingerprint}" in shown.stdout, shown.stderr
+
+
 def test_sessions_are_audited_with_the_key_and_how_they_ended(ssh_setup: SshSetup) -> None:
     assert ssh_setup.ssh("exit 7").returncode == 7
     with ssh_setup.daemon.client() as admin:
