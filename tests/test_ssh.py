@@ -233,3 +233,34 @@ def test_ssh_through_config_ssh_over_the_socket_and_over_tcp(ssh_setup: SshSetup
 def test_ssh_proxy_says_when_the_ssh_server_is_off(daemon: Daemon) -> None:
     refused = daemon.cli("ssh-proxy", "web.vmhost", input="")
     assert refused.returncode == 4 and "SSH server is off" in refused.stderr
+
+
+def test_a_user_holds_a_limited_number_of_connections_and_an_idle_one_is_closed(
+        templates_dir: Path, docker_engine: Engine, tmp_path: Path) -> None:
+    port = free_port()
+    daemon = Daemon(templates_dir, {"VMHOST_SSH_BIND": f"127.0.0.1:{port}", "VMHOST_USER_MAX_SSH_SESSIONS": "1",
+                                    "VMHOST_SSH_IDLE_TIMEOUT": "2"}).start()
+    try:
+        key = keygen(tmp_path, "carol")
+        with daemon.tcp(daemon.token("carol")) as client:
+            assert client.post("/api/v1/ssh-keys", json={"public_key": key.with_suffix(".pub").read_text()}
+                               ).status_code == 201
+            workspace = create_ws(client, "box")["workspace"]
+        setup = SshSetup(daemon, port, tmp_path, key, "", workspace)
+        holder = subprocess.Popen(["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port), "box@127.0.0.1",
+                                   "while :; do echo .; sleep 0.5; done"], stdout=subprocess.PIPE,
+                                  env={**os.environ, "HOME": str(tmp_path)})
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b".\n"
+            refused = setup.ssh("true")
+            assert refused.returncode == 1 and "too many SSH connections" in refused.stderr, refused.stderr
+        finally:
+            holder.terminate()
+            holder.wait(10)
+        deadline = time.monotonic() + 20
+        while (idle := setup.ssh("sleep 60")).returncode == 1 and "too many" in idle.stderr:
+            assert time.monotonic() < deadline, "the first connection's place was never given back"
+        assert idle.returncode == 255 and "vmhost: no traffic for 2 s" in idle.stderr, idle.stderr
+    finally:
+        daemon.cleanup()
+        remove_instance_objects(docker_engine, daemon.instance)

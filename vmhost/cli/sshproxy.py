@@ -68,10 +68,9 @@ async def _relay(client: "VmhostClient", workspace: str) -> None:
                 aconnect_ws(f"/ws/ssh?workspace={quote(workspace)}", http, max_message_size_bytes=4 * CHUNK) as ws:
             async with anyio.create_task_group() as group:
                 async def from_stdin() -> None:
+                    # at the end of stdin the daemon's answer may still be on its way: the daemon closes
                     while data := await anyio.to_thread.run_sync(os.read, 0, CHUNK, abandon_on_cancel=True):
                         await ws.send_bytes(data)
-                    await ws.close()
-                    group.cancel_scope.cancel()
 
                 group.start_soon(from_stdin)
                 try:

@@ -42,6 +42,7 @@ SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server", "/usr/li
 ALLOWED_ENV = ("LANG", "TERM")  # and every LC_*
 KEEPALIVE = 60.0  # seconds between keepalives to a client that sends nothing
 WATCH_INTERVAL = 5.0  # seconds between checks for an idle connection
+CLOSE_GRACE = 5.0  # seconds a client whose sessions were ended for being idle has to hang up
 
 
 def allowed_env(sent: dict[str, str]) -> dict[str, str]:
@@ -65,6 +66,7 @@ class Login:
     workspace_id: str
     workspace_name: str
     fingerprint: str | None
+    refused: VmhostError | None = None  # why its sessions are refused (past its user's connection limit)
     session: Session | None = None
     activity: ActivitySession | None = None
     last_traffic: float = field(default_factory=time.monotonic)
@@ -150,8 +152,14 @@ class SshServer:
         return Login(caller, workspace.id, workspace.name, registered.fingerprint)
 
     def hold(self, login: Login) -> None:
-        """Count the connection against its user's limit (TooManyRequests past it) and as activity."""
-        login.session = self.sessions.open(SessionKind.SSH, login.caller.user)
+        """Count the connection against its user's limit and as activity. Past the limit the login is
+        let in but each of its sessions refused with why: a client shows a session's stderr, not always
+        an authentication banner."""
+        try:
+            login.session = self.sessions.open(SessionKind.SSH, login.caller.user)
+        except VmhostError as exc:
+            login.refused = exc
+            return
         login.activity = self.orchestrator.activity.session(login.workspace_id)
 
     def record(self, login: Login, action: str, what: str, ended: str, status: int) -> None:
@@ -183,7 +191,12 @@ class SshServer:
         action, what = (("ssh.sftp", f"subsystem {subsystem}") if subsystem else
                         ("ssh.exec", f"exec {command}") if command is not None else ("ssh.shell", "shell"))
         exit_code, ended = 255, "ended"
+        task = asyncio.current_task()
+        assert task is not None
+        owner.running.add(task)
         try:
+            if login.refused is not None:
+                raise login.refused
             workspace, container = await anyio.to_thread.run_sync(self.running, login)
             exit_code = await self._session(process, login, workspace, container)
             ended = f"exit {exit_code}"
@@ -192,7 +205,13 @@ class SshServer:
             exit_code, ended = 1, f"refused: {exc.detail}"
         except (asyncssh.BreakReceived, asyncssh.SignalReceived, ConnectionError, asyncssh.Error) as exc:
             ended = f"disconnected: {type(exc).__name__}"
+        except asyncio.CancelledError:
+            if owner.idle_reason is None:
+                raise  # the daemon is stopping
+            process.stderr.write(f"\r\nvmhost: {owner.idle_reason}; the connection is closed\r\n".encode())
+            ended = f"closed: {owner.idle_reason}"
         finally:
+            owner.running.discard(task)
             await anyio.to_thread.run_sync(self.record, login, action, what, ended, exit_code)
         process.exit(exit_code)
 
@@ -243,6 +262,8 @@ class SshServer:
     async def forward(self, login: Login, port: int) -> asyncssh.SSHTCPSession[bytes]:
         """A direct-tcpip channel to `port` of the workspace, by the port tunnels' rules."""
         try:
+            if login.refused is not None:
+                raise login.refused
             target = await anyio.to_thread.run_sync(self.orchestrator.ports.tunnel_target, login.caller,
                                                     login.workspace_id, port)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), 10)
@@ -343,6 +364,8 @@ class _Connection(asyncssh.SSHServer):
         self.server = server
         self.login = login
         self.conn: asyncssh.SSHServerConnection | None = None
+        self.running: set[asyncio.Task[Any]] = set()  # its sessions
+        self.idle_reason: str | None = None  # set when it is closed for being idle
         self._watch: asyncio.Task[None] | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -351,11 +374,7 @@ class _Connection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else None
         if self.login is not None:
-            try:
-                self.server.hold(self.login)
-            except VmhostError as exc:
-                conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, exc.detail)
-                return
+            self.server.hold(self.login)
             self._watching()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -381,13 +400,7 @@ class _Connection(asyncssh.SSHServer):
         login = await anyio.to_thread.run_sync(self.server.login_with_key, username, key, self.address)
         if login is None:
             return False
-        try:
-            self.server.hold(login)
-        except VmhostError as exc:
-            assert self.conn is not None
-            self.conn.send_auth_banner(f"vmhost: {exc.detail}\r\n")
-            login.release()
-            return False
+        self.server.hold(login)
         self.login = login
         self._watching()
         log.info("SSH login of %s to workspace %s (key %s)", login.caller.user, login.workspace_name,
@@ -409,4 +422,13 @@ class _Connection(asyncssh.SSHServer):
         timeout = self.server.settings.ssh_idle_timeout
         while (left := self.login.last_traffic + timeout - time.monotonic()) > 0:
             await asyncio.sleep(min(left, WATCH_INTERVAL))
-        self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"no traffic for {timeout:.0f} s")
+        self.idle_reason = f"no traffic for {timeout:.0f} s"
+        # the sessions end first, each saying why on its stderr: the client then hangs up by itself (a
+        # disconnect's reason may be lost, as the connection is reset right after it)
+        sessions = list(self.running)
+        for task in sessions:
+            task.cancel()
+        if sessions:
+            await asyncio.wait(sessions, timeout=CLOSE_GRACE)
+            await asyncio.sleep(CLOSE_GRACE)  # cancelled when the client hangs up (see connection_lost)
+        self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, self.idle_reason)
