@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -261,6 +262,54 @@ def test_a_user_holds_a_limited_number_of_connections_and_an_idle_one_is_closed(
         while (idle := setup.ssh("sleep 60")).returncode == 1 and "too many" in idle.stderr:
             assert time.monotonic() < deadline, "the first connection's place was never given back"
         assert idle.returncode == 255 and "vmhost: no traffic for 2 s" in idle.stderr, idle.stderr
+    finally:
+        daemon.cleanup()
+        remove_instance_objects(docker_engine, daemon.instance)
+
+
+def test_only_lang_lc_and_term_reach_the_session(ssh_setup: SshSetup) -> None:
+    done = subprocess.run(
+        ["ssh", *SSH_OPTIONS, "-o", "SetEnv=LC_TEST=yes FOO=no LANG=C.UTF-8", "-i", str(ssh_setup.alice_key), "-p",
+         str(ssh_setup.port), "web@127.0.0.1", "echo $LC_TEST/$FOO/$LANG"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(ssh_setup.home)})
+    assert done.returncode == 0 and done.stdout == "yes//C.UTF-8\n", done.stderr
+
+
+def test_an_admin_key_opens_another_users_workspace(ssh_setup: SshSetup) -> None:
+    key = keygen(ssh_setup.home, "root-admin")
+    added = ssh_setup.daemon.cli("keys", "add", "--admin", str(key.with_suffix(".pub")))
+    assert added.returncode == 0, added.stderr
+    done = ssh_setup.ssh("echo in $PWD", key=key, user="alice/web")
+    assert done.returncode == 0 and done.stdout == "in /workspace\n", done.stderr
+
+
+def test_sftp_without_an_sftp_server_in_the_image_is_refused_clearly(ssh_setup: SshSetup) -> None:
+    done = subprocess.run(["sftp", *SSH_OPTIONS, "-i", str(ssh_setup.alice_key), "-P", str(ssh_setup.port), "-b", "-",
+                           "web@127.0.0.1"], input="ls\n", capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HOME": str(ssh_setup.home)})
+    assert done.returncode != 0 and "has no sftp-server" in done.stderr, done.stderr
+
+
+def test_the_daemon_stops_cleanly_with_an_ssh_session_open(templates_dir: Path, docker_engine: Engine,
+                                                           tmp_path: Path) -> None:
+    port = free_port()
+    daemon = Daemon(templates_dir, {"VMHOST_SSH_BIND": f"127.0.0.1:{port}"}).start()
+    try:
+        key = keygen(tmp_path, "erin")
+        with daemon.tcp(daemon.token("erin")) as client:
+            assert client.post("/api/v1/ssh-keys", json={"public_key": key.with_suffix(".pub").read_text()}
+                               ).status_code == 201
+            create_ws(client, "box")
+        session = subprocess.Popen(["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port), "box@127.0.0.1",
+                                    "echo ready; sleep 600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**os.environ, "HOME": str(tmp_path)})
+        try:
+            assert session.stdout is not None and session.stdout.readline() == b"ready\n"
+            assert daemon.stop(signal.SIGTERM) == 0 or daemon.process.returncode in (0, -signal.SIGTERM)  # type: ignore[union-attr]
+            assert session.wait(30) == 255  # the client saw its connection end
+        finally:
+            session.kill()
+            session.wait()
     finally:
         daemon.cleanup()
         remove_instance_objects(docker_engine, daemon.instance)

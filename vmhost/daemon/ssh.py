@@ -13,6 +13,7 @@ stdout and stderr apart (`open_process`). `direct-tcpip` reaches the workspace's
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import time
@@ -100,7 +101,7 @@ class SshServer:
         return self.settings.ssh_address is not None
 
     def _options(self, **extra: Any) -> dict[str, Any]:
-        return dict(server_host_keys=[str(self.host_key)], process_factory=self._run_process, encoding=None,
+        return dict(server_host_keys=[str(self.host_key)], encoding=None,
                     login_timeout=self.settings.ssh_login_timeout, keepalive_interval=KEEPALIVE,
                     allow_scp=False, agent_forwarding=False, x11_forwarding=False, allow_pty=True,
                     server_version="vmhost", **extra)
@@ -357,6 +358,26 @@ class _Forward(asyncssh.SSHTCPSession[bytes]):
         self.writer.close()
 
 
+class _Session(asyncssh.SSHServerProcess[bytes]):
+    """A session whose subsystem requests are all taken: the session itself says which it serves (sftp,
+    by the image's own sftp-server) and refuses the others with a message. asyncssh would take sftp only
+    to serve it itself, from the daemon's own files."""
+
+    def __init__(self, run: Callable[[asyncssh.SSHServerProcess[bytes]], Any]) -> None:
+        super().__init__(run, None, 0, False)
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        """Every session, a subsystem's too, goes to the process factory."""
+        chan = self.channel
+        started = self._start_process(asyncssh.SSHReader(self, chan), asyncssh.SSHWriter(self, chan),
+                                      asyncssh.SSHWriter(self, chan, asyncssh.EXTENDED_DATA_STDERR))
+        if inspect.isawaitable(started):
+            chan.get_connection().create_task(started)
+
+
 class _Connection(asyncssh.SSHServer):
     """One client connection: its login (given already when ssh-proxy brought it), and its end."""
 
@@ -406,6 +427,9 @@ class _Connection(asyncssh.SSHServer):
         log.info("SSH login of %s to workspace %s (key %s)", login.caller.user, login.workspace_name,
                  login.fingerprint)
         return True
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        return _Session(self.server._run_process)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> Any:
