@@ -173,6 +173,13 @@ def test_a_local_forward_reaches_a_server_in_the_workspace(ssh_setup: SshSetup) 
     finally:
         forward.terminate()
         forward.wait(10)
+    with ssh_setup.daemon.client() as admin:
+        deadline = time.monotonic() + 10
+        while "closed" not in (ends := {e["code"] for e in admin.get("/api/v1/audit", params={"user": "alice"}).json()[
+                "items"] if e["action"] == "ssh.forward"}):
+            assert time.monotonic() < deadline, ends
+            time.sleep(0.2)
+        assert "opened" in ends
 
 
 def test_another_users_key_is_refused(ssh_setup: SshSetup) -> None:

@@ -273,8 +273,10 @@ class SshServer:
         except (OSError, TimeoutError):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing answers on port {port} in workspace {login.workspace_name!r}")
-        await anyio.to_thread.run_sync(self.record, login, "ssh.forward", f"direct-tcpip port {port}", "opened", 0)
-        return _Forward(reader, writer, lambda: self._traffic(login))
+        what = f"direct-tcpip port {port}"
+        await anyio.to_thread.run_sync(self.record, login, "ssh.forward", what, "opened", 0)
+        return _Forward(reader, writer, lambda: self._traffic(login),
+                        lambda: self.record(login, "ssh.forward", what, "closed", 0))
 
     def _traffic(self, login: Login) -> None:
         login.moved()
@@ -324,10 +326,12 @@ async def _pump(process: asyncssh.SSHServerProcess[bytes], login: Login,
 class _Forward(asyncssh.SSHTCPSession[bytes]):
     """A direct-tcpip channel carried to a connection in the workspace, both ways."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, moved: Callable[[], None]) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, moved: Callable[[], None],
+                 ended: Callable[[], None]) -> None:
         self.reader = reader
         self.writer = writer
         self.moved = moved
+        self.ended = ended  # blocks (an audit entry): run in a thread
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
@@ -356,6 +360,7 @@ class _Forward(asyncssh.SSHTCPSession[bytes]):
         if self._task is not None:
             self._task.cancel()
         self.writer.close()
+        asyncio.get_running_loop().run_in_executor(None, self.ended)
 
 
 class _Session(asyncssh.SSHServerProcess[bytes]):
