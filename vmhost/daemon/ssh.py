@@ -100,11 +100,11 @@ class SshServer:
     def enabled(self) -> bool:
         return self.settings.ssh_address is not None
 
-    def _options(self, **extra: Any) -> dict[str, Any]:
+    def _options(self) -> dict[str, Any]:
         return dict(server_host_keys=[str(self.host_key)], encoding=None,
                     login_timeout=self.settings.ssh_login_timeout, keepalive_interval=KEEPALIVE,
                     allow_scp=False, agent_forwarding=False, x11_forwarding=False, allow_pty=True,
-                    server_version="vmhost", **extra)
+                    server_version="vmhost")
 
     async def start(self) -> None:
         address = self.settings.ssh_address
