@@ -3,8 +3,9 @@
 Daemons in turn, each on its own temporary database, socket and loopback port. The first starts
 empty: idle memory, the lifecycle, commands, events and concurrent creates, each against the same
 work done straight through the docker SDK, and a port's traffic through the preview and the tunnel
-against a direct connection to the container. The second keeps a warm pool of 10 (bench/pool.py). The
-third starts on a database seeded with workspace rows (1,000; 50 with --quick): the list endpoint,
+against a direct connection to the container. The second keeps a warm pool of 10 (bench/pool.py); the
+next has its SSH server on, for `ssh web.vmhost true` against `vmhost ws exec` (bench/ssh.py). The
+one after starts on a database seeded with workspace rows (1,000; 50 with --quick): the list endpoint,
 `vmhost workspaces ls`, and memory with those rows. The last runs on a three-node Swarm built on this
 machine (bench/swarm.py).
 """
@@ -31,6 +32,7 @@ from bench import cases, ports, report
 from bench.environment import Bench, describe_docker
 from bench.measure import Result
 from bench.pool import pool_rows
+from bench.ssh import ssh_rows
 from bench.swarm import swarm_rows
 from vmhost.testing import remove_instance_objects
 
@@ -73,6 +75,8 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
     remove_instance_objects(bench.engine, bench.instance)
     results += run_case(lambda _: pool_rows(bench, sizes.plan, sizes.pool_size, sizes.pool_creates), ctx, progress,
                         "warm pool")
+    remove_instance_objects(bench.engine, bench.instance)
+    results += run_case(lambda _: ssh_rows(bench, sizes.plan), ctx, progress, "ssh")
     remove_instance_objects(bench.engine, bench.instance)
 
     progress.print(f"seeding {sizes.rows} workspace rows, creating {sizes.docker_containers} stopped containers ...",

@@ -198,6 +198,14 @@ OPTIONS: tuple[Option, ...] = (
            "port tunnels (one per forwarded connection) one user may hold open at once"),
     Option("tunnel_idle_timeout", ("VMHOST_TUNNEL_IDLE_TIMEOUT",), lambda: 3600.0, _positive_float,
            "seconds a port tunnel may carry no byte either way before it is closed"),
+    Option("ssh_bind", ("VMHOST_SSH_BIND",), lambda: "", str,
+           "HOST:PORT the SSH server listens on (e.g. 127.0.0.1:2222); empty: no SSH server, and no ssh-proxy"),
+    Option("user_max_ssh_sessions", ("VMHOST_USER_MAX_SSH_SESSIONS",), lambda: 16, _positive_int,
+           "SSH connections one user may hold open at once"),
+    Option("ssh_login_timeout", ("VMHOST_SSH_LOGIN_TIMEOUT",), lambda: 30.0, _positive_float,
+           "seconds an SSH client has to log in before it is disconnected"),
+    Option("ssh_idle_timeout", ("VMHOST_SSH_IDLE_TIMEOUT",), lambda: 3600.0, _positive_float,
+           "seconds an SSH connection may carry no byte either way before it is closed"),
     Option("user_max_preview_requests", ("VMHOST_USER_MAX_PREVIEW_REQUESTS",), lambda: 32, _positive_int,
            "requests (and WebSockets) through port previews one user may have in progress at once"),
     Option("preview_idle_timeout", ("VMHOST_PREVIEW_IDLE_TIMEOUT",), lambda: 300.0, _positive_float,
@@ -276,6 +284,10 @@ class Settings:
     user_max_event_streams: int
     user_max_tunnels: int
     tunnel_idle_timeout: float
+    ssh_bind: str
+    user_max_ssh_sessions: int
+    ssh_login_timeout: float
+    ssh_idle_timeout: float
     user_max_preview_requests: int
     preview_idle_timeout: float
     preview_domain: str
@@ -295,6 +307,14 @@ class Settings:
         if not self.bind.strip():
             return None
         host, _, port = self.bind.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @property
+    def ssh_address(self) -> tuple[str, int] | None:
+        """Where the SSH server listens; None when it is off."""
+        if not self.ssh_bind.strip():
+            return None
+        host, _, port = self.ssh_bind.strip().rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
 
     @classmethod
@@ -333,6 +353,11 @@ class Settings:
                 settings.tcp_address
             except ValueError:
                 raise InvalidInput(f"bad bind address {settings.bind!r}: expected HOST:PORT") from None
+        try:
+            settings.ssh_address
+        except ValueError:
+            raise InvalidInput(f"bad ssh_bind address {settings.ssh_bind!r}: expected HOST:PORT, e.g. "
+                               "127.0.0.1:2222") from None
         return settings
 
     def described(self) -> list[tuple[str, str, str]]:

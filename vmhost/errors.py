@@ -65,6 +65,10 @@ class NodeNotFound(NotFound):
     code = "node_not_found"
 
 
+class SshKeyNotFound(NotFound):
+    code = "ssh_key_not_found"
+
+
 class Conflict(VmhostError):
     code = "conflict"
     http_status = 409
@@ -73,6 +77,10 @@ class Conflict(VmhostError):
 
 class NameTaken(Conflict):
     code = "name_taken"
+
+
+class SshKeyTaken(Conflict):
+    code = "ssh_key_taken"
 
 
 class OperationInFlight(Conflict):

@@ -19,11 +19,13 @@ workspaces_app = typer.Typer(help="Create, list and act on workspaces.", no_args
 ops_app = typer.Typer(help="Follow asynchronous operations.", no_args_is_help=True)
 templates_app = typer.Typer(help="Workspace templates.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for TCP callers.", no_args_is_help=True)
+keys_app = typer.Typer(help="SSH public keys for logging in to workspaces.", no_args_is_help=True)
 config_app = typer.Typer(help="This machine's vmhost settings.", no_args_is_help=True)
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(ops_app, name="ops")
 app.add_typer(templates_app, name="templates")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 
 _connection: dict[str, Any] = {}

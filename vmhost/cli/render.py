@@ -302,6 +302,15 @@ def snapshots(items: list[dict[str, Any]]) -> None:
     _table(["NAME", "STATUS", "SIZE", "CREATED", "ID"], rows)
 
 
+def ssh_keys(items: list[dict[str, Any]]) -> None:
+    if not items:
+        out().print("No SSH keys.")
+        return
+    rows = [[k["id"], k["user"], k["fingerprint"], k["comment"] or "-", "yes" if k["admin"] else "no",
+             relative(k["created_at"])] for k in items]
+    _table(["ID", "USER", "FINGERPRINT", "COMMENT", "ADMIN", "ADDED"], rows)
+
+
 def tokens(items: list[dict[str, Any]]) -> None:
     if not items:
         out().print("No tokens.")

@@ -12,6 +12,7 @@ from vmhost.core import migrations
 from vmhost.core.engines import LOCAL_NODE, NODE_UP, Engine
 from vmhost.core.models import WorkspaceStatus
 from vmhost.core.reconcile import Reconciler
+from vmhost.core.sshhost import host_key_fingerprint
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 from vmhost.errors import VmhostError
@@ -138,6 +139,16 @@ def check_orphans(reconciler: Reconciler) -> list[Check]:
     listed = ", ".join(f"{o.kind} {o.name}" for o in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
     return [failed("orphans", f"{len(orphans)} Docker object(s) belong to no workspace: {listed}",
                    "'vmhost doctor --fix' removes them")]
+
+
+def check_ssh(ssh_bind: str, host_key: Path) -> Check:
+    """The SSH server: off, or where it listens and its host key's fingerprint (to check on first login)."""
+    if not ssh_bind.strip():
+        return passed("ssh", "the SSH server is off (set ssh_bind to turn it on)")
+    fingerprint = host_key_fingerprint(host_key)
+    if fingerprint is None:
+        return failed("ssh", f"no host key at {host_key}", "restart the daemon: it makes the key when it starts")
+    return passed("ssh", f"listening on {ssh_bind}; host key {fingerprint}")
 
 
 def run_checks(store: Store, templates: TemplateCatalog, reconciler: Reconciler) -> list[Check]:

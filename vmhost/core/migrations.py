@@ -240,6 +240,23 @@ def m013_pools(db: Database) -> None:
     db.execute("CREATE INDEX workspaces_pool ON workspaces (pool, status) WHERE pool IS NOT NULL")
 
 
+
+@migrations()
+def m014_ssh_keys(db: Database) -> None:
+    # the public keys users log in to their workspaces with over SSH (vmhost.core.sshkeys); `admin` marks a
+    # key an admin registered as an admin key, the only kind that may open another user's workspace
+    db.execute("""
+        CREATE TABLE ssh_keys (
+            id TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL UNIQUE,
+            comment TEXT NOT NULL,
+            admin INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX ssh_keys_user ON ssh_keys (user, created_at)")
+
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))
 

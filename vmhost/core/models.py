@@ -66,6 +66,7 @@ class Door(enum.StrEnum):
     SOCKET = "socket"
     TOKEN = "token"
     PROXY = "proxy"
+    SSH = "ssh"
     INTERNAL = "internal"
 
 
@@ -248,6 +249,19 @@ class Token:
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A user's SSH public key (see vmhost.core.sshkeys)."""
+
+    id: str
+    user: str
+    public_key: str  # OpenSSH form, without the comment
+    fingerprint: str  # "SHA256:..."
+    comment: str
+    admin: bool  # an admin key: may open any user's workspace
+    created_at: datetime
 
 
 @dataclass

@@ -43,6 +43,7 @@ from vmhost.core.ports import WorkspacePorts
 from vmhost.core.quotas import Quotas
 from vmhost.core.scheduler import Scheduler
 from vmhost.core.snapshots import Snapshots
+from vmhost.core.sshkeys import SshKeys
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 from vmhost.core.tokens import Tokens
@@ -92,6 +93,7 @@ class Orchestrator:
         self.templates = templates
         self.instance = settings.instance
         self.tokens = Tokens(store)
+        self.ssh_keys = SshKeys(store)
         cancels = Cancels()
         self.lifecycle = Lifecycle(store, engine, templates, self.quotas, cancels,
                                    lambda workspace: self.snapshots.purge(workspace), instance=settings.instance,

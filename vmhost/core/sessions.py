@@ -1,6 +1,6 @@
 """Per-user limits on long-lived sessions: streamed commands, operation waits, shells, log reads,
-event streams, port tunnels and
-preview requests. Each kind has its own limit per user; past it the caller gets
+event streams, port tunnels,
+preview requests and SSH connections. Each kind has its own limit per user; past it the caller gets
 TooManyRequests at once, so one user holding many sessions never makes another user wait."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class SessionKind(StrEnum):
     EVENT_STREAM = "event streams"
     TUNNEL = "tunnels"
     PREVIEW = "preview requests"
+    SSH = "SSH connections"
 
 
 class Session:

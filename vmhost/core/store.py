@@ -19,6 +19,7 @@ from vmhost.core.models import (
     Sharing,
     Snapshot,
     SnapshotStatus,
+    SshKey,
     Token,
     Workspace,
     WorkspaceStatus,
@@ -40,7 +41,14 @@ from vmhost.core.rows import (
     workspace_columns,
     workspace_from_row,
 )
-from vmhost.errors import InvalidState, NameTaken, OperationInFlight, OperationNotFound, WorkspaceNotFound
+from vmhost.errors import (
+    InvalidState,
+    NameTaken,
+    OperationInFlight,
+    OperationNotFound,
+    SshKeyTaken,
+    WorkspaceNotFound,
+)
 
 IN_FLIGHT = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
 
@@ -473,6 +481,43 @@ class Store(Database):
         rows = self._query("SELECT * FROM tokens WHERE id = ?", (token_id,))
         return token_from_row(rows[0]) if rows else None
 
+    # -- SSH keys -------------------------------------------------------------------------------
+
+    def insert_ssh_key(self, key: SshKey, user_limit: int) -> bool:
+        """Store a key unless its user already has `user_limit` (then False). SshKeyTaken when the same key
+        is registered already (by anyone)."""
+        try:
+            with self.transaction() as conn:
+                if conn.execute("SELECT count(*) FROM ssh_keys WHERE user = ?", (key.user,)).fetchone()[0] \
+                        >= user_limit:
+                    return False
+                conn.execute("INSERT INTO ssh_keys (id, user, public_key, fingerprint, comment, admin, created_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (key.id, key.user, key.public_key, key.fingerprint, key.comment, int(key.admin),
+                              to_text(key.created_at)))
+        except sqlite3.IntegrityError:
+            raise SshKeyTaken(f"the key {key.fingerprint} is already registered (a key belongs to one user); "
+                              "`vmhost keys ls` lists yours") from None
+        return True
+
+    def ssh_keys(self, user: str | None) -> list[SshKey]:
+        """One user's keys (everyone's with None), oldest first."""
+        where, params = equal_to(user=user)
+        rows = self._query(f"SELECT * FROM ssh_keys{where_clause(where)} ORDER BY created_at, id", params)
+        return [_ssh_key(row) for row in rows]
+
+    def get_ssh_key(self, key_id: str) -> SshKey | None:
+        rows = self._query("SELECT * FROM ssh_keys WHERE id = ?", (key_id,))
+        return _ssh_key(rows[0]) if rows else None
+
+    def find_ssh_key(self, public_key: str) -> SshKey | None:
+        rows = self._query("SELECT * FROM ssh_keys WHERE public_key = ?", (public_key,))
+        return _ssh_key(rows[0]) if rows else None
+
+    def delete_ssh_key(self, key_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM ssh_keys WHERE id = ?", (key_id,))
+
     def revoke_token(self, token_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -559,3 +604,9 @@ def _like_prefix(prefix: str) -> str:
 def _op_payload(operation: Operation) -> dict[str, Any]:
     return {"operation_id": operation.id, "type": operation.type, "status": operation.status.value,
             "error": operation.error, "workspace_name": operation.workspace_name}
+
+
+def _ssh_key(row: sqlite3.Row) -> SshKey:
+    return SshKey(id=row["id"], user=row["user"], public_key=row["public_key"], fingerprint=row["fingerprint"],
+                  comment=row["comment"], admin=bool(row["admin"]),
+                  created_at=datetime.fromisoformat(row["created_at"]))

@@ -41,6 +41,7 @@ TAGS = [
     {"name": "events", "description": "What happened, oldest first (also live over `/ws/events`)."},
     {"name": "templates", "description": "What workspaces are made from."},
     {"name": "tokens", "description": "API tokens for callers on TCP."},
+    {"name": "ssh-keys", "description": "SSH public keys for logging in to workspaces over SSH."},
     {"name": "quotas", "description": "Per-user limits and their use."},
     {"name": "identity", "description": "Who the daemon takes the caller for."},
     {"name": "audit", "description": "Who did what (admins)."},

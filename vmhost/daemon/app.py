@@ -44,6 +44,8 @@ from vmhost.daemon.routes import (
     quotas,
     shell,
     snapshots,
+    ssh,
+    sshkeys,
     templates,
     tokens,
     ui,
@@ -51,6 +53,7 @@ from vmhost.daemon.routes import (
 )
 from vmhost.daemon.services import Services
 from vmhost.daemon.sessions import ReleaseSessions, session_gate
+from vmhost.daemon.ssh import SshServer
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,12 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
         await anyio.to_thread.run_sync(orchestrator.recover)
         for worker in workers:
             worker.start()
+        await services.ssh.start()
         log.info("vmhost %s serving", vmhost.__version__)
         try:
             yield
         finally:
+            await services.ssh.close()
             for worker in workers:
                 worker.stop()
             await services.previews.client.aclose()
@@ -89,20 +94,22 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app = FastAPI(title="vmhost", version=vmhost.__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     # the limiters may be made outside the event loop: anyio binds them to it when first used
+    sessions, audit_log, stream_limiter = session_gate(settings), AuditLog(orchestrator.store), \
+        anyio.CapacityLimiter(STREAM_THREADS)
     services = Services(orchestrator=orchestrator, settings=settings,
                         authenticator=Authenticator(settings, orchestrator),
                         events=EventBus(orchestrator.store, orchestrator.activity),
-                        workspace_lists=WorkspaceListCache(orchestrator.store), sessions=session_gate(settings),
+                        workspace_lists=WorkspaceListCache(orchestrator.store), sessions=sessions,
                         token_sessions=LiveSessions(), metrics=Metrics(orchestrator.store, workers, orchestrator.pools),
-                        audit=AuditLog(orchestrator.store), read_limiter=anyio.CapacityLimiter(READ_THREADS),
-                        stream_limiter=anyio.CapacityLimiter(STREAM_THREADS),
-                        previews=Previews(settings.preview_idle_timeout))
+                        audit=audit_log, read_limiter=anyio.CapacityLimiter(READ_THREADS),
+                        stream_limiter=stream_limiter, previews=Previews(settings.preview_idle_timeout),
+                        ssh=SshServer(orchestrator, settings, sessions, audit_log, stream_limiter))
     app.state.services = services
     errors.install(app)
     # edits, commands, snapshots, ports and preview before workspaces, whose POST /{ref}/{action} would catch
     # their paths; the busiest routes early, as each request tries the routes in this order
     for module in (edits, commands, snapshots, ports, preview, workspaces, operations, health, admin, files, templates,
-                   tokens, ui, events, shell, quotas, me, audit, nodes, pools):
+                   tokens, sshkeys, ui, events, shell, ssh, quotas, me, audit, nodes, pools):
         app.include_router(module.router, generate_unique_id_function=apidoc.operation_id)
     apidoc.install(app)
     app.add_middleware(ReleaseSessions)

@@ -229,6 +229,28 @@ class TokenOut(BaseModel):
     revoked_at: datetime | None
 
 
+class SshKeyCreate(BaseModel):
+    model_config = REQUEST
+
+    public_key: str = Field(max_length=16 * 1024,
+                            description="one public key in OpenSSH form, e.g. the contents of ~/.ssh/id_ed25519.pub")
+    user: str | None = Field(None, min_length=1, max_length=128, description="default: the caller (admins only)")
+    admin: bool = Field(False, description="an admin key, which may open any user's workspace as USER/WORKSPACE "
+                                           "(admins only)")
+
+
+class SshKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    user: str
+    public_key: str
+    fingerprint: str
+    comment: str
+    admin: bool
+    created_at: datetime
+
+
 class TokenCreated(BaseModel):
     token: TokenOut
     secret: str = Field(description="the bearer token; shown only this once")

@@ -19,6 +19,7 @@ from vmhost.daemon.listcache import WorkspaceListCache
 from vmhost.daemon.metrics import Metrics
 from vmhost.daemon.preview import Previews
 from vmhost.daemon.revocation import LiveSessions
+from vmhost.daemon.ssh import SshServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Services:
     # threads for long-lived streams (terminal readers, followed logs), apart from the request pool
     stream_limiter: anyio.CapacityLimiter
     previews: Previews  # the ports' HTTP previews: their client, sessions and cookies
+    ssh: SshServer  # the SSH server (listening only when ssh_bind is set) and ssh-proxy's connections
 
 
 def services_of(conn: HTTPConnection) -> Services:

@@ -25,6 +25,7 @@ def session_gate(settings: Settings) -> SessionGate:
         SessionKind.EVENT_STREAM: settings.user_max_event_streams,
         SessionKind.TUNNEL: settings.user_max_tunnels,
         SessionKind.PREVIEW: settings.user_max_preview_requests,
+        SessionKind.SSH: settings.user_max_ssh_sessions,
     })
 
 

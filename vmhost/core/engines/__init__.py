@@ -24,6 +24,7 @@ from vmhost.core.engines.base import (
     NodeInfo,
     OutputCallback,
     PathStat,
+    Process,
     Terminal,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "NodeInfo",
     "OutputCallback",
     "PathStat",
+    "Process",
     "Terminal",
     "UNREACHABLE",
     "WORKSPACE_LABEL",

@@ -132,9 +132,18 @@ class DockerExec(DockerConnection):
             connection = api.exec_start(exec_id, socket=True, tty=True)
         return DockerTerminal(self, exec_id, connection)
 
+    def open_process(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
+                     workdir: str | None = None) -> DockerProcess:
+        api = self.client.api
+        with self.errors(f"run {argv[0] if argv else 'a command'}"):
+            exec_id = api.exec_create(container_id, argv, stdin=True, tty=False, stdout=True, stderr=True,
+                                      environment=env or None, workdir=workdir)["Id"]
+            connection = api.exec_start(exec_id, socket=True)
+        return DockerProcess(self, exec_id, connection)
 
-class DockerTerminal:
-    """A docker exec with a TTY, over the engine's hijacked connection (raw bytes both ways)."""
+
+class _DockerSession:
+    """A docker exec over the engine's hijacked connection, written to as it runs, killed when closed."""
 
     def __init__(self, engine: DockerExec, exec_id: str, connection: Any) -> None:
         self.engine = engine
@@ -144,21 +153,11 @@ class DockerTerminal:
         self._closing = threading.Lock()
         self._closed = False
 
-    def read(self) -> bytes:
-        try:
-            return self._socket.recv(65536)
-        except OSError:
-            return b""
-
     def write(self, data: bytes) -> None:
         try:
             self._socket.sendall(data)
         except OSError as exc:
-            raise ProviderError(f"the terminal is closed: {exc}") from exc
-
-    def resize(self, cols: int, rows: int) -> None:
-        with self.engine.errors("resize the terminal"):
-            self.engine.client.api.exec_resize(self.exec_id, height=rows, width=cols)
+            raise ProviderError(f"the command's input is closed: {exc}") from exc
 
     def exit_code(self, wait: float = 5.0) -> int | None:
         """The command's exit code once it has ended (Docker may need a moment after the stream closes)."""
@@ -174,7 +173,7 @@ class DockerTerminal:
 
     def close(self) -> None:
         """Hang up, then end the command with every process it started if it still runs: Docker leaves
-        a terminal's command running when its connection closes."""
+        an exec's command running when its connection closes."""
         with self._closing:
             if self._closed:
                 return
@@ -187,7 +186,55 @@ class DockerTerminal:
             try:
                 self.engine._kill_exec(self.exec_id)
             except VmhostError as exc:
-                log.warning("could not end terminal command %s: %s", self.exec_id, exc.detail)
+                log.warning("could not end command %s: %s", self.exec_id, exc.detail)
+
+
+class DockerTerminal(_DockerSession):
+    """A docker exec with a TTY (raw bytes both ways)."""
+
+    def read(self) -> bytes:
+        try:
+            return self._socket.recv(65536)
+        except OSError:
+            return b""
+
+    def resize(self, cols: int, rows: int) -> None:
+        with self.engine.errors("resize the terminal"):
+            self.engine.client.api.exec_resize(self.exec_id, height=rows, width=cols)
+
+
+class DockerProcess(_DockerSession):
+    """A docker exec without a TTY: Docker sends its output in frames, an 8-byte head (the stream, 1 or
+    2, and the length) before each chunk."""
+
+    def read(self) -> tuple[str, bytes] | None:
+        try:
+            head = _receive_exactly(self._socket, 8)
+            if head is None:
+                return None
+            data = _receive_exactly(self._socket, int.from_bytes(head[4:8], "big"))
+        except OSError:
+            return None
+        if data is None:
+            return None
+        return ("stderr" if head[0] == 2 else "stdout"), data
+
+    def close_stdin(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _receive_exactly(sock: Any, size: int) -> bytes | None:
+    """`size` bytes from `sock`, or None when it ends first."""
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks.extend(chunk)
+    return bytes(chunks)
 
 
 def _start_failure(message: str, argv: list[str], workdir: str | None) -> tuple[int, str]:

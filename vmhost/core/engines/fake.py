@@ -36,6 +36,7 @@ from vmhost.core.engines import (
     NodeInfo,
     OutputCallback,
     PathStat,
+    Process,
     Terminal,
 )
 from vmhost.core.engines.fake_commands import KILLED, ExecRecord, ExecRule, RunningCommand, rule_for, run_for
@@ -51,7 +52,7 @@ from vmhost.core.engines.fake_objects import (
     new_id,
     tagged,
 )
-from vmhost.core.engines.fake_streams import EchoTerminal, FakeEventStream, FakeLogStream
+from vmhost.core.engines.fake_streams import EchoProcess, EchoTerminal, FakeEventStream, FakeLogStream
 from vmhost.core.models import ContainerState
 from vmhost.errors import ContainerNotRunning, InvalidInput, ProviderError
 
@@ -474,6 +475,15 @@ class FakeEngine:
         with self._lock:
             self._running_container(container_id, doing)
         return EchoTerminal()
+
+    def open_process(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
+                     workdir: str | None = None) -> Process:
+        """A command that writes its input back on stdout, and ends (exit code 0) at its input's end."""
+        doing = f"run {argv[0] if argv else 'a command'}"
+        self._faults.enter("open_process", doing)
+        with self._lock:
+            self._running_container(container_id, doing)
+        return EchoProcess()
 
     def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> LogStream:
         self._faults.enter("logs", "read the container's output")

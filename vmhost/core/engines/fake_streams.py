@@ -87,3 +87,26 @@ class EchoTerminal:
     def close(self) -> None:
         self._closed.set()
         self._echo.put(b"")
+
+
+class EchoProcess:
+    """A command that writes its input back on stdout and ends with exit code 0 at its input's end."""
+
+    def __init__(self) -> None:
+        self._terminal = EchoTerminal()
+
+    def read(self) -> tuple[str, bytes] | None:
+        data = self._terminal.read()
+        return ("stdout", data) if data else None
+
+    def write(self, data: bytes) -> None:
+        self._terminal.write(data)
+
+    def close_stdin(self) -> None:
+        self._terminal.close()
+
+    def exit_code(self) -> int | None:
+        return self._terminal.exit_code()
+
+    def close(self) -> None:
+        self._terminal.close()

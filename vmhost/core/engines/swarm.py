@@ -49,6 +49,7 @@ from vmhost.core.engines.base import (
     NodeInfo,
     OutputCallback,
     PathStat,
+    Process,
     Terminal,
     until_end,
 )
@@ -530,6 +531,11 @@ class SwarmEngine:
                       workdir: str | None = None) -> Terminal:
         engine, container = self._running(container_id, "open a terminal")
         return engine.open_terminal(container, argv, env=env, workdir=workdir)
+
+    def open_process(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
+                     workdir: str | None = None) -> Process:
+        engine, container = self._running(container_id, f"run {argv[0] if argv else 'a command'}")
+        return engine.open_process(container, argv, env=env, workdir=workdir)
 
     def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> LogStream:
         engine, container = self._running(container_id, "read the workspace's output")

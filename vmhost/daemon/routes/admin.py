@@ -15,7 +15,8 @@ from vmhost.core import doctor, paging
 from vmhost.core.backup import online_backup
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import Reconciler
-from vmhost.daemon.deps import CallerDep, MetricsDep, OrchestratorDep
+from vmhost.core.sshhost import host_key_path
+from vmhost.daemon.deps import CallerDep, MetricsDep, OrchestratorDep, SettingsDep
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import DoctorCheck, Orphan, Page
 
@@ -30,11 +31,13 @@ def reconciler_of(orchestrator: Orchestrator) -> Reconciler:
 
 @router.get(f"{API}/doctor", response_model=list[DoctorCheck], summary="Check the daemon's health in depth",
             responses=errors(403))
-def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep) -> list[DoctorCheck]:
+def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep, settings: SettingsDep) -> list[DoctorCheck]:
     """Admins only. Docker, the database (integrity and schema version), each template's image, free
-    disk and orphaned Docker objects, each passed or failed with a hint. Always 200: read `ok`."""
+    disk, orphaned Docker objects and the SSH server (its host key's fingerprint), each passed or failed
+    with a hint. Always 200: read `ok`."""
     caller.require_admin("may run the doctor")
     checks = doctor.run_checks(orchestrator.store, orchestrator.templates, reconciler_of(orchestrator))
+    checks.append(doctor.check_ssh(settings.ssh_bind, host_key_path(settings.db_path)))
     return [DoctorCheck.model_validate(c) for c in checks]
 
 
