@@ -1,0 +1,113 @@
+"""Reading a repository's devcontainer.json: its forms, defaults, and what vmhost refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmhost.core.devcontainer import Build, DevContainerRefused, find_config, parse, repo_name_of
+
+JSONC = """
+// a comment
+{
+  "name": "web",  /* another */
+  "image": "debian:bookworm-slim",
+  "containerEnv": {"FOO": "bar",},
+  "remoteEnv": {"EDITOR": "vi"},
+  "postCreateCommand": "make setup",
+  "postStartCommand": ["echo", "started"],
+  "postAttachCommand": {"a": "echo a", "b": ["echo", "b"]},
+  "forwardPorts": [3000, "8080",],
+  "portsAttributes": {"3000": {"label": "App"}},
+  "containerUser": "node",
+  "remoteUser": "1000:1000",
+}
+"""
+
+
+def test_parses_jsonc_and_every_command_form() -> None:
+    config = parse(JSONC, ".devcontainer/devcontainer.json", "shop")
+    assert config.name == "web"
+    assert config.image == "debian:bookworm-slim" and config.build is None
+    assert config.container_env == {"FOO": "bar"} and config.remote_env == {"EDITOR": "vi"}
+    assert config.post_create == ("make setup",)
+    assert config.post_start == (("echo", "started"),)
+    assert config.post_attach == ("echo a", ("echo", "b"))
+    assert config.forward_ports == ("3000", "8080")
+    assert config.port_labels == {"3000": "App"}
+    assert (config.container_user, config.remote_user) == ("node", "1000:1000")
+
+
+def test_defaults_workspace_folder_to_the_repository_name() -> None:
+    config = parse('{"image": "x"}', ".devcontainer.json", "shop")
+    assert config.workspace_folder == "/workspace/shop"
+    assert config.post_create == () and config.container_env == {} and config.forward_ports == ()
+    named = parse('{"image": "x", "workspaceFolder": "/workspaces/${localWorkspaceFolderBasename}"}',
+                  ".devcontainer.json", "shop")
+    assert named.workspace_folder == "/workspaces/shop"
+
+
+def test_build_paths_are_relative_to_the_file_and_stay_in_the_repository() -> None:
+    config = parse('{"build": {"dockerfile": "Dockerfile", "context": "..", "args": {"V": "1"}, "target": "dev"}}',
+                   ".devcontainer/devcontainer.json", "shop")
+    assert config.build == Build(dockerfile=".devcontainer/Dockerfile", context=".", args={"V": "1"}, target="dev")
+    assert config.image is None
+    legacy = parse('{"dockerFile": "Dockerfile"}', ".devcontainer/devcontainer.json", "shop")
+    assert legacy.build == Build(dockerfile=".devcontainer/Dockerfile", context=".devcontainer")
+    with pytest.raises(DevContainerRefused, match="outside the repository"):
+        parse('{"build": {"dockerfile": "Dockerfile", "context": "../.."}}', ".devcontainer/devcontainer.json", "r")
+
+
+def test_refuses_everything_vmhost_does_not_do_at_once() -> None:
+    text = """{
+      "image": "x",
+      "mounts": ["source=/,target=/host,type=bind"],
+      "privileged": true,
+      "runArgs": ["--network=host"],
+      "initializeCommand": "curl evil",
+      "features": {"ghcr.io/devcontainers/features/node:1": {}},
+      "dockerComposeFile": "compose.yml",
+    }"""
+    with pytest.raises(DevContainerRefused) as refused:
+        parse(text, ".devcontainer/devcontainer.json", "shop")
+    detail = refused.value.detail
+    for reason in ("mounts", "privileged", "--network=host", "initializeCommand", "features are not supported yet",
+                   "ghcr.io/devcontainers/features/node:1", "dockerComposeFile"):
+        assert reason in detail
+
+
+def test_cap_add_only_for_admins() -> None:
+    text = '{"image": "x", "runArgs": ["--init", "--cap-add", "SYS_PTRACE", "--cap-add=NET_ADMIN"]}'
+    with pytest.raises(DevContainerRefused, match="for admins only"):
+        parse(text, ".devcontainer.json", "shop")
+    assert parse(text, ".devcontainer.json", "shop", admin=True).capabilities == ("SYS_PTRACE", "NET_ADMIN")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("{", "not valid JSON"),
+    ("[]", "must hold a JSON object"),
+    ('{"name": "x"}', "neither an image nor a build"),
+    ('{"image": "x", "postCreateCommand": 3}', "postCreateCommand must be a string or a list"),
+    ('{"image": "x", "forwardPorts": ["db:5432"]}', "db:5432"),
+    ('{"image": "x", "containerEnv": {"1X": "y"}}', "containerEnv"),
+])
+def test_refuses_what_it_cannot_read(text: str, reason: str) -> None:
+    with pytest.raises(DevContainerRefused, match=reason):
+        parse(text, ".devcontainer.json", "shop")
+
+
+def test_finds_the_file_in_either_place(tmp_path: Path) -> None:
+    with pytest.raises(DevContainerRefused, match="no devcontainer file"):
+        find_config(tmp_path)
+    (tmp_path / ".devcontainer.json").write_text("{}")
+    assert find_config(tmp_path) == (".devcontainer.json", "{}")
+    (tmp_path / ".devcontainer").mkdir()
+    (tmp_path / ".devcontainer" / "devcontainer.json").write_text('{"image": "x"}')
+    assert find_config(tmp_path)[0] == ".devcontainer/devcontainer.json"
+
+
+@pytest.mark.parametrize("url, name", [("git://127.0.0.1:9418/shop.git", "shop"), ("https://h/o/web/", "web"),
+                                       ("git@h:o/api.git", "api"), ("/srv/repos/x", "x")])
+def test_repository_name(url: str, name: str) -> None:
+    assert repo_name_of(url) == name
