@@ -25,7 +25,7 @@ BUILTIN: tuple[Template, ...] = (
 )
 
 _FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell",
-           "capabilities", "idle_timeout", "pool_size"}
+           "capabilities", "idle_timeout", "pool_size", "devcontainer"}
 MAX_POOL_SIZE = 100
 
 
@@ -78,7 +78,14 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         capabilities=validation.check_capabilities(data.get("capabilities", [])),
         idle_timeout_seconds=parse_idle_timeout(data.get("idle_timeout")),
         pool_size=parse_pool_size(data.get("pool_size", 0)),
+        devcontainer=parse_flag(data.get("devcontainer", False), "devcontainer"),
     )
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name!r} must be true or false, got {value!r}")
+    return value
 
 
 def parse_pool_size(value: Any) -> int:
