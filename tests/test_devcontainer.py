@@ -120,6 +120,9 @@ def test_image_with_env_commands_and_ports(daemon: Daemon, api: httpx.Client, gi
     assert shown.returncode == 0, shown.stderr
     assert "devcontainer: env.EDITOR, env.GREETING" in shown.stdout and "request: env.WHO" in shown.stdout
     assert "(App)" in shown.stdout
+    ports = api.get(f"/api/v1/workspaces/{name}/ports").json()
+    assert {"port": 3000, "in_template": True, "label": "App"}.items() <= next(
+        p for p in ports["items"] if p["port"] == 3000).items()
     wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"])
 
 

@@ -229,8 +229,8 @@ def ports(items: list[dict[str, Any]]) -> None:
         out().print("Nothing listens in this workspace (on an address other than 127.0.0.1).")
         return
     rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
-             p["tunnel_url"]] for p in items]
-    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL"], rows)
+             p["tunnel_url"], p.get("label") or ""] for p in items]
+    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL", "LABEL"], rows)
 
 
 def nodes(items: list[dict[str, Any]]) -> None:

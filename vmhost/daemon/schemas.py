@@ -140,7 +140,8 @@ class PortOut(BaseModel):
     port: int
     listening: bool = Field(description="something in the workspace listens on it now (on an address other "
                                         "than loopback)")
-    in_template: bool = Field(description="the workspace's template names it")
+    in_template: bool = Field(description="the workspace's template (or devcontainer.json's forwardPorts) names it")
+    label: str | None = Field(description="its name in the devcontainer.json's portsAttributes; null: none")
     sharing: Sharing = Field(description="`private`: the owner and admins; `authenticated`: any vmhost user may "
                                          "open a tunnel to it or use its preview")
     preview_url: str = Field(description="where the port's HTTP preview is: any request under it is forwarded to "
