@@ -167,6 +167,9 @@ def test_what_vmhost_does_not_do_is_refused_before_anything_is_made(
     assert objects_of(docker_client, accepted["workspace"]["id"]) == []
     wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"])
 
+    no_repo = api.post("/api/v1/workspaces", json={"name": f"{name}-n", "devcontainer": True})
+    assert no_repo.status_code == 422 and "needs a repository" in no_repo.json()["detail"]
+
 
 def test_rebuild_reads_the_changed_file(daemon: Daemon, api: httpx.Client, git_server: GitServer, test_image: str,
                                         name: str) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from vmhost.core.devcontainer import Build, DevContainerRefused, find_config, parse, repo_name_of
+from vmhost.core.devcontainer_build import context_archive
+from vmhost.core.engines.fake import FakeEngine
+from vmhost.core.layers import initial_sources, with_devcontainer
+from vmhost.core.models import Template, Workspace, WorkspaceStatus, utcnow
 
 JSONC = """
 // a comment
@@ -111,3 +116,60 @@ def test_finds_the_file_in_either_place(tmp_path: Path) -> None:
                                        ("git@h:o/api.git", "api"), ("/srv/repos/x", "x")])
 def test_repository_name(url: str, name: str) -> None:
     assert repo_name_of(url) == name
+
+
+def _workspace(template: Template, request_env: dict[str, str], request_provision: list[str | list[str]]) -> Workspace:
+    now = utcnow()
+    return Workspace(id="ws_1", name="w", owner="u", template=template.name, image=template.image,
+                     status=WorkspaceStatus.PENDING, created_at=now, updated_at=now, repo_url="git://h/shop.git",
+                     env={**template.env, **request_env}, provision=[*template.provision, *request_provision],
+                     ports={p: "" for p in template.ports},
+                     sources=initial_sources(template, request_env, request_provision))
+
+
+def test_the_file_wins_over_the_template_and_the_request_over_both() -> None:
+    template = Template(name="t", image="debian", env={"A": "template", "B": "template"}, ports=("8080",),
+                        provision=("echo template",))
+    workspace = _workspace(template, {"C": "request"}, ["echo request"])
+    config = parse('{"image": "node", "containerEnv": {"B": "file", "C": "file"}, "postCreateCommand": "echo file",'
+                   ' "forwardPorts": [3000], "remoteUser": "node"}', ".devcontainer.json", "shop")
+    changes = with_devcontainer(workspace, template, config, "node")
+    assert changes["image"] == "node" and changes["user"] == "node" and changes["workdir"] == "/workspace/shop"
+    assert changes["env"] == {"A": "template", "B": "file", "C": "request"}
+    assert changes["provision"] == ["echo template", "echo file", "echo request"]
+    assert set(changes["ports"]) == {"8080", "3000"}
+    assert changes["sources"] == {
+        "image": "devcontainer", "workdir": "devcontainer", "user": "devcontainer",
+        "env.A": "template", "env.B": "devcontainer", "env.C": "request",
+        "provision.1": "template", "provision.2": "devcontainer", "provision.3": "request",
+        "ports.8080": "template", "ports.3000": "devcontainer"}
+
+
+def test_applying_a_changed_file_again_keeps_the_request_layer() -> None:
+    template = Template(name="t", image="debian")
+    workspace = _workspace(template, {"C": "request"}, ["echo request"])
+    first = parse('{"image": "x", "containerEnv": {"OLD": "1"}, "postCreateCommand": "echo old"}',
+                  ".devcontainer.json", "shop")
+    applied = dataclasses.replace(workspace, **with_devcontainer(workspace, template, first, "x"))
+    second = parse('{"image": "y", "containerEnv": {"NEW": "1"}}', ".devcontainer.json", "shop")
+    again = with_devcontainer(applied, None, second, "y")  # the template is gone meanwhile
+    assert again["env"] == {"NEW": "1", "C": "request"}
+    assert again["provision"] == ["echo request"]
+    assert again["sources"]["provision.1"] == "request"
+
+
+def test_the_fake_engine_builds_from_the_dockerfiles_base(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.add_image("base:1")
+    (tmp_path / ".devcontainer").mkdir()
+    (tmp_path / ".devcontainer" / "Dockerfile").write_text("FROM base:1\nRUN true\n")
+    (tmp_path / "app.txt").write_text("app")
+    build = Build(dockerfile=".devcontainer/Dockerfile", context=".")
+    archive, dockerfile, digest = context_archive(tmp_path, build)
+    lines: list[str] = []
+    with archive:
+        engine.build_image(archive, dockerfile=dockerfile, tag=f"vmhost-devcontainer:{digest}", buildargs={},
+                           target=None, labels={"k": "v"}, on_output=lines.append)
+    assert engine.image_present(f"vmhost-devcontainer:{digest}") and lines == ["Step 1/1 : FROM base:1"]
+    (tmp_path / "app.txt").write_text("changed")
+    assert context_archive(tmp_path, build)[2] != digest
