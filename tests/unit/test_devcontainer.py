@@ -12,6 +12,8 @@ from vmhost.core.devcontainer_build import context_archive
 from vmhost.core.engines.fake import FakeEngine
 from vmhost.core.layers import initial_sources, with_devcontainer
 from vmhost.core.models import Template, Workspace, WorkspaceStatus, utcnow
+from vmhost.core.templates import parse_template
+from vmhost.errors import InvalidInput
 
 JSONC = """
 // a comment
@@ -173,3 +175,23 @@ def test_the_fake_engine_builds_from_the_dockerfiles_base(tmp_path: Path) -> Non
     assert engine.image_present(f"vmhost-devcontainer:{digest}") and lines == ["Step 1/1 : FROM base:1"]
     (tmp_path / "app.txt").write_text("changed")
     assert context_archive(tmp_path, build)[2] != digest
+
+
+def test_a_link_to_the_servers_files_is_not_read(tmp_path: Path) -> None:
+    outside = tmp_path / "server"
+    outside.mkdir()
+    (outside / "devcontainer.json").write_text('{"image": "secret"}')
+    checkout = tmp_path / "clone"
+    checkout.mkdir()
+    (checkout / ".devcontainer").symlink_to(outside)
+    (checkout / ".devcontainer.json").symlink_to(outside / "devcontainer.json")
+    with pytest.raises(DevContainerRefused, match="no devcontainer file"):
+        find_config(checkout)
+
+
+def test_a_template_may_ask_for_the_devcontainer_but_not_with_a_pool() -> None:
+    assert parse_template({"image": "x", "devcontainer": True}, "t.toml").devcontainer
+    with pytest.raises(InvalidInput, match="true or false"):
+        parse_template({"image": "x", "devcontainer": "yes"}, "t.toml")
+    with pytest.raises(InvalidInput, match="do not go together"):
+        parse_template({"image": "x", "devcontainer": True, "pool_size": 1}, "t.toml")

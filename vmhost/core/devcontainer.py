@@ -77,7 +77,8 @@ def find_config(checkout: Path) -> tuple[str, str]:
     there is none."""
     for relative in CONFIG_PATHS:
         candidate = checkout / relative
-        if candidate.is_file() and not candidate.is_symlink():
+        # a link (of the file or its folder) could point at the server's own files
+        if candidate.is_file() and candidate.resolve().is_relative_to(checkout.resolve()):
             if candidate.stat().st_size > MAX_CONFIG_BYTES:
                 raise DevContainerRefused(f"{relative} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
             try:

@@ -63,7 +63,7 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         raise InvalidInput("'command' must be a non-empty list of strings")
     env = validation.check_env(data.get("env", {}))
     provision = tuple(validation.check_provision(data.get("provision", [])))
-    return Template(
+    template = Template(
         name=name,
         image=data["image"],
         description=str(data.get("description", "")),
@@ -80,6 +80,10 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         pool_size=parse_pool_size(data.get("pool_size", 0)),
         devcontainer=parse_flag(data.get("devcontainer", False), "devcontainer"),
     )
+    if template.devcontainer and template.pool_size:
+        raise InvalidInput("'pool_size' and 'devcontainer' do not go together: a devcontainer workspace is made "
+                           "from its own repository's file, which a warm pool's workspace has not read")
+    return template
 
 
 def parse_flag(value: Any, name: str) -> bool:
