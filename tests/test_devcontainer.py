@@ -176,12 +176,14 @@ def test_rebuild_reads_the_changed_file(daemon: Daemon, api: httpx.Client, git_s
     repo_name = f"change-{name}"
     repo = git_server.repo(repo_name, {".devcontainer.json": f'{{"image": "{test_image}", '
                                                              '"containerEnv": {"STAGE": "one"}}'})
-    create_ws(api, name, repo_url=repo, devcontainer=True)
+    created = daemon.cli("ws", "create", name, "--repo", repo, "--devcontainer")
+    assert created.returncode == 0, created.stderr
     exec_out(daemon, name, "sh", "-c", "echo kept > mine.txt")
     git_server.commit(repo_name, {".devcontainer.json": f'{{"image": "{test_image}", "containerEnv": '
                                                         '{"STAGE": "two"}, "postCreateCommand": "echo again"}'})
-    rebuilt = wait_op(api, api.post(f"/api/v1/workspaces/{name}/rebuild").json()["id"])
-    assert rebuilt["status"] == "succeeded", rebuilt["error"]
+    done = daemon.cli("ws", "rebuild", name)
+    assert done.returncode == 0, done.stderr
     assert exec_out(daemon, name, "sh", "-c", "echo $STAGE; cat mine.txt") == "two\nkept\n"
+    rebuilt = api.get("/api/v1/operations", params={"workspace": name, "type": "rebuild"}).json()["items"][0]
     assert "again" in rebuilt["output"]
     wait_op(api, api.delete(f"/api/v1/workspaces/{name}").json()["id"])

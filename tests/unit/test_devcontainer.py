@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 
 from vmhost.core.devcontainer import Build, DevContainerRefused, find_config, parse, repo_name_of
 from vmhost.core.devcontainer_build import context_archive
+from vmhost.core.engines.docker import DockerEngine
 from vmhost.core.engines.fake import FakeEngine
+from vmhost.core.engines.swarm import SwarmEngine
 from vmhost.core.layers import initial_sources, with_devcontainer
 from vmhost.core.models import Template, Workspace, WorkspaceStatus, utcnow
 from vmhost.core.templates import parse_template
@@ -195,3 +198,14 @@ def test_a_template_may_ask_for_the_devcontainer_but_not_with_a_pool() -> None:
         parse_template({"image": "x", "devcontainer": "yes"}, "t.toml")
     with pytest.raises(InvalidInput, match="do not go together"):
         parse_template({"image": "x", "devcontainer": True, "pool_size": 1}, "t.toml")
+
+
+def test_a_swarm_cluster_refuses_to_build(tmp_path: Path) -> None:
+    def no_engine(url: str) -> DockerEngine:
+        raise AssertionError("a refused build reaches no engine")
+
+    manager = DockerEngine("unix:///nonexistent/docker.sock", timeout=1, log_max_mb=1, log_max_files=1)
+    swarm = SwarmEngine(manager, no_engine, stop_timeout=1, log_config={})
+    with pytest.raises(InvalidInput, match="Swarm cluster.*name an image instead"):
+        swarm.build_image(io.BytesIO(), dockerfile="Dockerfile", tag="t", buildargs={}, target=None, labels={},
+                          on_output=print)
