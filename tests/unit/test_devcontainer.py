@@ -174,7 +174,7 @@ def test_the_fake_engine_builds_from_the_dockerfiles_base(tmp_path: Path) -> Non
     lines: list[str] = []
     with archive:
         engine.build_image(archive, dockerfile=dockerfile, tag=f"vmhost-devcontainer:{digest}", buildargs={},
-                           target=None, labels={"k": "v"}, on_output=lines.append)
+                           target=None, labels={"k": "v"}, memory_mb=512, on_output=lines.append)
     assert engine.image_present(f"vmhost-devcontainer:{digest}") and lines == ["Step 1/1 : FROM base:1"]
     (tmp_path / "app.txt").write_text("changed")
     assert context_archive(tmp_path, build)[2] != digest
@@ -208,4 +208,4 @@ def test_a_swarm_cluster_refuses_to_build(tmp_path: Path) -> None:
     swarm = SwarmEngine(manager, no_engine, stop_timeout=1, log_config={})
     with pytest.raises(InvalidInput, match="Swarm cluster.*name an image instead"):
         swarm.build_image(io.BytesIO(), dockerfile="Dockerfile", tag="t", buildargs={}, target=None, labels={},
-                          on_output=print)
+                          memory_mb=512, on_output=print)

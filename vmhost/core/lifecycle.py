@@ -265,6 +265,7 @@ class Lifecycle:
             labels = {**self.labels_for(workspace), DEVCONTAINER_LABEL: digest}
             self.engine.build_image(archive, dockerfile=dockerfile, tag=tag, buildargs=build.args,
                                     target=build.target, labels=labels,
+                                    memory_mb=self.quotas.container_limits(workspace).memory_mb,
                                     on_output=lambda line: write("stdout", f"{line}\n".encode()))
         return tag
 

@@ -225,9 +225,11 @@ class Engine(Protocol):
         """Pull the image unless the engine has it (or, on a cluster, copy it to the nodes that lack it),
         telling `report` what it does in lines a person reads."""
     def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
-                    target: str | None, labels: dict[str, str], on_output: Callable[[str], None]) -> None:
-        """Build the image `tag` from a tar of the build context (`dockerfile` is a path in it), handing
-        the build's output to `on_output` as it comes; ProviderError when the build fails."""
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
+        """Build the image `tag` from a tar of the build context (`dockerfile` is a path in it), each step
+        in at most `memory_mb` MB, handing the build's output to `on_output` as it comes; ProviderError when
+        the build fails."""
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
     def ensure_network(self, network: NetworkSpec) -> None:

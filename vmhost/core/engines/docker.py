@@ -74,11 +74,14 @@ class DockerEngine(DockerExec):
                 from exc
 
     def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
-                    target: str | None, labels: dict[str, str], on_output: Callable[[str], None]) -> None:
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
         with self.errors(f"build image {tag}"):
             stream = self.client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
                                            buildargs=buildargs, target=target, labels=labels, rm=True,
-                                           forcerm=True, decode=True)
+                                           forcerm=True, decode=True,
+                                           container_limits={"memory": memory_mb * 2**20,
+                                                             "memswap": memory_mb * 2**20})
             for chunk in stream:
                 if chunk.get("stream"):
                     on_output(chunk["stream"].rstrip("\n"))

@@ -219,7 +219,8 @@ class FakeEngine:
                                     f"pull access denied for {image}, repository does not exist")
 
     def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
-                    target: str | None, labels: dict[str, str], on_output: Callable[[str], None]) -> None:
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
         """Only the Dockerfile's FROM is built: the new image has its base image's files."""
         doing = f"build image {tag}"
         self._faults.enter("build_image", doing)

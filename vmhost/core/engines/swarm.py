@@ -241,7 +241,8 @@ class SwarmEngine:
         return all([engine.remove_image(image) for engine in self._reachable_engines()])
 
     def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
-                    target: str | None, labels: dict[str, str], on_output: Callable[[str], None]) -> None:
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
         raise InvalidInput("this vmhost runs workspaces on a Swarm cluster, where it does not build images: a "
                            "devcontainer.json with a build (a Dockerfile) is refused; name an image instead")
 
