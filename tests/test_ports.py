@@ -85,7 +85,7 @@ def close_code(client: httpx.Client, ref: str, port: int) -> tuple[int, str]:
 def test_owner_lists_ports_and_tunnels_both_ways(api: httpx.Client, name: str) -> None:
     workspace = serving_workspace(api, name)
     listed = {p["port"]: p for p in ports(api, name)}
-    assert listed[8080] == {"port": 8080, "listening": True, "in_template": False, "sharing": "private",
+    assert listed[8080] == {"port": 8080, "listening": True, "in_template": False, "label": None, "sharing": "private",
                             "preview_url": f"/api/v1/workspaces/{workspace['id']}/ports/8080/proxy/",
                             "tunnel_url": f"/ws/workspaces/{workspace['id']}/ports/8080"}
     assert listed[9000]["listening"]
@@ -118,7 +118,8 @@ def test_template_ports_are_listed_when_stopped(api: httpx.Client, name: str) ->
     stop = api.post(f"/api/v1/workspaces/{name}/actions/stop")
     assert stop.status_code == 202
     api.get(f"/api/v1/operations/{stop.json()['id']}/wait", params={"timeout": 60})
-    assert ports(api, name) == [{"port": 8080, "listening": False, "in_template": True, "sharing": "private",
+    assert ports(api, name) == [{"port": 8080, "listening": False, "in_template": True, "label": None,
+                                 "sharing": "private",
                                  "preview_url": f"/api/v1/workspaces/{stop.json()['workspace_id']}/ports/8080/proxy/",
                                  "tunnel_url": f"/ws/workspaces/{stop.json()['workspace_id']}/ports/8080"}]
     assert close_code(api, name, 8080)[0] == 4409

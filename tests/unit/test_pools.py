@@ -83,6 +83,7 @@ def test_a_create_claims_a_ready_workspace_and_runs_only_its_own_steps(
     assert (done.status, done.result.get("pooled")) == (OperationStatus.SUCCEEDED, True), done.error
     mine = orchestrator.get(ALICE, "box")
     assert (mine.status, mine.owner, mine.labels, mine.pool) == (WorkspaceStatus.RUNNING, "alice", {"k": "v"}, None)
+    assert mine.sources == {"image": "template", "provision.1": "template", "provision.2": "request"}
     ran = [r.argv for r in engine.executed() if r.container_id == engine.container(f"vmhost-{mine.id}").id]
     assert ran == [("/bin/sh", "-c", "echo from-template"), ("/bin/sh", "-c", "echo mine")]  # the first in the pool
     assert "echo mine" in done.output and "from-template" not in done.output

@@ -110,7 +110,9 @@ def ws_exec(
     name: NameArg,
     command: Annotated[list[str], typer.Argument(help="The program and its arguments, after --.")],
     env: Annotated[list[str], typer.Option(help="KEY=VALUE; repeatable.")] = [],
-    workdir: Annotated[str, typer.Option(help="Directory to run in.")] = "/workspace",
+    workdir: Annotated[str | None, typer.Option(
+        help="Directory to run in (default: the workspace's: its devcontainer.json's workspaceFolder, else "
+             "/workspace).")] = None,
     timeout: Annotated[str, typer.Option(help="Kill it after this long, e.g. 30s, 2h.")] = "10m",
     stdin: Annotated[bool, typer.Option("--stdin", help="Send this command's standard input to it.")] = False,
 ) -> None:

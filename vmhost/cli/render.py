@@ -193,13 +193,35 @@ def workspace(w: dict[str, Any], listening: str = "-") -> None:
         ("Labels", ", ".join(f"{k}={v}" for k, v in w["labels"].items()) or "-"),
         ("Plugins", ", ".join(w["plugins"]) or "-"),
         ("Container", w["connection"]["container_name"]),
-        ("Ports", ", ".join(f"{v} -> {k}" for k, v in w["connection"]["ports"].items()) or "-"),
+        ("Ports", ", ".join(f"{v} -> {k}{port_label(w, k)}" for k, v in w["connection"]["ports"].items()) or "-"),
         ("Listening", listening),
         ("Shell", w["connection"]["shell"]),
         ("Operation", w["current_operation_id"] or "-"),
         ("Created", w["created_at"]),
     ]
+    if w.get("devcontainer"):
+        rows[6:6] = [
+            ("Devcontainer", w.get("display_name") or "yes"), ("Workdir", w["workdir"]), ("User", w["user"] or "-"),
+            ("Post-start", "; ".join(c if isinstance(c, str) else " ".join(c) for c in w["post_start"]) or "-"),
+            ("Sources", sources(w.get("sources", {}))),
+        ]
     details(rows)
+
+
+def port_label(w: dict[str, Any], port: str) -> str:
+    """ " (App)": the port's name from the devcontainer.json's portsAttributes, when it has one."""
+    label = w.get("port_labels", {}).get(port.split("/")[0])
+    return f" ({label})" if label else ""
+
+
+def sources(by_setting: dict[str, str]) -> str:
+    """Where each setting came from, by source: `devcontainer: image, env.FOO; request: env.BAR`."""
+    by_source: dict[str, list[str]] = {}
+    for setting, source in by_setting.items():
+        by_source.setdefault(source, []).append(setting)
+    order = ("template", "devcontainer", "request")
+    return "; ".join(f"{source}: {', '.join(sorted(by_source[source]))}" for source in order if source in by_source) \
+        or "-"
 
 
 def ports(items: list[dict[str, Any]]) -> None:
@@ -207,8 +229,8 @@ def ports(items: list[dict[str, Any]]) -> None:
         out().print("Nothing listens in this workspace (on an address other than 127.0.0.1).")
         return
     rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
-             p["tunnel_url"]] for p in items]
-    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL"], rows)
+             p["tunnel_url"], p.get("label") or ""] for p in items]
+    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL", "LABEL"], rows)
 
 
 def nodes(items: list[dict[str, Any]]) -> None:

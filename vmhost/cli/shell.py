@@ -121,7 +121,8 @@ def ws_shell(
     name: NameArg,
     command: Annotated[list[str] | None, typer.Argument(help="Command to run instead of the workspace's shell.")]
     = None,
-    workdir: Annotated[str | None, typer.Option(help="Directory to start in (default /workspace).")] = None,
+    workdir: Annotated[str | None, typer.Option(
+        help="Directory to start in (default: the workspace's, else /workspace).")] = None,
 ) -> None:
     """Open an interactive shell in a workspace; exits with the shell's exit code."""
     def action(client: "VmhostClient") -> int:

@@ -52,12 +52,14 @@ def ws_create(
     provision: Annotated[list[str], typer.Option(help="Shell command run after start; repeatable.")] = [],
     plugin: Annotated[list[str], typer.Option(help="Plugin id; repeatable.")] = [],
     env: Annotated[list[str], typer.Option(help="KEY=VALUE; repeatable.")] = [],
+    devcontainer: Annotated[bool, typer.Option(
+        "--devcontainer", help="Apply the repository's devcontainer.json (needs --repo).")] = False,
     no_wait: NoWaitOpt = False,
     timeout: TimeoutOpt = "30m",
     json: JsonOpt = False,
 ) -> None:
     """Create a workspace from a template and wait until it runs."""
-    body = {"name": name, "template": template, "labels": key_values(label, "label"),
+    body = {"name": name, "template": template, "labels": key_values(label, "label"), "devcontainer": devcontainer,
             "env": key_values(env, "env"), "provision": provision, "plugins": plugin, "repo_url": repo,
             "branch": branch, "cpus": cpus, "memory_mb": memory,
             "ttl_seconds": int(parse_duration(ttl)) if ttl else None}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from vmhost.core import validation
@@ -45,7 +45,7 @@ STREAM_BUFFER = 256 * 1024
 class CommandRequest:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    workdir: str = "/workspace"
+    workdir: str | None = None  # None: the workspace's (its devcontainer.json's workspaceFolder, else /workspace)
     timeout_seconds: float = DEFAULT_TIMEOUT
     stdin: str | None = None
 
@@ -58,7 +58,8 @@ def check_command(request: CommandRequest) -> CommandRequest:
         raise InvalidInput(f"argv must be a non-empty list of at most {MAX_ARGS} strings (the program, then its "
                            "arguments; no shell line), starting with the program's name")
     workdir = request.workdir
-    if not isinstance(workdir, str) or not workdir.startswith("/") or "\x00" in workdir or len(workdir) > 4096:
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/") or "\x00" in workdir
+                                or len(workdir) > 4096):
         raise InvalidInput(f"workdir must be an absolute path inside the workspace, got {workdir!r}")
     timeout = request.timeout_seconds
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
@@ -134,6 +135,7 @@ class CommandRunner:
         caller.require_write()
         request = check_command(request)
         workspace = self.find(caller, ref)
+        request = replace(request, workdir=request.workdir or workspace.start_dir)
         return workspace, workspace.running_container("commands run only in a running workspace"), request
 
     def _execute(self, workspace: Workspace, container_id: str, request: CommandRequest,

@@ -16,11 +16,23 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from vmhost.core import devcontainer_build
 from vmhost.core.clone import clone
+from vmhost.core.devcontainer import DevContainer, find_config, parse, repo_name_of
 from vmhost.core.engines import UNREACHABLE, WORKSPACE_LABEL, ContainerSpec, Engine, NetworkSpec
-from vmhost.core.models import POOL_OWNER, ContainerState, Operation, OperationType, Workspace, WorkspaceStatus
+from vmhost.core.layers import with_devcontainer
+from vmhost.core.models import (
+    POOL_OWNER,
+    ContainerState,
+    Operation,
+    OperationType,
+    Template,
+    Workspace,
+    WorkspaceStatus,
+)
 from vmhost.core.operations import INTERRUPTED, MAX_ATTEMPTS, Cancels, workspace_id_of
 from vmhost.core.output import OperationOutput
 from vmhost.core.quotas import Quotas
@@ -32,6 +44,7 @@ log = logging.getLogger(__name__)
 
 NETWORK_ATTEMPTS = 3
 CLONE_FROM_ANYWHERE = "anywhere"
+DEVCONTAINER_LABEL = "vmhost.devcontainer"  # on an image built from a devcontainer.json: its context's digest
 MANAGED_LABEL = "vmhost.managed"
 OWNER_LABEL = "vmhost.owner"
 _UNSAFE_IN_NAMES = re.compile(r"[^a-zA-Z0-9_.-]")  # Docker's rule for object names
@@ -133,7 +146,8 @@ class Lifecycle:
             labels=self.labels_for(workspace), volume=volume_of(workspace), env=workspace.env, cpus=limits.cpus,
             memory_mb=limits.memory_mb, pids_limit=limits.pids, network=network.name, ports=tuple(workspace.ports),
             publish_address=self.publish_address, hostname=workspace.name,
-            capabilities=tuple(workspace.capabilities), node=workspace.node)
+            capabilities=tuple(workspace.capabilities), node=workspace.node, workdir=workspace.start_dir,
+            user=workspace.user)
         self.engine.ensure_network(network)
         return self._on_network(network, lambda: self.engine.create_container(spec))
 
@@ -144,25 +158,33 @@ class Lifecycle:
         """Run the provision commands in order (from the one at index `first`: those before it ran in the
         warm pool); each may run `provision_timeout` seconds, and a cancel (a forced delete) kills the one
         running with all its processes."""
+        self._run_commands(workspace, operation, workspace.provision, "provision", first)
+
+    def _post_start(self, workspace: Workspace, operation: Operation) -> None:
+        """A devcontainer.json's postStartCommand, after each start (as the provision commands run)."""
+        self._run_commands(workspace, operation, workspace.post_start, "postStartCommand")
+
+    def _run_commands(self, workspace: Workspace, operation: Operation, commands: list[str | list[str]],
+                      what: str, first: int = 0) -> None:
         cancel = self.cancels.event(operation.id)
         with self._output(operation) as write:
-            for number, command in enumerate(workspace.provision[first:], start=first + 1):
+            for number, command in enumerate(commands[first:], start=first + 1):
                 argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
                 shown = command if isinstance(command, str) else " ".join(command)
                 self._stop_if_cancelled(operation, cancel)
                 write("stdout", f"$ {shown}\n".encode())
                 outcome = self.engine.run_command(container_of(workspace), argv, on_output=write,
-                                                    workdir="/workspace", timeout=self.provision_timeout,
+                                                    workdir=workspace.start_dir, timeout=self.provision_timeout,
                                                     cancel=cancel)
                 self._stop_if_cancelled(operation, cancel)
                 if outcome.timed_out:
-                    raise OperationFailed(f"provision command {number} ({shown}) ran longer than "
+                    raise OperationFailed(f"{what} command {number} ({shown}) ran longer than "
                                           f"{self.provision_timeout:g} s (the provision_timeout setting) and was "
                                           "killed with all its processes; see the operation's output")
                 if outcome.error:
-                    raise ProviderError(f"provision command {number} ({shown}) could not run: {outcome.error}")
+                    raise ProviderError(f"{what} command {number} ({shown}) could not run: {outcome.error}")
                 if outcome.exit_code != 0:
-                    raise ProviderError(f"provision command {number} ({shown}) exited with {outcome.exit_code}; "
+                    raise ProviderError(f"{what} command {number} ({shown}) exited with {outcome.exit_code}; "
                                         "see the operation's output")
         self._stop_if_cancelled(operation, cancel)  # also when cancelled before provisioning, or with none
 
@@ -179,23 +201,73 @@ class Lifecycle:
 
     def _clone_into(self, workspace: Workspace, operation: Operation) -> None:
         """Clone the workspace's repository, when it has one, into its /workspace."""
-        repo_url = workspace.repo_url
-        if not repo_url:
+        if not workspace.repo_url:
             return
+        with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
+            checkout = self._clone(workspace, operation, tmp)
+            self._copy_clone(workspace, checkout)
+
+    def _clone(self, workspace: Workspace, operation: Operation, tmp: str) -> Path:
+        """Clone the workspace's repository into the folder `tmp`, on the server; returns the checkout."""
+        repo_url = workspace.repo_url or ""
         with self._output(operation) as write:
             write("stdout", f"$ git clone {repo_url}"
                             f"{' --branch ' + workspace.branch if workspace.branch else ''}\n".encode())
-        with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
-            checkout = os.path.join(tmp, "src")
-            clone(repo_url, workspace.branch, checkout,
-                  anywhere=operation.params.get("clone_from") == CLONE_FROM_ANYWHERE)
-            with tempfile.TemporaryFile(dir=tmp) as archive:
-                with tarfile.open(fileobj=archive, mode="w") as tar:
+        checkout = os.path.join(tmp, "src")
+        clone(repo_url, workspace.branch, checkout, anywhere=operation.params.get("clone_from") == CLONE_FROM_ANYWHERE)
+        return Path(checkout)
+
+    def _copy_clone(self, workspace: Workspace, checkout: Path) -> None:
+        """The clone's files into /workspace; a devcontainer workspace's into /workspace/<repository name>,
+        where its workspaceFolder is by default."""
+        with tempfile.TemporaryFile(dir=checkout.parent) as archive:
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                if workspace.devcontainer:
+                    tar.add(checkout, arcname=repo_name_of(workspace.repo_url or ""))
+                else:
                     for entry in sorted(os.listdir(checkout)):
-                        tar.add(os.path.join(checkout, entry), arcname=entry)
-                archive.seek(0)
-                self.engine.put_archive(container_of(workspace), "/workspace", archive)
-            shutil.rmtree(checkout, ignore_errors=True)
+                        tar.add(checkout / entry, arcname=entry)
+            archive.seek(0)
+            self.engine.put_archive(container_of(workspace), "/workspace", archive)
+        shutil.rmtree(checkout, ignore_errors=True)
+
+    def _apply_devcontainer(self, workspace: Workspace, operation: Operation, checkout: Path) -> Workspace:
+        """Read the clone's devcontainer.json and give the workspace its settings and image (pulled, or
+        built from the clone). What vmhost does not do is refused here, before anything is made."""
+        path, text = find_config(checkout)
+        config = parse(text, path, repo_name_of(workspace.repo_url or ""), admin=bool(operation.params.get("admin")))
+        with self._output(operation) as write:
+            write("stdout", f"reading {path}\n".encode())
+        image = self._devcontainer_image(workspace, operation, config, checkout)
+        template: Template | None
+        try:
+            template = self.templates.get(workspace.template)
+        except TemplateNotFound:
+            template = None
+        return self.store.update_workspace(workspace.id, **with_devcontainer(workspace, template, config, image))
+
+    def _devcontainer_image(self, workspace: Workspace, operation: Operation, config: DevContainer,
+                            checkout: Path) -> str:
+        """The file's image, or the one built from its Dockerfile: built once for the same build context."""
+        if config.build is None:
+            image = config.image or ""
+            self.ensure_image(image, operation)
+            return image
+        build = config.build
+        archive, dockerfile, digest = devcontainer_build.context_archive(checkout, build)
+        tag = f"{devcontainer_build.REPOSITORY}:{digest}"
+        with archive, self._output(operation) as write:
+            if self.engine.image_present(tag):
+                write("stdout", f"using {tag}, built before from the same build context\n".encode())
+                return tag
+            write("stdout", f"$ docker build --file {build.dockerfile} {build.context}"
+                            f"{' --target ' + build.target if build.target else ''} (as {tag})\n".encode())
+            labels = {**self.labels_for(workspace), DEVCONTAINER_LABEL: digest}
+            self.engine.build_image(archive, dockerfile=dockerfile, tag=tag, buildargs=build.args,
+                                    target=build.target, labels=labels,
+                                    memory_mb=self.quotas.container_limits(workspace).memory_mb,
+                                    on_output=lambda line: write("stdout", f"{line}\n".encode()))
+        return tag
 
     def ensure_image(self, image: str, operation: Operation) -> None:
         """Have the image where the workspace will run; a pull or a copy shows in the operation's output."""
@@ -228,10 +300,17 @@ class Lifecycle:
         """Remove the workspace's container, by its name when its id was never recorded."""
         self.engine.remove_container(workspace.container_id or f"vmhost-{workspace.id}")
 
+    def release_built_image(self, image: str) -> None:
+        """Remove an image built from a devcontainer.json once no container uses it (it is shared by the
+        workspaces of the same build context, and labelled only with the first one's id)."""
+        if image.startswith(devcontainer_build.REPOSITORY + ":"):
+            self.engine.remove_image(image)
+
     def remove_resources(self, workspace: Workspace) -> None:
         """Remove a workspace's container, volume and snapshots (images and volume archives), and its
         owner's network when no other container of theirs is on it."""
         self.remove_container(workspace)
+        self.release_built_image(workspace.image)
         self.purge_snapshots(workspace)
         if workspace.volume:
             self.engine.remove_volume(workspace.volume)
@@ -242,13 +321,21 @@ class Lifecycle:
     def run_create(self, operation: Operation) -> dict[str, Any]:
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
-        self.ensure_image(workspace.image, operation)
-        self.engine.create_volume(volume_of(workspace), self.labels_for(workspace))
-        container_id = self.create_container(workspace)
-        workspace = self.store.update_workspace(workspace.id, container_id=container_id)
-        self._clone_into(workspace, operation)
+        with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
+            # cloned before anything is made: a devcontainer.json says what to make, or refuses
+            checkout = self._clone(workspace, operation, tmp) if workspace.repo_url else None
+            if workspace.devcontainer and checkout is not None:
+                workspace = self._apply_devcontainer(workspace, operation, checkout)
+            else:
+                self.ensure_image(workspace.image, operation)
+            self.engine.create_volume(volume_of(workspace), self.labels_for(workspace))
+            container_id = self.create_container(workspace)
+            workspace = self.store.update_workspace(workspace.id, container_id=container_id)
+            if checkout is not None:
+                self._copy_clone(workspace, checkout)
         self.start_container(workspace)
         self._provision(workspace, operation)
+        self._post_start(workspace, operation)
         state = self.confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
                                     node=state.node or workspace.node)
@@ -279,6 +366,7 @@ class Lifecycle:
     def run_start(self, operation: Operation) -> dict[str, Any]:
         workspace, _ = self.with_container(operation)
         self.start_container(workspace)
+        self._post_start(workspace, operation)
         self.sync_status(workspace)
         return {}
 
@@ -291,26 +379,38 @@ class Lifecycle:
     def run_restart(self, operation: Operation) -> dict[str, Any]:
         workspace, container_id = self.with_container(operation)
         self.engine.restart(container_id, self.stop_timeout)
+        self._post_start(workspace, operation)
         self.sync_status(workspace)
         return {}
 
     def run_rebuild(self, operation: Operation) -> dict[str, Any]:
-        """A fresh container from the template's current image, keeping the /workspace volume."""
+        """A fresh container from the template's current image, keeping the /workspace volume. A workspace
+        made from a devcontainer.json clones its repository again and applies the file as it is now (the
+        clone only to read it: /workspace keeps its files)."""
         workspace = self.store.update_workspace(workspace_id_of(operation), status=WorkspaceStatus.PROVISIONING,
                                                 status_reason=None)
-        try:
-            image = self.templates.get(workspace.template).image
-        except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
+        old_image = workspace.image
+        if workspace.devcontainer and workspace.repo_url:
+            with tempfile.TemporaryDirectory(prefix="vmhost-clone-") as tmp:
+                workspace = self._apply_devcontainer(workspace, operation, self._clone(workspace, operation, tmp))
             image = workspace.image
-        self.ensure_image(image, operation)
+        else:
+            try:
+                image = self.templates.get(workspace.template).image
+            except TemplateNotFound:  # the template is gone: rebuild from the image the workspace was made of
+                image = workspace.image
+            self.ensure_image(image, operation)
         self.remove_container(workspace)
         workspace = self.store.update_workspace(workspace.id, image=image, container_id=None)
         workspace = self.store.update_workspace(workspace.id, container_id=self.create_container(workspace))
         self.start_container(workspace)
         self._provision(workspace, operation)
+        self._post_start(workspace, operation)
         state = self.confirm_running(workspace)
         self.store.update_workspace(workspace.id, status=WorkspaceStatus.RUNNING, ports=state.ports,
                                     node=state.node or workspace.node)
+        if old_image != image:
+            self.release_built_image(old_image)
         return {"container_id": workspace.container_id, "image": image}
 
     def run_delete(self, operation: Operation) -> dict[str, Any]:

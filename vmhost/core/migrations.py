@@ -240,7 +240,6 @@ def m013_pools(db: Database) -> None:
     db.execute("CREATE INDEX workspaces_pool ON workspaces (pool, status) WHERE pool IS NOT NULL")
 
 
-
 @migrations()
 def m014_ssh_keys(db: Database) -> None:
     # the public keys users log in to their workspaces with over SSH (vmhost.core.sshkeys); `admin` marks a
@@ -256,6 +255,21 @@ def m014_ssh_keys(db: Database) -> None:
             created_at TEXT NOT NULL
         )""")
     db.execute("CREATE INDEX ssh_keys_user ON ssh_keys (user, created_at)")
+
+
+@migrations()
+def m015_devcontainer(db: Database) -> None:
+    # a workspace made from its repository's devcontainer.json (vmhost.core.devcontainer): what the file set
+    # beyond the columns every workspace has, and where each setting came from
+    db.execute("ALTER TABLE workspaces ADD COLUMN devcontainer INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE workspaces ADD COLUMN workdir TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN user TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN post_start TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE workspaces ADD COLUMN post_attach TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE workspaces ADD COLUMN port_labels TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE workspaces ADD COLUMN display_name TEXT")
+    db.execute("ALTER TABLE workspaces ADD COLUMN sources TEXT NOT NULL DEFAULT '{}'")
+
 
 def schema_version(db: Database) -> int:
     return len(migrations.applied(db))

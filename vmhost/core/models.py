@@ -169,6 +169,21 @@ class Workspace:
     autostart_fired_at: datetime | None = None  # the due time last acted on, or when the autostart was set
     autostop_fired_at: datetime | None = None
     pool: str | None = None  # while it waits in its template's warm pool (see vmhost.core.pools): the template
+    # made from its repository's devcontainer.json (see vmhost.core.devcontainer): re-read at each rebuild
+    devcontainer: bool = False
+    workdir: str | None = None  # where commands and shells start (None: /workspace)
+    user: str | None = None  # what the container and its commands run as (None: the image's user)
+    post_start: list[str | list[str]] = field(default_factory=list)  # run at each start
+    post_attach: list[str | list[str]] = field(default_factory=list)  # recorded, not run (see README)
+    port_labels: dict[str, str] = field(default_factory=dict)  # a port's name, e.g. {"3000": "App"}
+    display_name: str | None = None  # the devcontainer's `name`
+    # where each setting came from: {"image": "devcontainer", "env.FOO": "request", "provision.2": "template"}
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def start_dir(self) -> str:
+        """Where commands, shells and provisioning start unless told otherwise."""
+        return self.workdir or "/workspace"
 
     def running_container(self, why: str = "") -> str:
         """The id of the container of this workspace, which must be running; InvalidState says how to
@@ -236,6 +251,7 @@ class Template:
     capabilities: tuple[str, ...] = ()
     idle_timeout_seconds: int | None = None
     pool_size: int = 0  # workspaces of it kept created, started and provisioned, for creates to claim
+    devcontainer: bool = False  # its workspaces apply their repository's devcontainer.json
 
 
 @dataclass

@@ -22,6 +22,7 @@ from vmhost.core.engines import Engine, NetworkSpec
 from vmhost.core.events import announce_expiry
 from vmhost.core.files import WorkspaceFiles
 from vmhost.core.idle import IdleStops
+from vmhost.core.layers import initial_sources
 from vmhost.core.lifecycle import CLONE_FROM_ANYWHERE, Lifecycle, volume_name
 from vmhost.core.models import (
     Caller,
@@ -77,6 +78,7 @@ class WorkspaceRequest:
     provision: list[str | list[str]] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    devcontainer: bool = False  # apply the repository's devcontainer.json (also when the template says so)
 
 
 class Orchestrator:
@@ -270,7 +272,13 @@ class Orchestrator:
         ttl = self.quotas.ttl_for(caller, validation.check_ttl(request.ttl_seconds))
         idle_timeout = self.quotas.idle_timeout_for(caller, template.idle_timeout_seconds, cap=True)
         now = utcnow()
-        provision = list(template.provision) + validation.check_provision(request.provision)
+        request_env = validation.check_env(request.env)
+        request_provision = validation.check_provision(request.provision)
+        provision = list(template.provision) + request_provision
+        devcontainer = request.devcontainer or template.devcontainer
+        if devcontainer and not repo_url:
+            raise InvalidInput("a devcontainer workspace needs a repository (repo_url): its devcontainer.json is "
+                               "read from the clone")
         workspace = Workspace(
             id=new_id("ws"),
             name=request.name,
@@ -289,7 +297,7 @@ class Orchestrator:
             ttl_seconds=ttl,
             expires_at=now + timedelta(seconds=ttl) if ttl else None,
             labels=validation.check_labels(request.labels),
-            env={**template.env, **validation.check_env(request.env)},
+            env={**template.env, **request_env},
             command=list(template.command),
             provision=[list(p) if isinstance(p, tuple) else p for p in provision],
             plugins=validation.check_plugins(request.plugins),
@@ -298,11 +306,12 @@ class Orchestrator:
             capabilities=list(template.capabilities),
             idle_timeout_seconds=idle_timeout,
             last_activity_at=self.activity.clock(),
+            devcontainer=devcontainer,
+            sources=initial_sources(template, request_env, request_provision),
         )
         workspace.volume = volume_name(workspace.id)
-        clone_from = ({"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
-                      if repo_url else None)
-        if self.pools.can_serve(template, workspace, validation.check_env(request.env)):
+        clone_from = self._clone_params(caller, workspace) if repo_url else None
+        if not devcontainer and self.pools.can_serve(template, workspace, request_env):
             claimed = self.pools.claim(caller, template, workspace, clone_from)
             if claimed is not None:
                 return claimed
@@ -312,6 +321,15 @@ class Orchestrator:
         self.store.insert_workspace(workspace, operation, check=self.quotas.create_check(caller, workspace))
         self.queue.submit(operation.id)
         return workspace, operation
+
+    @staticmethod
+    def _clone_params(caller: Caller, workspace: Workspace) -> dict[str, Any]:
+        """How an operation clones the workspace's repository for `caller` (see vmhost.core.clone), and,
+        for a devcontainer.json, whether it may add capabilities (admins only)."""
+        params: dict[str, Any] = {"clone_from": CLONE_FROM_ANYWHERE if caller.may_clone_from_host else "public"}
+        if workspace.devcontainer and caller.admin:
+            params["admin"] = True
+        return params
 
     def _cpu_limit(self) -> int | None:
         self.engine.ping()  # with Docker away, refuse the create at once rather than fail it later
@@ -330,8 +348,11 @@ class Orchestrator:
         return self._act(caller, ref, OperationType.RESTART)
 
     def rebuild(self, caller: Caller, ref: str) -> Operation:
-        """A fresh container from the template's current image, keeping the /workspace volume."""
-        return self._act(caller, ref, OperationType.REBUILD)
+        """A fresh container from the template's current image, keeping the /workspace volume; a
+        devcontainer workspace's from its repository's devcontainer.json as it is now."""
+        workspace = self.get(caller, ref)
+        params = self._clone_params(caller, workspace) if workspace.devcontainer else None
+        return self._act(caller, workspace.id, OperationType.REBUILD, params)
 
     def delete(self, caller: Caller, ref: str, force: bool = False) -> Operation:
         """With `force`, first cancel whatever is in flight on the workspace, so that a workspace stuck

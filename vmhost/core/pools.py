@@ -62,7 +62,7 @@ FAILED_RETRY = timedelta(seconds=60)  # a pool workspace whose create failed hol
 FILLING = (WorkspaceStatus.PENDING, WorkspaceStatus.PROVISIONING)
 # what a claim gives the pool workspace: the request's own fields (the rest is the template's, as in the pool)
 CLAIMED_FIELDS = ("name", "owner", "labels", "repo_url", "branch", "ttl_seconds", "expires_at", "provision", "plugins",
-                  "idle_timeout_seconds", "last_activity_at", "created_at")
+                  "idle_timeout_seconds", "last_activity_at", "created_at", "sources")
 
 
 def pool_key(template: Template) -> str:

@@ -23,7 +23,8 @@ from vmhost.core.models import (
     WorkspaceStatus,
 )
 
-_WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports", "capabilities"}
+_WS_JSON = {"labels", "env", "command", "provision", "plugins", "ports", "capabilities", "post_start", "post_attach",
+            "port_labels", "sources"}
 _OP_JSON = {"params", "result"}
 _WS_TIMES = {"created_at", "updated_at", "expires_at", "last_activity_at", "autostart_fired_at",
              "autostop_fired_at"}
@@ -75,6 +76,7 @@ def token_columns(values: Mapping[str, Any]) -> dict[str, Any]:
 def workspace_from_row(row: sqlite3.Row) -> Workspace:
     data = _decode(row, _WS_JSON, _WS_TIMES)
     data["status"] = WorkspaceStatus(data["status"])
+    data["devcontainer"] = bool(data["devcontainer"])
     return Workspace(**data)
 
 

@@ -25,7 +25,7 @@ BUILTIN: tuple[Template, ...] = (
 )
 
 _FIELDS = {"name", "description", "image", "command", "env", "ports", "provision", "cpus", "memory_mb", "shell",
-           "capabilities", "idle_timeout", "pool_size"}
+           "capabilities", "idle_timeout", "pool_size", "devcontainer"}
 MAX_POOL_SIZE = 100
 
 
@@ -63,7 +63,7 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         raise InvalidInput("'command' must be a non-empty list of strings")
     env = validation.check_env(data.get("env", {}))
     provision = tuple(validation.check_provision(data.get("provision", [])))
-    return Template(
+    template = Template(
         name=name,
         image=data["image"],
         description=str(data.get("description", "")),
@@ -78,7 +78,18 @@ def parse_template(data: dict[str, Any], source: str) -> Template:
         capabilities=validation.check_capabilities(data.get("capabilities", [])),
         idle_timeout_seconds=parse_idle_timeout(data.get("idle_timeout")),
         pool_size=parse_pool_size(data.get("pool_size", 0)),
+        devcontainer=parse_flag(data.get("devcontainer", False), "devcontainer"),
     )
+    if template.devcontainer and template.pool_size:
+        raise InvalidInput("'pool_size' and 'devcontainer' do not go together: a devcontainer workspace is made "
+                           "from its own repository's file, which a warm pool's workspace has not read")
+    return template
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name!r} must be true or false, got {value!r}")
+    return value
 
 
 def parse_pool_size(value: Any) -> int:

@@ -33,7 +33,7 @@ def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
     terminal = orchestrator.engine.open_terminal(container_id, argv or [workspace.shell or DEFAULT_SHELL],
-                                                 env={"TERM": TERM}, workdir=workdir or "/workspace")
+                                                 env={"TERM": TERM}, workdir=workdir or workspace.start_dir)
     return ActiveTerminal(terminal, orchestrator.activity.session(workspace.id))
 
 

@@ -58,6 +58,8 @@ class WorkspaceCreate(BaseModel):
                                                          "or an argv list")
     plugins: list[str] = Field(default_factory=list, max_length=100)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    devcontainer: bool = Field(False, description="apply the repository's devcontainer.json (needs `repo_url`; also "
+                                                  "when the template says so): see README, devcontainer.json")
 
 
 class Connection(BaseModel):
@@ -105,12 +107,26 @@ class WorkspaceOut(BaseModel):
                                              "zone); null: never")
     next_autostart_at: datetime | None = Field(description="the next time its autostart is due")
     next_autostop_at: datetime | None = Field(description="the next time its autostop is due")
+    devcontainer: bool = Field(description="made from its repository's devcontainer.json (read again at each "
+                                           "rebuild)")
+    workdir: str = Field(description="where commands, shells and provisioning start")
+    user: str | None = Field(description="what the container and its commands run as; null: the image's user")
+    post_start: list[str | list[str]] = Field(description="the devcontainer.json's postStartCommand: run at each "
+                                                          "start")
+    post_attach: list[str | list[str]] = Field(description="the devcontainer.json's postAttachCommand: recorded, "
+                                                           "not run")
+    port_labels: dict[str, str] = Field(description="a name for a port (the devcontainer.json's portsAttributes)")
+    display_name: str | None = Field(description="the devcontainer.json's `name`")
+    sources: dict[str, str] = Field(
+        description="where each setting came from (`template`, `devcontainer` or `request`): `image`, `workdir`, "
+                    "`user`, `env.NAME`, `provision.N` (its place in `provision`), `ports.PORT`")
     connection: Connection
 
     @classmethod
     def of(cls, ws: Workspace) -> WorkspaceOut:
         return cls(
-            **{name: getattr(ws, name) for name in cls.model_fields if name != "connection"},
+            **{name: getattr(ws, name) for name in cls.model_fields if name not in ("connection", "workdir")},
+            workdir=ws.start_dir,
             connection=Connection(
                 container_id=ws.container_id,
                 container_name=f"vmhost-{ws.id}",
@@ -124,7 +140,8 @@ class PortOut(BaseModel):
     port: int
     listening: bool = Field(description="something in the workspace listens on it now (on an address other "
                                         "than loopback)")
-    in_template: bool = Field(description="the workspace's template names it")
+    in_template: bool = Field(description="the workspace's template (or devcontainer.json's forwardPorts) names it")
+    label: str | None = Field(description="its name in the devcontainer.json's portsAttributes; null: none")
     sharing: Sharing = Field(description="`private`: the owner and admins; `authenticated`: any vmhost user may "
                                          "open a tunnel to it or use its preview")
     preview_url: str = Field(description="where the port's HTTP preview is: any request under it is forwarded to "
@@ -190,6 +207,7 @@ class TemplateOut(BaseModel):
                                                          "activity (the template's `idle_timeout`); null: never")
     pool_size: int = Field(description="how many of its workspaces the daemon keeps created, started and "
                                        "provisioned for creates to claim (see GET /api/v1/pools); 0: no pool")
+    devcontainer: bool = Field(description="its workspaces apply their repository's devcontainer.json")
     source: str
 
 
@@ -468,7 +486,8 @@ class CommandRun(BaseModel):
     argv: list[str] = Field(min_length=1, max_length=commands.MAX_ARGS,
                             description="the program and its arguments; never run through a shell")
     env: dict[str, str] = Field(default_factory=dict, max_length=256, description="added to the container's")
-    workdir: str = Field("/workspace", max_length=4096)
+    workdir: str | None = Field(None, max_length=4096, description="default: the workspace's own (its "
+                                "devcontainer.json's workspaceFolder, else /workspace)")
     timeout_seconds: float = Field(commands.DEFAULT_TIMEOUT, gt=0, le=commands.MAX_TIMEOUT,
                                    description="then the command is killed with every process it started")
     stdin: str | None = Field(None, description="written to the command's standard input, which is then closed")

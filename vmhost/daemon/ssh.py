@@ -38,7 +38,6 @@ from vmhost.errors import InvalidState, VmhostError, WorkspaceNotFound
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-WORKDIR = "/workspace"
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server", "/usr/libexec/sftp-server")
 ALLOWED_ENV = ("LANG", "TERM")  # and every LC_*
 KEEPALIVE = 60.0  # seconds between keepalives to a client that sends nothing
@@ -231,7 +230,7 @@ class SshServer:
         term = process.get_terminal_type()
         if term is not None and process.subsystem is None:
             terminal = await anyio.to_thread.run_sync(
-                lambda: engine.open_terminal(container, argv, env={**env, "TERM": term}, workdir=WORKDIR))
+                lambda: engine.open_terminal(container, argv, env={**env, "TERM": term}, workdir=workspace.start_dir))
             try:
                 cols, rows = process.term_size[:2]
                 if cols and rows:
@@ -243,7 +242,7 @@ class SshServer:
                 await anyio.to_thread.run_sync(terminal.close)
         else:
             running = await anyio.to_thread.run_sync(
-                lambda: engine.open_process(container, argv, env=env, workdir=WORKDIR))
+                lambda: engine.open_process(container, argv, env=env, workdir=workspace.start_dir))
             try:
                 await _pump(process, login, running.read, running.write, running.close_stdin, None, self.limiter)
                 code = await anyio.to_thread.run_sync(running.exit_code)

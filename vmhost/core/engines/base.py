@@ -85,6 +85,8 @@ class ContainerSpec:
     hostname: str | None = None
     capabilities: tuple[str, ...] = ()  # asked for by the template, on top of DEFAULT_CAPABILITIES
     node: str | None = None  # the node it must run on (where its volume is), on an engine with several
+    workdir: str = "/workspace"  # where its commands start unless told otherwise
+    user: str | None = None  # what it and its commands run as (None: the image's user)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,12 @@ class Engine(Protocol):
     def ensure_image(self, image: str, report: Callable[[str], None] | None = None) -> None:
         """Pull the image unless the engine has it (or, on a cluster, copy it to the nodes that lack it),
         telling `report` what it does in lines a person reads."""
+    def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
+        """Build the image `tag` from a tar of the build context (`dockerfile` is a path in it), each step
+        in at most `memory_mb` MB, handing the build's output to `on_output` as it comes; ProviderError when
+        the build fails."""
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
     def ensure_network(self, network: NetworkSpec) -> None:

@@ -73,6 +73,21 @@ class DockerEngine(DockerExec):
             raise ProviderError(f"image {image} is not on this host and could not be pulled: {exc.detail}") \
                 from exc
 
+    def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
+        with self.errors(f"build image {tag}"):
+            stream = self.client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
+                                           buildargs=buildargs, target=target, labels=labels, rm=True,
+                                           forcerm=True, decode=True,
+                                           container_limits={"memory": memory_mb * 2**20,
+                                                             "memswap": memory_mb * 2**20})
+            for chunk in stream:
+                if chunk.get("stream"):
+                    on_output(chunk["stream"].rstrip("\n"))
+                if chunk.get("error"):
+                    raise ProviderError(f"the build of {tag} failed: {str(chunk['error']).strip()}")
+
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         with self.errors(f"create volume {name}"):
             self.client.volumes.create(name=name, labels=labels)
@@ -133,7 +148,8 @@ class DockerEngine(DockerExec):
                 init=True,
                 detach=True,
                 mounts=[Mount(target="/workspace", source=spec.volume, type="volume")],
-                working_dir="/workspace",
+                working_dir=spec.workdir,
+                user=spec.user or "",
                 nano_cpus=int(spec.cpus * 1e9),
                 mem_limit=f"{spec.memory_mb}m",
                 memswap_limit=f"{spec.memory_mb}m",

@@ -219,6 +219,34 @@ class FakeEngine:
                 raise ProviderError(f"image {image} is not on this host and could not be pulled: "
                                     f"pull access denied for {image}, repository does not exist")
 
+    def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
+        """Only the Dockerfile's FROM is built: the new image has its base image's files."""
+        doing = f"build image {tag}"
+        self._faults.enter("build_image", doing)
+        with tarfile.open(fileobj=context) as tar:
+            try:
+                member = tar.extractfile(posixpath.normpath(dockerfile))
+            except KeyError:
+                member = None
+            if member is None:
+                raise ProviderError(f"the build of {tag} failed: Cannot locate specified Dockerfile: {dockerfile}")
+            lines = member.read().decode().splitlines()
+        base_ref = next((line.split()[1] for line in lines if line.upper().startswith("FROM ")), "")
+        on_output(f"Step 1/1 : FROM {base_ref}")
+        with self._lock:
+            base = self._find_image(base_ref)
+            if base is None:
+                raise ProviderError(f"the build of {tag} failed: pull access denied for {base_ref}")
+            name = tagged(tag)
+            for image in self._images:
+                if name in image.tags:
+                    image.tags.remove(name)
+            self._images.append(Image(id=new_id("sha256:"), tags=[name], labels={**base.labels, **labels},
+                                      files=dict(base.files)))
+            self._changed.notify_all()
+
     def remove_image(self, image: str) -> bool:
         """Remove an image unless a container still uses it (then False)."""
         self._faults.enter("remove_image", f"remove image {image}")

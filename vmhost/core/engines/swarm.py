@@ -241,6 +241,12 @@ class SwarmEngine:
     def remove_image(self, image: str) -> bool:
         return all([engine.remove_image(image) for engine in self._reachable_engines()])
 
+    def build_image(self, context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
+                    target: str | None, labels: dict[str, str], memory_mb: int,
+                    on_output: Callable[[str], None]) -> None:
+        raise InvalidInput("this vmhost runs workspaces on a Swarm cluster, where it does not build images: a "
+                           "devcontainer.json with a build (a Dockerfile) is refused; name an image instead")
+
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         """Nothing yet: the volume is made on the node Swarm picks, by the service's mount (with `labels`)."""
 
@@ -293,7 +299,8 @@ class SwarmEngine:
                 container_labels=spec.labels, env=[f"{k}={v}" for k, v in spec.env.items()], init=True,
                 mounts=[Mount(target=VOLUME, source=spec.volume, type="volume", labels=spec.labels,
                               driver_config=DriverConfig("local"))],
-                workdir=VOLUME, resources=resources, restart_policy=RestartPolicy(condition="none"),
+                workdir=spec.workdir, user=spec.user, resources=resources,
+                restart_policy=RestartPolicy(condition="none"),
                 mode=ServiceMode("replicated", replicas=1), networks=[spec.network] if spec.network else None,
                 constraints=[f"{PIN}{spec.node}"] if spec.node else None,
                 endpoint_spec=EndpointSpec(mode="vip"), log_driver="json-file", log_driver_options=self.log_config,

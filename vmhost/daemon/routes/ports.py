@@ -75,6 +75,7 @@ def port_preview_url(request: Request, workspace: Workspace, port: int) -> str:
 
 def port_out(request: Request, workspace: Workspace, port: WorkspacePort) -> PortOut:
     return PortOut(port=port.port, listening=port.listening, in_template=port.in_template, sharing=port.sharing,
+                   label=workspace.port_labels.get(str(port.port)),
                    preview_url=port_preview_url(request, workspace, port.port),
                    tunnel_url=f"/ws/workspaces/{workspace.id}/ports/{port.port}")
 

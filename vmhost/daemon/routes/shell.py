@@ -37,7 +37,8 @@ router = APIRouter(tags=["workspaces"])
 async def shell_socket(websocket: WebSocket, ref: str, orchestrator: OrchestratorDep,
                        stream_limiter: StreamLimiterDep) -> None:
     """A TTY session in the workspace: its template's shell (else /bin/sh), or `argv` (repeatable query
-    parameter) in `workdir` (default /workspace). Needs a write scope and a running workspace."""
+    parameter) in `workdir` (default: the workspace's, e.g. its devcontainer.json's workspaceFolder; else
+    /workspace). Needs a write scope and a running workspace."""
     argv = websocket.query_params.getlist("argv") or None
     workdir = websocket.query_params.get("workdir")
     async with accepted_as(websocket, lambda caller: open_shell(orchestrator, caller, ref, argv, workdir),
