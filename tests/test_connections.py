@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import Daemon
 
-from tests.conftest import Daemon
 from vmhost.cli.client import VmhostClient
 from vmhost.errors import DaemonUnreachable
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from conftest import Daemon, create_ws, wait_op
+from test_shell import Shell, open_shell
 
-from tests.conftest import Daemon, create_ws, wait_op
 from vmhost.testing import free_port
 
 
@@ -109,6 +110,11 @@ def test_image_with_env_commands_and_ports(daemon: Daemon, api: httpx.Client, gi
     assert (workspace["sources"]["env.GREETING"], workspace["sources"]["env.WHO"]) == ("devcontainer", "request")
     assert "3000/tcp" in workspace["connection"]["ports"] and workspace["port_labels"] == {"3000": "App"}
     assert workspace["post_attach"] == ["echo attached"]
+    with open_shell(api, name) as ws:  # a terminal runs postAttachCommand, then the shell, in the folder
+        shell = Shell(ws)
+        shell.read_until(b"attached")
+        shell.type("pwd; exit 7")
+        assert folder.encode() in shell.read_until(folder.encode()) and shell.wait_exit() == 7
 
     assert exec_out(daemon, name, "cat", "/tmp/created-in", "app.txt") == f"{folder}\nthe app\n"
     assert exec_out(daemon, name, "sh", "-c", "echo $GREETING $WHO $EDITOR") == "hello request vi\n"

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import httpx
+from conftest import Daemon
 
-from tests.conftest import Daemon
 from vmhost.core.models import Scope, Token, utcnow
 from vmhost.core.store import Store
 from vmhost.core.tokencache import TokenCache

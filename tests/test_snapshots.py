@@ -84,12 +84,13 @@ def test_restore_of_a_stopped_workspace_leaves_it_stopped(on_engine: OnEngine, e
     assert engine_api.get(f"/api/v1/workspaces/{name}/files", params={"path": "/workspace/file"}).text == "one\n"
 
 
-def test_restore_as_new_belongs_to_the_caller_and_outlives_the_original(on_engine: OnEngine, name: str) -> None:
-    daemon = on_engine.daemon
+def test_restore_as_new_belongs_to_the_caller_and_outlives_the_original(on_docker: OnEngine, name: str) -> None:
+    """On Swarm, test_swarm restores as new too: the copy lands on the snapshot's node."""
+    daemon = on_docker.daemon
     alice = daemon.token("alice")
     with daemon.tcp(alice) as as_alice:
         original = create_ws(as_alice, name, labels={"team": "a"}, env={"COLOR": "blue"})["workspace"]
-        sh(on_engine, as_alice, name, "echo data > /workspace/data.txt && echo conf > /etc/app.conf")
+        sh(on_docker, as_alice, name, "echo data > /workspace/data.txt && echo conf > /etc/app.conf")
         taken = snapshot(as_alice, name, "base")
         # another workspace may use the same snapshot name
         create_ws(as_alice, f"{name}-b")
@@ -103,17 +104,17 @@ def test_restore_as_new_belongs_to_the_caller_and_outlives_the_original(on_engin
         copy = as_alice.get(f"/api/v1/workspaces/{copy['id']}").json()
         assert copy["status"] == "running"
         assert copy["labels"] == {"team": "a"} and copy["env"]["COLOR"] == "blue"
-        assert sh(on_engine, as_alice, copy["id"], "cat /workspace/data.txt /etc/app.conf") == "data\nconf\n"
+        assert sh(on_docker, as_alice, copy["id"], "cat /workspace/data.txt /etc/app.conf") == "data\nconf\n"
         assert as_alice.get(f"/api/v1/workspaces/{copy['id']}/snapshots").json()["items"] == []
 
         # the original is untouched and can go while the copy runs from its snapshot's image
         still = as_alice.get(f"/api/v1/workspaces/{name}").json()
         assert still["connection"]["container_id"] == original["connection"]["container_id"]
         assert wait_op(as_alice, as_alice.delete(f"/api/v1/workspaces/{name}").json()["id"])["status"] == "succeeded"
-        assert sh(on_engine, as_alice, copy["id"], "cat /workspace/data.txt") == "data\n"
+        assert sh(on_docker, as_alice, copy["id"], "cat /workspace/data.txt") == "data\n"
         wait_op(as_alice, as_alice.delete(f"/api/v1/workspaces/{copy['id']}").json()["id"])
         wait_op(as_alice, as_alice.delete(f"/api/v1/workspaces/{name}-b").json()["id"])
-    assert not on_engine.images(vmhost_snapshot=taken["id"])
+    assert not on_docker.images(vmhost_snapshot=taken["id"])
 
 
 def test_others_cannot_see_or_touch_snapshots_and_read_only_tokens_cannot_take_them(

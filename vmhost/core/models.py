@@ -174,7 +174,7 @@ class Workspace:
     workdir: str | None = None  # where commands and shells start (None: /workspace)
     user: str | None = None  # what the container and its commands run as (None: the image's user)
     post_start: list[str | list[str]] = field(default_factory=list)  # run at each start
-    post_attach: list[str | list[str]] = field(default_factory=list)  # recorded, not run (see README)
+    post_attach: list[str | list[str]] = field(default_factory=list)  # run in each terminal before its shell
     port_labels: dict[str, str] = field(default_factory=dict)  # a port's name, e.g. {"3000": "App"}
     display_name: str | None = None  # the devcontainer's `name`
     # where each setting came from: {"image": "devcontainer", "env.FOO": "request", "provision.2": "template"}

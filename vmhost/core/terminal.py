@@ -6,6 +6,8 @@ found), a shell needs a write scope, and the workspace must be running.
 
 from __future__ import annotations
 
+import shlex
+
 from vmhost.core.activity import ActivitySession
 from vmhost.core.engines import LogStream, Terminal
 from vmhost.core.models import Caller, Workspace
@@ -32,9 +34,19 @@ def open_shell(orchestrator: Orchestrator, caller: Caller, ref: str, argv: list[
         raise InvalidInput("argv must be a non-empty list of arguments without NUL bytes")
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir {workdir!r} must be an absolute path")
-    terminal = orchestrator.engine.open_terminal(container_id, argv or [workspace.shell or DEFAULT_SHELL],
-                                                 env={"TERM": TERM}, workdir=workdir or workspace.start_dir)
+    terminal = orchestrator.engine.open_terminal(container_id, argv or attach_shell(workspace), env={"TERM": TERM},
+                                                 workdir=workdir or workspace.start_dir)
     return ActiveTerminal(terminal, orchestrator.activity.session(workspace.id))
+
+
+def attach_shell(workspace: Workspace) -> list[str]:
+    """The argv of the shell a terminal opens on: the workspace's shell, after its devcontainer's
+    postAttachCommand, which runs in that terminal (as editors run it when they attach)."""
+    shell = workspace.shell or DEFAULT_SHELL
+    if not workspace.post_attach:
+        return [shell]
+    script = "; ".join(c if isinstance(c, str) else shlex.join(c) for c in workspace.post_attach)
+    return [shell, "-c", f"{script}; exec {shlex.quote(shell)}"]
 
 
 class ActiveTerminal:

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
-from starlette.websockets import WebSocket
 
 from vmhost.daemon.audit import READS
-from vmhost.daemon.websockets import close_with
+from vmhost.daemon.websockets import refuse
 from vmhost.errors import Forbidden
 
 Scope = dict[str, Any]
@@ -67,9 +65,4 @@ class SameOrigin:
         error = Forbidden(f"cross-origin request refused: Origin {origin[:MAX_SHOWN]!r} is not this server "
                           f"({', '.join(hosts)[:MAX_SHOWN] or 'no Host header'}); a browser may change things "
                           "here only from the daemon's own page")
-        if scope["type"] == "websocket":
-            websocket = WebSocket(scope, receive, send)
-            await websocket.accept()
-            await close_with(websocket, error)
-        else:
-            await JSONResponse(error.to_dict(), status_code=error.http_status)(scope, receive, send)
+        await refuse(scope, receive, send, error)

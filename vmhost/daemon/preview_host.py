@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from starlette.datastructures import Headers
-from starlette.websockets import WebSocket
 
 from vmhost.core.models import Workspace
 from vmhost.core.store import Store
 from vmhost.daemon.preview import COOKIE_NAME, PreviewCookies
 from vmhost.daemon.routes.common import API
-from vmhost.daemon.websockets import close_with
+from vmhost.daemon.websockets import refuse
 from vmhost.errors import Unauthenticated, VmhostError, WorkspaceNotFound
 
 HOST_KEY = "vmhost.preview_host"
@@ -111,7 +110,7 @@ class PreviewHosts:
                 await self._start_session(scope, receive, send, host)
                 return
         except VmhostError as exc:
-            await _refuse(scope, receive, send, exc)
+            await refuse(scope, receive, send, exc)
             return
         prefix = f"{API}/workspaces/{HOST_REF}/ports/{host.port}/proxy"
         scope[HOST_KEY] = host
@@ -130,12 +129,3 @@ class PreviewHosts:
         response.set_cookie(COOKIE_NAME, cookie, max_age=self.cookies.lifetime, path="/", httponly=True,
                             samesite="lax", secure=scope.get("scheme") == "https")
         await response(scope, receive, send)
-
-
-async def _refuse(scope: Scope, receive: Any, send: Any, error: VmhostError) -> None:
-    if scope["type"] == "websocket":
-        websocket = WebSocket(scope, receive, send)
-        await websocket.accept()
-        await close_with(websocket, error)
-    else:
-        await JSONResponse(error.to_dict(), status_code=error.http_status)(scope, receive, send)

@@ -113,8 +113,8 @@ class WorkspaceOut(BaseModel):
     user: str | None = Field(description="what the container and its commands run as; null: the image's user")
     post_start: list[str | list[str]] = Field(description="the devcontainer.json's postStartCommand: run at each "
                                                           "start")
-    post_attach: list[str | list[str]] = Field(description="the devcontainer.json's postAttachCommand: recorded, "
-                                                           "not run")
+    post_attach: list[str | list[str]] = Field(description="the devcontainer.json's postAttachCommand: run in each "
+                                                           "terminal (shell, SSH session) before its shell")
     port_labels: dict[str, str] = Field(description="a name for a port (the devcontainer.json's portsAttributes)")
     display_name: str | None = Field(description="the devcontainer.json's `name`")
     sources: dict[str, str] = Field(

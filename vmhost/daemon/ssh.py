@@ -32,7 +32,7 @@ from vmhost.core.models import Caller, Door, Workspace, WorkspaceStatus
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import Session, SessionGate, SessionKind
 from vmhost.core.sshhost import ensure_host_key, host_key_path
-from vmhost.core.terminal import DEFAULT_SHELL
+from vmhost.core.terminal import DEFAULT_SHELL, attach_shell
 from vmhost.errors import InvalidState, VmhostError, WorkspaceNotFound
 
 log = logging.getLogger(__name__)
@@ -220,14 +220,15 @@ class SshServer:
         engine = self.orchestrator.engine
         env = allowed_env(dict(process.env))
         shell = workspace.shell or DEFAULT_SHELL
+        term = process.get_terminal_type()
         if process.subsystem is not None:
             if process.subsystem != "sftp":
                 raise InvalidState(f"the subsystem {process.subsystem!r} is not served; only sftp is")
             server = await anyio.to_thread.run_sync(self._sftp_server, container)
             argv = [server]
         else:
-            argv = [shell] if process.command is None else [shell, "-c", process.command]
-        term = process.get_terminal_type()
+            argv = [shell, "-c", process.command] if process.command is not None else \
+                attach_shell(workspace) if term is not None else [shell]
         if term is not None and process.subsystem is None:
             terminal = await anyio.to_thread.run_sync(
                 lambda: engine.open_terminal(container, argv, env={**env, "TERM": term}, workdir=workspace.start_dir))

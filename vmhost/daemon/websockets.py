@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vmhost.core.models import Caller
@@ -95,6 +96,16 @@ async def accepted_as(websocket: WebSocket, resolve: Callable[[Caller], T], kind
 
     async with services.token_sessions.hold(caller, end):
         yield resolved
+
+
+async def refuse(scope: dict[str, Any], receive: Any, send: Any, error: VmhostError) -> None:
+    """Answer with `error` from an ASGI middleware: its JSON body, or on a WebSocket a close saying it."""
+    if scope["type"] == "websocket":
+        websocket = WebSocket(scope, receive, send)
+        await websocket.accept()
+        await close_with(websocket, error)
+    else:
+        await JSONResponse(error.to_dict(), status_code=error.http_status)(scope, receive, send)
 
 
 async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
