@@ -211,7 +211,11 @@ def test_a_node_that_dies_makes_its_workspaces_unreachable_until_it_is_back(
     print(f"\nunreachable after {seconds:.1f} s\n{listed.stdout}\n{nodes.stdout}")
 
     cluster.restart_node(workers[victim["node"]])
-    back, _ = wait_status(swarm_api, victim["name"], {"running", "stopped"}, timeout=60)
+    try:
+        back, _ = wait_status(swarm_api, victim["name"], {"running", "stopped"}, timeout=60)
+    except AssertionError:
+        print(swarm_daemon.log()[-8000:])  # what the node watch and the reconciler met
+        raise
     if back["status"] == "stopped":
         act(swarm_api, victim["name"], "start")
     assert run(swarm_api, victim["name"], "cat /workspace/kept") == (0, "before\n")

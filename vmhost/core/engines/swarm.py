@@ -385,8 +385,16 @@ class SwarmEngine:
 
     def _runs(self, task: Task) -> bool:
         """Whether the task's container runs, as its node's engine says: the manager learns of a container
-        stopped on its node a moment after the node's event, which the reconciler acts on."""
-        return task.container_id is not None and self.node_engine(task.node_id).inspect(task.container_id).running
+        stopped on its node a moment after the node's event, which the reconciler acts on. When the node's
+        engine cannot say (a node coming back), the manager's word stands."""
+        if task.container_id is None:
+            return False
+        try:
+            return self.node_engine(task.node_id).inspect(task.container_id).running
+        except VmhostError as exc:
+            log.info("cannot ask node %s about container %s (%s): the manager says it runs", task.node_id[:12],
+                     task.container_id[:12], exc.detail)
+            return True
 
     def _node_of(self, service: str | dict[str, Any], tasks: list[Task]) -> str | None:
         """The node the service is pinned to, else the one its newest task was placed on."""
