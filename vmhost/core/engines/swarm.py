@@ -166,7 +166,11 @@ class SwarmEngine:
     def node_engine(self, node_id: str) -> DockerEngine:
         """The engine of one node, from its `vmhost.engine` label (the manager's own, when it has none)."""
         with self.manager.errors(f"find node {node_id}"):
-            node = self.manager.client.api.inspect_node(node_id)
+            return self._engine_of(self.manager.client.api.inspect_node(node_id))
+
+    def _engine_of(self, node: dict[str, Any]) -> DockerEngine:
+        """The engine of the node the manager shows as `node` (inspect_node's answer)."""
+        node_id = node["ID"]
         url = ((node.get("Spec") or {}).get("Labels") or {}).get(ENGINE_LABEL)
         if not url:
             if node.get("ManagerStatus") and node_id == self._manager_node_id():
@@ -369,6 +373,7 @@ class SwarmEngine:
                 return ContainerState(exists=False)
         tasks = self._tasks(service["ID"], desired=None)
         node = self._node_of(service, tasks)
+        raw: dict[str, Any] | None = None
         if node is not None:
             with self.manager.errors(f"inspect node {node}"):
                 raw = self.manager.client.api.inspect_node(node)
@@ -378,19 +383,21 @@ class SwarmEngine:
                 return ContainerState(exists=True, status=UNREACHABLE, node=node,
                                       reason=f"its node {hostname} ({node[:12]}) is {state}")
         task = _running_of(tasks)
-        if task is None or not self._runs(task):
+        if task is None or not self._runs(task, raw if task.node_id == node else None):
             return ContainerState(exists=True, running=False, status="exited", node=node)
         return ContainerState(exists=True, running=True, status="running", container_id=task.container_id,
                               node=task.node_id)
 
-    def _runs(self, task: Task) -> bool:
-        """Whether the task's container runs, as its node's engine says: the manager learns of a container
-        stopped on its node a moment after the node's event, which the reconciler acts on. When the node's
-        engine cannot say (a node coming back), the manager's word stands."""
+    def _runs(self, task: Task, node: dict[str, Any] | None = None) -> bool:
+        """Whether the task's container runs, as its node's engine says (`node`: its node as inspect_node
+        answered, when already read): the manager learns of a container stopped on its node a moment after
+        the node's event, which the reconciler acts on. When the node's engine cannot say (a node coming
+        back), the manager's word stands."""
         if task.container_id is None:
             return False
         try:
-            return self.node_engine(task.node_id).inspect(task.container_id).running
+            engine = self._engine_of(node) if node is not None else self.node_engine(task.node_id)
+            return engine.inspect(task.container_id).running
         except VmhostError as exc:
             log.info("cannot ask node %s about container %s (%s): the manager says it runs", task.node_id[:12],
                      task.container_id[:12], exc.detail)
