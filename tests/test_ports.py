@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import wsproto.events
-from conftest import Daemon, all_items, create_ws
+from conftest import Daemon, OnEngine, all_items, create_ws
 from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
 
 PAGE = "hello from the workspace"
@@ -33,9 +33,9 @@ SERVERS = (f"echo '{PAGE}' > /workspace/index.html; mkdir -p /workspace/cgi-bin;
            "httpd -p 8080 -h /workspace; nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &")
 
 
-def serving_workspace(client: httpx.Client, name: str) -> dict[str, Any]:
+def serving_workspace(client: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
     """A running workspace with the page server on 8080 and the echo server on 9000, both listening."""
-    workspace = create_ws(client, name)["workspace"]
+    workspace = create_ws(client, name, **body)["workspace"]
     started = client.post(f"/api/v1/workspaces/{name}/commands", json={"argv": ["sh", "-c", SERVERS],
                                                                         "stream": True})
     assert started.status_code == 200, started.text
@@ -82,7 +82,10 @@ def close_code(client: httpx.Client, ref: str, port: int) -> tuple[int, str]:
     return code, reason
 
 
-def test_owner_lists_ports_and_tunnels_both_ways(api: httpx.Client, name: str) -> None:
+def test_owner_lists_ports_and_tunnels_both_ways(engine_api: httpx.Client, name: str) -> None:
+    """On one engine the daemon connects to the container's address; on Swarm, through the workspace's
+    node (a relay command in the container)."""
+    api = engine_api
     workspace = serving_workspace(api, name)
     listed = {p["port"]: p for p in ports(api, name)}
     assert listed[8080] == {"port": 8080, "listening": True, "in_template": False, "label": None, "sharing": "private",
@@ -105,9 +108,12 @@ def test_owner_lists_ports_and_tunnels_both_ways(api: httpx.Client, name: str) -
         ws.send_text(json.dumps({"type": "eof"}))
         data, code, _ = receive_until_closed(ws)
     assert data == b"last words\n" and code == 1000
+    page = api.get(listed[8080]["preview_url"] + "index.html")
+    assert page.status_code == 200 and page.text == PAGE + "\n"
 
     code, reason = close_code(api, name, 9999)
     assert code == 4409 and "nothing answers on port 9999" in reason
+    assert api.get(f"/api/v1/workspaces/{name}/ports/9999/proxy/").status_code == 502
     entries = api.get("/api/v1/audit", params={"workspace": name}).json()["items"]
     assert {(e["path"], e["phase"]) for e in entries} >= {(f"/ws/workspaces/{name}/ports/9000", "start"),
                                                          (f"/ws/workspaces/{name}/ports/9000", "end")}
@@ -186,11 +192,12 @@ def test_idle_tunnels_close_and_each_user_has_a_limit(make_daemon: Any, name: st
 
 
 @pytest.fixture
-def port_forward(daemon: Daemon) -> Iterator[Any]:
-    """Start `vmhost ws port-forward` with arguments; answers the process and the local ports it listens on."""
+def port_forward() -> Iterator[Any]:
+    """Start `vmhost ws port-forward` with arguments on a daemon; answers the process and the local ports
+    it listens on."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
+    def start(daemon: Daemon, *args: str) -> tuple[subprocess.Popen[str], list[int]]:
         process = subprocess.Popen([sys.executable, "-m", "vmhost", "ws", "port-forward", *args],
                                    env=daemon.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(process)
@@ -208,8 +215,10 @@ def port_forward(daemon: Daemon) -> Iterator[Any]:
         process.wait(10)
 
 
-def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, name: str, port_forward: Any) -> None:
-    serving_workspace(api, name)
+def test_cli_ports_share_and_port_forward(on_engine: OnEngine, engine_api: httpx.Client, name: str,
+                                          port_forward: Any) -> None:
+    daemon, api = on_engine.daemon, engine_api
+    serving_workspace(api, name, cpus=1)  # on Swarm, each connection's relay runs in the workspace too
     listed = daemon.cli("ws", "ports", name)
     assert listed.returncode == 0 and "8080" in listed.stdout and "9000" in listed.stdout, listed.stderr
     shared = daemon.cli("ws", "ports", "share", name, "9000", "--level", "authenticated")
@@ -219,7 +228,7 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
     refused = daemon.cli("ws", "ports", "share", name, "9000", "--level", "world")
     assert refused.returncode == 2 and "level" in refused.stderr
 
-    process, (echo_port, web_port) = port_forward(name, "0:9000", "0:8080")
+    process, (echo_port, web_port) = port_forward(daemon, name, "0:9000", "0:8080")
 
     def round_trip(index: int) -> bytes:
         with socket.create_connection(("127.0.0.1", echo_port), timeout=30) as conn:
@@ -232,7 +241,11 @@ def test_cli_ports_share_and_port_forward(daemon: Daemon, api: httpx.Client, nam
             return received == payload and b"ok" or received[:100]
 
     with ThreadPoolExecutor(20) as pool:
-        assert list(pool.map(round_trip, range(20))) == [b"ok"] * 20
+        results = list(pool.map(round_trip, range(20)))
+    if results != [b"ok"] * 20:
+        process.terminate()
+        print(process.communicate(timeout=10)[1], daemon.log()[-5000:])
+    assert results == [b"ok"] * 20
     answer = httpx.get(f"http://127.0.0.1:{web_port}/index.html", timeout=30)
     assert answer.status_code == 200 and PAGE in answer.text
 

@@ -10,12 +10,15 @@ port is `private` (its owner and admins) unless its owner shared it with every v
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmhost.core.engines import Engine
 from vmhost.core.models import Caller, Sharing, Workspace, WorkspaceStatus
+from vmhost.core.port_relay import open_relay
 from vmhost.core.store import Store
 from vmhost.errors import ContainerNotRunning, InvalidInput, ProviderError, WorkspaceNotFound
 
@@ -36,11 +39,23 @@ class WorkspacePort:
 
 @dataclass(frozen=True)
 class PortTarget:
-    """Where the daemon connects to reach `port` of `workspace` (for a tunnel or a preview)."""
+    """Where the daemon connects to reach `port` of `workspace` (for a tunnel, a preview or SSH): the
+    container's address, or, where this host does not reach it (a Swarm node's container), 127.0.0.1 in
+    the container through a relay command run there (`relay`, see vmhost.core.port_relay)."""
 
     workspace: Workspace
     host: str
     port: int
+    relay: Callable[[int, float], socket.socket] | None = None
+
+    def connect(self, timeout: float) -> socket.socket:
+        """A socket connected to the port (this blocks: call it from a thread). OSError when nothing
+        answers (ConnectionRefusedError) or not within `timeout` seconds (TimeoutError)."""
+        if self.relay is not None:
+            return self.relay(self.port, timeout)
+        connection = socket.create_connection((self.host, self.port), timeout=timeout)
+        connection.settimeout(None)
+        return connection
 
 
 def listening_ports(table: str) -> set[int]:
@@ -131,6 +146,8 @@ class WorkspacePorts:
         workspace = self.reachable(caller, ref, port)
         container_id = workspace.running_container()
         host = self.engine.container_address(container_id, self._network_of(workspace.owner))
+        if host is None:
+            return PortTarget(workspace, "127.0.0.1", port, functools.partial(open_relay, self.engine, container_id))
         return PortTarget(workspace, host, port)
 
     def reachable(self, caller: Caller, ref: str, port: int) -> Workspace:

@@ -171,8 +171,9 @@ def preview_client(idle_timeout: float) -> httpx.AsyncClient:
     `CONNECT_TIMEOUT` to connect, `idle_timeout` for each read and write (no limit on a whole answer:
     a stream of server-sent events lasts as long as it moves), no proxy from the environment, no
     redirects followed."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(idle_timeout, connect=CONNECT_TIMEOUT),
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+    from vmhost.daemon.port_connections import PreviewTransport
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(idle_timeout, connect=CONNECT_TIMEOUT), transport=PreviewTransport(),
                              trust_env=False, follow_redirects=False)
 
 

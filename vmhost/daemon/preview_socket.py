@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from vmhost.core.ports import PortTarget
+from vmhost.daemon.port_connections import connect_socket
 from vmhost.daemon.preview import CONNECT_TIMEOUT, Forwarding, Headers, upstream_headers
 from vmhost.daemon.websockets import close_quietly
 from vmhost.errors import PortTimeout, PortUnreachable
@@ -57,12 +58,18 @@ async def open_upstream(target: PortTarget, raw_target: bytes, headers: Headers,
     uri = f"ws://{host}:{target.port}{raw_target.decode('latin-1')}"
     try:
         with anyio.fail_after(open_timeout):
-            return await connect(uri, additional_headers=[(n.decode("latin-1"), v.decode("latin-1"))
-                                                          for n, v in headers],
-                                 subprotocols=[Subprotocol(p) for p in subprotocols] or None,
-                                 user_agent_header=user_agent, compression=None, proxy=None,
-                                 open_timeout=None, ping_interval=None, max_size=MAX_MESSAGE,
-                                 max_queue=MAX_QUEUE, close_timeout=CONNECT_TIMEOUT)
+            connection = await connect_socket(target, CONNECT_TIMEOUT)
+            try:
+                return await connect(uri, sock=connection,
+                                     additional_headers=[(n.decode("latin-1"), v.decode("latin-1"))
+                                                         for n, v in headers],
+                                     subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+                                     user_agent_header=user_agent, compression=None, proxy=None,
+                                     open_timeout=None, ping_interval=None, max_size=MAX_MESSAGE,
+                                     max_queue=MAX_QUEUE, close_timeout=CONNECT_TIMEOUT)
+            except BaseException:
+                connection.close()  # websockets closes it too on a failed handshake: closing twice is harmless
+                raise
     except TimeoutError as exc:
         raise PortTimeout(f"the server on {where} did not answer the WebSocket upgrade within "
                           f"{open_timeout:g} s (VMHOST_PREVIEW_IDLE_TIMEOUT)") from exc

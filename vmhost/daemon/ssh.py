@@ -33,6 +33,7 @@ from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import Session, SessionGate, SessionKind
 from vmhost.core.sshhost import ensure_host_key, host_key_path
 from vmhost.core.terminal import DEFAULT_SHELL, attach_shell
+from vmhost.daemon.port_connections import connect_socket
 from vmhost.errors import InvalidState, VmhostError, WorkspaceNotFound
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class SshServer:
                 raise login.refused
             target = await anyio.to_thread.run_sync(self.orchestrator.ports.tunnel_target, login.caller,
                                                     login.workspace_id, port)
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), 10)
+            reader, writer = await asyncio.open_connection(sock=await connect_socket(target, 10))
         except VmhostError as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, exc.detail) from None
         except (OSError, TimeoutError):

@@ -262,9 +262,10 @@ class Engine(Protocol):
     def remove_container(self, container_id: str) -> None:
         """Remove the container (running or not), keeping its volumes."""
     def inspect(self, container_id: str) -> ContainerState: ...
-    def container_address(self, container_id: str, network: str | None) -> str:
+    def container_address(self, container_id: str, network: str | None) -> str | None:
         """The IP address this host reaches the running container at, on `network` (else its only one);
-        nothing is published on the host for it."""
+        nothing is published on the host for it. None where this host does not reach the container's
+        addresses (a cluster's node): vmhost then reaches its ports through a command run in it."""
     def list_managed(self, labels: dict[str, str], kinds: Collection[str] = MANAGED_KINDS) -> list[ManagedObject]:
         """The objects of those kinds that carry all of `labels`."""
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> CommittedImage:

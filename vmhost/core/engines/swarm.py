@@ -563,8 +563,9 @@ class SwarmEngine:
         engine, container = self._running(container_id, "read the workspace's output")
         return engine.logs(container, follow=follow, tail=tail)
 
-    def container_address(self, container_id: str, network: str | None) -> str:
-        raise ProviderError("tunnels to a workspace's ports are not available on a Swarm cluster yet")
+    def container_address(self, container_id: str, network: str | None) -> str | None:
+        """None: this host does not reach a node's overlay network; ports are reached through the node."""
+        return None
 
     # -- what vmhost made, and what happens to it -------------------------------------------------
 

@@ -27,6 +27,7 @@ from vmhost.core.models import Workspace
 from vmhost.core.ports import MAX_PORT, MIN_PORT, WorkspacePort
 from vmhost.core.sessions import SessionKind
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, SettingsDep
+from vmhost.daemon.port_connections import connect
 from vmhost.daemon.preview import Forwarding
 from vmhost.daemon.preview_host import preview_url
 from vmhost.daemon.routes.common import API, errors
@@ -112,12 +113,11 @@ async def tunnel_socket(websocket: WebSocket, ref: str, port: int, orchestrator:
         if target is None:
             return
         try:
-            with anyio.fail_after(CONNECT_TIMEOUT):
-                stream = await anyio.connect_tcp(target.host, target.port)
-        except (OSError, TimeoutError):
+            stream = await connect(target, CONNECT_TIMEOUT)
+        except OSError as exc:
             await close_with(websocket, InvalidState(f"nothing answers on port {target.port} in workspace "
-                                                     f"{target.workspace.name!r}; is a server listening there "
-                                                     "on 0.0.0.0?"))
+                                                     f"{target.workspace.name!r} ({exc}); is a server listening "
+                                                     "there on 0.0.0.0?"))
             return
         async with stream:
             with pumping:

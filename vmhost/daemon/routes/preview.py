@@ -39,6 +39,7 @@ from vmhost.core.sessions import SessionKind
 from vmhost.daemon.audit import preview_request, remember_caller, session_started
 from vmhost.daemon.deps import CallerDep, OrchestratorDep, get_caller, in_read_pool, require_scope
 from vmhost.daemon.peercred import PEER_KEY
+from vmhost.daemon.port_connections import send_to
 from vmhost.daemon.preview import (
     CONNECT_TIMEOUT,
     COOKIE_NAME,
@@ -161,10 +162,9 @@ async def _send(request: Request, target: PortTarget) -> httpx.Response:
                                     content=request.stream() if _has_body(request) else None)
     where = f"port {target.port} of workspace {target.workspace.name!r}"
     try:
-        return await client.send(upstream, stream=True)
+        return await send_to(client, target, upstream)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise PortUnreachable(f"nothing answers on {where} (no answer to connect within {CONNECT_TIMEOUT:.0f} s, "
-                              f"or refused); is a server listening there on 0.0.0.0?") from exc
+        raise PortUnreachable(f"nothing answers on {where} ({exc}); is a server listening there on 0.0.0.0?") from exc
     except httpx.TimeoutException as exc:
         timeout = services_of(request).settings.preview_idle_timeout
         raise PortTimeout(f"the server on {where} did not answer within {timeout:g} s "
