@@ -218,9 +218,10 @@ def port_forward() -> Iterator[Any]:
 def test_cli_ports_share_and_port_forward(on_engine: OnEngine, engine_api: httpx.Client, name: str,
                                           port_forward: Any) -> None:
     daemon, api = on_engine.daemon, engine_api
-    serving_workspace(api, name, cpus=1)  # on Swarm, each connection's relay runs in the workspace too
+    workspace = serving_workspace(api, name, cpus=1)  # on Swarm, each connection's relay runs in the workspace too
     listed = daemon.cli("ws", "ports", name)
-    assert listed.returncode == 0 and "8080" in listed.stdout and "9000" in listed.stdout, listed.stderr
+    assert listed.returncode == 0 and "9000" in listed.stdout, listed.stderr
+    assert f"/api/v1/workspaces/{workspace['id']}/ports/8080/proxy/" in listed.stdout, listed.stdout
     shared = daemon.cli("ws", "ports", "share", name, "9000", "--level", "authenticated")
     assert shared.returncode == 0 and shared.stdout.strip() == f"port 9000 of {name}: authenticated"
     shown = daemon.cli("ws", "show", name)
@@ -556,3 +557,10 @@ def test_preview_on_its_own_host_name(make_daemon: Any, name: str) -> None:
         assert again.status_code == 401 and "has been used" in again.json()["detail"]
         elsewhere = nobody.get(link.split(own, 1)[1], headers=on(own.replace("8080", "9000", 1)))
         assert elsewhere.status_code == 401
+        # behind a TLS-terminating proxy (trusted here), the link is https and the cookie Secure
+        tls = {"X-Forwarded-Proto": "https"}
+        link = as_alice.post(f"/api/v1/workspaces/{name}/ports/8080/preview-session", headers=tls).json()["url"]
+        assert link.startswith(f"https://{own}/.vmhost/preview-session?ticket=")
+        opened = nobody.get(link.split(own, 1)[1], headers=on(own, **tls))
+        assert opened.status_code == 303, opened.text
+        assert "secure" in {part.strip().lower() for part in opened.headers["set-cookie"].split(";")}

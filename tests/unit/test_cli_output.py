@@ -98,3 +98,17 @@ def test_templates_are_listed_as_a_table_with_broken_files_warned_about(run_cli:
     ]
     assert result.stderr == ("\x1b[33mWarning:\x1b[0m template file /etc/vmhost/templates/bad.toml is broken: "
                              "'image' is required\n")
+
+
+def test_ports_show_each_preview_as_a_url_to_open(run_cli: Callable[..., Result]) -> None:
+    port = {"listening": True, "in_template": False, "label": None, "sharing": "private", "tunnel_url": "/ws/..."}
+    listing = {"items": [
+        {**port, "port": 3000, "preview_url": "/api/v1/workspaces/ws_1/ports/3000/proxy/", "label": "web"},
+        {**port, "port": 8080, "preview_url": "https://8080--web--ann.preview.example/"},
+    ], "next_cursor": None}
+    result = run_cli(answer(200, listing), "ws", "ports", "web")
+    assert result.exit_code == 0, result.output
+    assert [line.split() for line in result.stdout.splitlines()[1:]] == [
+        ["3000", "yes", "no", "private", "http://daemon.test/api/v1/workspaces/ws_1/ports/3000/proxy/", "web"],
+        ["8080", "yes", "no", "private", "https://8080--web--ann.preview.example/"],
+    ]

@@ -32,10 +32,11 @@ PortArg = Annotated[int, typer.Argument(help="A TCP port in the workspace.", min
 @ports_app.command("ls")
 def ports_ls(name: NameArg, json: JsonOpt = False) -> None:
     """List the ports listening in a workspace, its template's ports, and who may reach each one."""
-    ports = run(lambda c: c.get(f"/workspaces/{name}/ports")["items"])
+    ports, base_url = run(lambda c: (c.get(f"/workspaces/{name}/ports")["items"],
+                                     None if c.uds else str(c.http.base_url).rstrip("/")))
     from vmhost.cli import render
 
-    render.print_json(ports) if json else render.ports(ports)
+    render.print_json(ports) if json else render.ports(ports, base_url)
 
 
 @ports_app.command("share")

@@ -224,13 +224,16 @@ def sources(by_setting: dict[str, str]) -> str:
         or "-"
 
 
-def ports(items: list[dict[str, Any]]) -> None:
+def ports(items: list[dict[str, Any]], base_url: str | None) -> None:
+    """The ports with their previews: a preview on the daemon's path is given in full when the CLI
+    reaches the daemon by URL (over the socket, a browser has no address for it: the path alone)."""
     if not items:
         out().print("Nothing listens in this workspace (on an address other than 127.0.0.1).")
         return
     rows = [[str(p["port"]), "yes" if p["listening"] else "no", "yes" if p["in_template"] else "no", p["sharing"],
-             p["tunnel_url"], p.get("label") or ""] for p in items]
-    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "TUNNEL", "LABEL"], rows)
+             (base_url or "") + p["preview_url"] if p["preview_url"].startswith("/") else p["preview_url"],
+             p.get("label") or ""] for p in items]
+    _table(["PORT", "LISTENING", "TEMPLATE", "SHARING", "PREVIEW", "LABEL"], rows)
 
 
 def nodes(items: list[dict[str, Any]]) -> None:

@@ -120,6 +120,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings,
     app.add_middleware(SameOrigin, trusted_proxy=services.authenticator.is_trusted_proxy)
     app.add_middleware(PreviewSandbox, is_preview=preview.is_path_preview)
     if settings.preview_domain:
-        app.add_middleware(PreviewHosts, domain=settings.preview_domain, cookies=services.previews.cookies)
+        app.add_middleware(PreviewHosts, domain=settings.preview_domain, cookies=services.previews.cookies,
+                           https=lambda conn: ports.forwarding_of(conn).proto == "https")
     app.add_middleware(AuditTrail, audit=services.audit)  # outermost: sees every answer, 413s included
     return app

@@ -231,7 +231,8 @@ class PreviewCookies:
         return self._issue(caller, workspace_id, port, self.lifetime, {})
 
     def issue_ticket(self, caller: Caller, workspace_id: str, port: int, host: str) -> str:
-        return self._issue(caller, workspace_id, port, TICKET_LIFETIME, {"h": host})
+        # the nonce: two links asked for in the same second are two tickets, each usable once
+        return self._issue(caller, workspace_id, port, TICKET_LIFETIME, {"h": host, "n": os.urandom(6).hex()})
 
     def _issue(self, caller: Caller, workspace_id: str, port: int, lifetime: int, extra: dict[str, str]) -> str:
         payload = _encode(json.dumps({"u": caller.user, "a": caller.admin, "d": caller.door.value,

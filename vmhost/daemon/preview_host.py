@@ -12,12 +12,14 @@ cookie (never `Domain=`: one preview never sees another's) and redirects to `/`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 
 from vmhost.core.models import Workspace
 from vmhost.core.store import Store
@@ -91,10 +93,12 @@ def workspace_of(store: Store, host: PreviewHost) -> Workspace:
 class PreviewHosts:
     """ASGI middleware: requests to a preview host become requests to its port's preview."""
 
-    def __init__(self, app: Any, domain: str, cookies: PreviewCookies) -> None:
+    def __init__(self, app: Any, domain: str, cookies: PreviewCookies, https: Callable[[HTTPConnection], bool]) -> None:
+        """`https(conn)`: whether the client asked over HTTPS (itself, or as a trusted proxy says)."""
         self.app = app
         self.domain = domain
         self.cookies = cookies
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         host = (parse_host(Headers(scope=scope).get("host"), self.domain)
@@ -127,5 +131,5 @@ class PreviewHosts:
         response = RedirectResponse("/", status_code=303)
         # host-only (no Domain), the whole host: it is this one preview's
         response.set_cookie(COOKIE_NAME, cookie, max_age=self.cookies.lifetime, path="/", httponly=True,
-                            samesite="lax", secure=scope.get("scheme") == "https")
+                            samesite="lax", secure=self.https(HTTPConnection(scope)))
         await response(scope, receive, send)

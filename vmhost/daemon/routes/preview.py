@@ -271,5 +271,5 @@ def start_preview_session(ref: str, port: PortNumber, request: Request, caller: 
     path = preview_path(workspace.id, port)
     response = JSONResponse({"url": path})
     response.set_cookie(COOKIE_NAME, cookies.issue(caller, workspace.id, port), max_age=cookies.lifetime,
-                        path=path, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                        path=path, httponly=True, samesite="strict", secure=forwarding_of(request).proto == "https")
     return response
