@@ -1,7 +1,9 @@
 """The Swarm rows: vmhost on a three-node Swarm built on this machine (tests/cluster.py: a dockerd per
 network namespace), against the same work done straight through the docker SDK on the same cluster in
 the same run: `services.create` (on an overlay network, as a workspace is on its owner's) then waiting for
-the task to run, exec through the node's own engine, and scaling the service to 0 and back to 1."""
+the task to run, exec through the node's own engine, and scaling the service to 0 and back to 1. A port
+through the preview, which reaches it through the workspace's node (vmhost.core.port_relay), against the
+same relay by hand: `nc 127.0.0.1 8080` exec'd in the task's container through its node's engine."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from typing import Any
 
 import docker
 from docker.types import Mount, Resources, RestartPolicy, ServiceMode
+from docker.utils.socket import frames_iter
 
 from bench.environment import COMMAND, Bench
 from bench.measure import Plan, Result, Target, paired
+from bench.ports import DOWNLOAD_MB, SERVERS, http_get, rates
 from tests.cluster import SwarmCluster, swarm_cluster
 
 API = "/api/v1"
@@ -98,10 +102,56 @@ def _measure(bench: Bench, cluster: SwarmCluster, api: Any, manager: docker.Dock
             vmhost, sdk = paired(plan, act(action), scale(replicas), between=back)
             results.append(Result(f"swarm: {action} (POST + wait)", "ms", vmhost, sdk,
                                   f"scale to {replicas} + wait", Target(max_ratio=1.5)))
+        results += _port_rows(cluster, api, manager, plan, workspace, service)
     finally:
         _wait(api, api.delete(f"{API}/workspaces/{workspace}"))
         manager.api.remove_service(service)
     return results
+
+
+def _port_rows(cluster: SwarmCluster, api: Any, manager: docker.DockerClient, plan: Plan, workspace: str,
+               service: str) -> list[Result]:
+    """A small GET and a large download through the preview, against the same through `nc` exec'd by
+    hand on the node (the same files served by the same httpd in both)."""
+    big, small = DOWNLOAD_MB * 2**20, 3
+    _wait(api, api.post(f"{API}/workspaces/{workspace}/actions/start"))  # the start row's rounds end stopped
+    _scale(manager, service, 1)
+    started = api.post(f"{API}/workspaces/{workspace}/commands", json={"argv": ["sh", "-c", SERVERS], "stream": True})
+    if started.status_code != 200 or '"exit_code": 0' not in started.text:
+        raise RuntimeError(f"the servers did not start: {started.text[:300]}")
+    task = _running_task(manager, service)
+    node_index = next(n.index for n in cluster.nodes if n.node_id == task["NodeID"])
+    with closing(cluster.client(node_index)) as node:
+        container = task["Status"]["ContainerStatus"]["ContainerID"]
+        node.containers.get(container).exec_run(["sh", "-c", SERVERS])
+        preview = f"{API}/workspaces/{workspace}/ports/8080/proxy"
+        transfer = Plan(min(plan.warmup, 1), min(plan.reps, 5))
+        preview_big, relay_big = paired(transfer, http_get(api, f"{preview}/big", big),
+                                        _over_exec_relay(node, container, b"GET /big HTTP/1.0\r\n\r\n", big))
+        preview_small, relay_small = paired(plan, http_get(api, f"{preview}/small", small),
+                                            _over_exec_relay(node, container, b"GET /small HTTP/1.0\r\n\r\n", small))
+    relay = "exec nc 127.0.0.1 8080 on the node (docker SDK)"
+    return [Result(f"swarm: preview, download {DOWNLOAD_MB} MB", "MB/s", rates(preview_big, DOWNLOAD_MB),
+                   rates(relay_big, DOWNLOAD_MB), relay, Target(min_ratio=0.3)),
+            Result("swarm: preview, GET a small file", "ms", preview_small, relay_small, relay,
+                   Target(max_ratio=2), note="each request reaches the port through a relay of its own: a "
+                                             "docker exec on its node, which the baseline pays too")]
+
+
+def _over_exec_relay(node: docker.DockerClient, container: str, request: bytes, size: int) -> Callable[[int], None]:
+    """A request to port 8080 of the container through `nc` run in it by the node's engine, and its answer
+    (HTTP/1.0: until the server closes)."""
+    def exchange(_: int) -> None:
+        exec_id = node.api.exec_create(container, ["nc", "127.0.0.1", "8080"], stdin=True, stdout=True)["Id"]
+        connection = node.api.exec_start(exec_id, socket=True)
+        try:
+            connection._sock.sendall(request)
+            received = sum(len(data) for _, data in frames_iter(connection, tty=False))
+        finally:
+            connection.close()
+        if received < size:
+            raise RuntimeError(f"received {received} bytes through nc, fewer than {size}")
+    return exchange
 
 
 def _wait(api: Any, answer: Any) -> None:

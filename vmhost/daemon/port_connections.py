@@ -1,11 +1,12 @@
-"""Connections from the daemon's async code to a workspace's port (`PortTarget.connect`, which blocks,
-run in a worker thread): as a socket (for asyncio and the WebSocket client), as an anyio stream (the
-tunnel), and under the preview's HTTP client, whose connections go where the request's target says
-(the container's address, or a relay through a cluster's node) rather than where the URL's host points.
+"""Connections from the daemon's async code to a workspace's port: as a socket (for asyncio and the
+WebSocket client), as an anyio stream (the tunnel), and under the preview's HTTP client, whose
+connections go where the request's target says (the container's address, or a relay through a
+cluster's node) rather than where the URL's host points.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -23,9 +24,34 @@ from vmhost.core.ports import PortTarget
 _request_target: ContextVar[PortTarget] = ContextVar("vmhost_preview_target")
 
 
+RELAY_CONNECTS = 64  # relays being connected at once (each holds a worker thread of its own meanwhile)
+_relay_limiter: anyio.CapacityLimiter | None = None
+
+
 async def connect_socket(target: PortTarget, timeout: float) -> socket.socket:
-    """A socket connected to the target's port; OSError when nothing answers within `timeout` seconds."""
-    return await anyio.to_thread.run_sync(target.connect, timeout)
+    """A socket connected to the target's port; OSError when nothing answers within `timeout` seconds.
+    A container's address is connected to on the event loop; a relay (which blocks while its command
+    starts) in worker threads of its own, so that slow relays never hold the threads the rest of the
+    daemon runs on (each user's share is bounded by their tunnel and preview limits)."""
+    global _relay_limiter
+    if target.relay is None:
+        return await _connect_tcp(target.host, target.port, timeout)
+    if _relay_limiter is None:
+        _relay_limiter = anyio.CapacityLimiter(RELAY_CONNECTS)
+    return await anyio.to_thread.run_sync(target.connect, timeout, limiter=_relay_limiter)
+
+
+async def _connect_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    connection = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        connection.setblocking(False)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with anyio.fail_after(timeout):
+            await asyncio.get_running_loop().sock_connect(connection, (host, port))
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 async def connect(target: PortTarget, timeout: float) -> anyio.abc.SocketStream:

@@ -12,7 +12,6 @@ bytes), so a slow reader slows the sender rather than filling the daemon's memor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import anyio
@@ -24,12 +23,11 @@ from websockets.typing import Subprotocol
 from vmhost.core.ports import PortTarget
 from vmhost.daemon.port_connections import connect_socket
 from vmhost.daemon.preview import CONNECT_TIMEOUT, Forwarding, Headers, upstream_headers
-from vmhost.daemon.websockets import close_quietly
+from vmhost.daemon.websockets import IdleWatch, close_quietly
 from vmhost.errors import PortTimeout, PortUnreachable
 
 MAX_MESSAGE = 16 * 1024 * 1024  # as much as the daemon takes from its own clients (uvicorn's default)
 MAX_QUEUE = 4
-IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
 HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                        b"sec-websocket-protocol", b"sec-websocket-accept", b"user-agent"})
 UNSENDABLE = {1005: 1000, 1006: 1011, 1015: 1011}  # codes the protocol reserves for "none was received"
@@ -83,19 +81,14 @@ async def open_upstream(target: PortTarget, raw_target: bytes, headers: Headers,
 async def relay(websocket: WebSocket, upstream: ClientConnection, idle_timeout: float,
                 on_traffic: Callable[[], None]) -> None:
     """Messages both ways until either side closes or nothing moves for `idle_timeout` seconds."""
-    last_traffic = anyio.current_time()
-
-    def moved() -> None:
-        nonlocal last_traffic
-        last_traffic = anyio.current_time()
-        on_traffic()
+    idle = IdleWatch(idle_timeout, on_traffic)
 
     async with anyio.create_task_group() as group:
         async def from_workspace() -> None:
             try:
                 while True:
                     message = await upstream.recv()
-                    moved()
+                    idle.moved()
                     if isinstance(message, str):
                         await websocket.send_text(message)
                     else:
@@ -108,18 +101,12 @@ async def relay(websocket: WebSocket, upstream: ClientConnection, idle_timeout: 
                 pass  # the client left first
             group.cancel_scope.cancel()
 
-        async def watch_idle() -> None:
-            while (left := last_traffic + idle_timeout - anyio.current_time()) > 0:
-                await anyio.sleep(left)
-            await close_quietly(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
-            group.cancel_scope.cancel()
-
         group.start_soon(from_workspace)
-        group.start_soon(watch_idle)
+        group.start_soon(idle.close_when_idle, websocket, group.cancel_scope)
         code, reason = 1000, ""
         try:
             while (message := await websocket.receive())["type"] != "websocket.disconnect":
-                moved()
+                idle.moved()
                 if message.get("text") is not None:
                     await upstream.send(message["text"])  # waits while the workspace's side takes nothing
                 elif message.get("bytes") is not None:

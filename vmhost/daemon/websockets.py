@@ -13,6 +13,7 @@ A session whose API token is revoked while it runs is closed with 4401.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
@@ -146,3 +147,27 @@ async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[d
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
         group.cancel_scope.cancel()
+
+
+IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
+
+
+class IdleWatch:
+    """When traffic last went through a relayed WebSocket (`moved()`, which also calls `on_traffic`), and
+    `close_when_idle`, which closes the socket with 4408 once nothing has moved for `timeout` seconds."""
+
+    def __init__(self, timeout: float, on_traffic: Callable[[], None]) -> None:
+        self.timeout = timeout
+        self.on_traffic = on_traffic
+        self.last = anyio.current_time()
+
+    def moved(self) -> None:
+        self.last = anyio.current_time()
+        self.on_traffic()
+
+    async def close_when_idle(self, websocket: WebSocket, relay: anyio.CancelScope) -> None:
+        """Wait until nothing has moved for the timeout, then close the socket and cancel `relay`."""
+        while (left := self.last + self.timeout - anyio.current_time()) > 0:
+            await anyio.sleep(left)
+        await close_quietly(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(self.timeout)} s")
+        relay.cancel()

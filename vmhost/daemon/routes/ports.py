@@ -11,7 +11,6 @@ it, and holds one WebSocket message or one read of `CHUNK` bytes per direction a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Annotated
 
@@ -33,14 +32,13 @@ from vmhost.daemon.preview_host import preview_url
 from vmhost.daemon.routes.common import API, errors
 from vmhost.daemon.schemas import Page, PortOut, PortSharingIn
 from vmhost.daemon.services import services_of
-from vmhost.daemon.websockets import accepted_as, close_quietly, close_with
+from vmhost.daemon.websockets import IdleWatch, accepted_as, close_quietly, close_with
 from vmhost.errors import InvalidInput, InvalidState, VmhostError
 
 router = APIRouter(tags=["workspaces"])
 
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 10.0
-IDLE_CLOSE = 4408  # 4000 + HTTP 408 Request Timeout
 
 WEB_SCHEMES = {"ws": "http", "wss": "https"}
 
@@ -128,19 +126,14 @@ async def tunnel_socket(websocket: WebSocket, ref: str, port: int, orchestrator:
 async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeout: float,
                 on_traffic: Callable[[], None]) -> None:
     """Bytes both ways until either side closes or nothing moves for `idle_timeout` seconds."""
-    last_traffic = anyio.current_time()
-
-    def moved() -> None:
-        nonlocal last_traffic
-        last_traffic = anyio.current_time()
-        on_traffic()
+    idle = IdleWatch(idle_timeout, on_traffic)
 
     async with anyio.create_task_group() as group:
         async def from_workspace() -> None:
             try:
                 while True:
                     data = await stream.receive(CHUNK)
-                    moved()
+                    idle.moved()
                     await websocket.send_bytes(data)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 await close_quietly(websocket, 1000, "the workspace closed the connection")
@@ -148,18 +141,12 @@ async def _pump(websocket: WebSocket, stream: anyio.abc.SocketStream, idle_timeo
                 pass  # the client left first
             group.cancel_scope.cancel()
 
-        async def watch_idle() -> None:
-            while (left := last_traffic + idle_timeout - anyio.current_time()) > 0:
-                await anyio.sleep(left)
-            await close_quietly(websocket, IDLE_CLOSE, f"no traffic for {math.ceil(idle_timeout)} s")
-            group.cancel_scope.cancel()
-
         group.start_soon(from_workspace)
-        group.start_soon(watch_idle)
+        group.start_soon(idle.close_when_idle, websocket, group.cancel_scope)
         try:
             while (message := await websocket.receive())["type"] != "websocket.disconnect":
                 if message.get("bytes"):
-                    moved()
+                    idle.moved()
                     await stream.send(message["bytes"])  # waits while the workspace's side takes nothing
                 elif message.get("text"):
                     await _control(websocket, stream, message["text"])
