@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import pytest
 
-from vmhost.core.port_relay import open_relay
+from vmhost.core.port_relay import HANG_UP_GRACE, open_relay
 
 BUSYBOX = shutil.which("busybox")
 PROGRAMS = {"nc": BUSYBOX, "python3": sys.executable, "bash": shutil.which("bash")}
@@ -168,6 +168,18 @@ def test_hanging_up_ends_the_relay_while_the_server_keeps_its_side_open(
     connection.close()  # no end of input first: the server would wait for more
     wait_until(lambda: engine.processes[0].exit_code() is not None)
     wait_until(lambda: accepted[0].fileno() == -1)  # the server saw the connection end
+
+
+def test_a_relay_whose_server_holds_on_is_ended_after_the_grace(tmp_path: Path) -> None:
+    engine = image_with(tmp_path, "python3")
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, then never reads nor closes
+        connection = open_relay(engine, "c1", listener.getsockname()[1], 10)  # type: ignore[arg-type]
+        held, _ = listener.accept()
+        connection.close()
+        began = time.monotonic()
+        wait_until(lambda: engine.processes[0].exit_code() is not None)
+        assert time.monotonic() - began >= HANG_UP_GRACE - 0.5  # it had its chance to end by itself
+        held.close()
 
 
 def wait_until(condition: Any, timeout: float = 10) -> None:

@@ -9,8 +9,11 @@ connected. The daemon's side is one end of a socket pair: whatever connects to a
 preview's HTTP and WebSocket clients, SSH forwarding) gets a socket, as for a container it reaches by its
 address. Two threads move the bytes, one read (at most 64 KiB) at a time, each waiting for the other side
 to take what it has (nothing piles up in the daemon). The end of the daemon's input reaches the command as
-the end of its standard input; the relay ends when the command has ended and the daemon's side has hung up,
-or at once when the daemon's side closes its socket (the command is then ended with its processes).
+the end of its standard input; the relay ends when the command has ended and the daemon's side has hung up.
+When the daemon's side closes its socket first, the command sees the end of its input (so does the
+server, which then closes its side and the command ends) and, if it still runs after HANG_UP_GRACE, it is
+ended with its processes (where the engine can: on a node whose processes this host does not see, it
+goes on until the server closes its side).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import select
 import socket
 import threading
+import time
 
 from vmhost.core.engines import Engine, Process
 from vmhost.errors import VmhostError
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 CHUNK = 65536
 CONNECTED = b"vmhost-relay: connected"
 MAX_ERROR_BYTES = 4096  # of what the command says on stderr before it is connected
-NOTHING_LISTENS = 111  # the script's exit code (ECONNREFUSED) when no socket listens on the port
+HANG_UP_GRACE = 2.0  # seconds the command has to end by itself once the daemon's side has hung up
 
 RELAY_SCRIPT = r"""
 port=$1
@@ -126,7 +130,10 @@ class Relay:
             hung_up = self._hang_up_or_end()
         except (OSError, VmhostError):
             hung_up = True
+            self.process.close_stdin()
         finally:
+            if hung_up:
+                self._wait_for_end(HANG_UP_GRACE)
             self._ended(hung_up)
 
     def close(self) -> None:
@@ -138,7 +145,7 @@ class Relay:
         try:
             self.process.close()
         except VmhostError as exc:
-            log.warning("could not end a port relay: %s", exc.detail)
+            log.info("a port relay still runs after its connection closed: %s", exc.detail)
         try:
             self.theirs.shutdown(socket.SHUT_RDWR)  # wakes a thread reading it
         except OSError:
@@ -167,12 +174,19 @@ class Relay:
         then nobody reads the command's output) or the command's output ends (False)."""
         poller = select.poll()
         poller.register(self.theirs, select.POLLHUP)
-        while True:
-            with self._lock:
-                if self._running < 2 or self._closed:
-                    return False
+        while not self._output_ended():
             if poller.poll(500):
                 return True
+        return False
+
+    def _output_ended(self) -> bool:
+        with self._lock:
+            return self._running < 2 or self._closed
+
+    def _wait_for_end(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        while not self._output_ended() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _ended(self, hung_up: bool) -> None:
         with self._lock:
