@@ -17,8 +17,10 @@ import docker
 import httpx
 import pytest
 import wsproto.events
-from conftest import REPO, Daemon, create_ws, wait_op
+from conftest import REPO, Daemon, core_settings, create_ws, wait_op
 from httpx_ws import WebSocketDisconnect, WebSocketSession, connect_ws
+
+from vmhost.core.build import make_engine
 
 
 class Shell:
@@ -205,3 +207,21 @@ def test_cli_shell_in_a_real_terminal(daemon: Daemon, api: httpx.Client, name: s
         time.sleep(0.1)
     flags = after.read_text().split()
     assert "echo" in flags and "icanon" in flags and "isig" in flags and "opost" in flags
+
+
+def test_a_terminal_and_a_process_wait_for_output_past_the_engines_timeout(api: httpx.Client, name: str) -> None:
+    """A shell at its prompt, or a tunnel's relay, may have nothing to say for longer than a Docker call
+    may take (docker_timeout, 120 s by default): their reads wait; they ended at that timeout before."""
+    container = f"vmhost-{create_ws(api, name)['workspace']['id']}"  # the container's name
+    engine = make_engine(core_settings(docker_timeout=2))
+    try:
+        process = engine.open_process(container, ["sh", "-c", "sleep 3; echo late"])
+        terminal = engine.open_terminal(container, ["sh", "-c", "sleep 3; echo late"])
+        try:
+            assert process.read() == ("stdout", b"late\n")
+            assert terminal.read() == b"late\r\n"
+        finally:
+            process.close()
+            terminal.close()
+    finally:
+        engine.close()

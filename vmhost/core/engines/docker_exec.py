@@ -149,7 +149,11 @@ class _DockerSession:
         self.engine = engine
         self.exec_id = exec_id
         self._connection = connection
-        self._socket = _socket_of(connection, engine.timeout)
+        # no timeout: a session waits for its command's output as long as the command runs (a shell at
+        # its prompt, a tunnel's server with nothing to say); close() wakes a read
+        self._socket = _socket_of(connection, None)
+        if hasattr(self._socket, "settimeout"):
+            self._socket.settimeout(None)
         self._closing = threading.Lock()
         self._closed = False
 
@@ -257,7 +261,7 @@ def _feed(sock: Any, data: bytes) -> None:
         pass
 
 
-def _socket_of(connection: Any, timeout: float) -> Any:
+def _socket_of(connection: Any, timeout: float | None) -> Any:
     """Something to recv, sendall and shutdown on, for exec_start(socket=True)'s connection: the connection
     itself when it can (a socket, an SSH channel), else (the SDK hands a socket.SocketIO over a Unix socket
     or plain TCP) a socket on a duplicate of its descriptor, with the connection's timeout (the client's),
