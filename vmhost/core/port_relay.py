@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 65536
 CONNECTED = b"vmhost-relay: connected"
-MAX_ERROR_BYTES = 4096  # of what the command says on stderr before it is connected
+MAX_ERROR_BYTES = 4096  # kept of what the command says before it is connected
 HANG_UP_GRACE = 2.0  # seconds the command has to end by itself once the daemon's side has hung up
 
 RELAY_SCRIPT = r"""
@@ -158,7 +158,8 @@ class Relay:
         try:
             while (output := self.process.read()) is not None:
                 stream, data = output
-                said.extend(data[:MAX_ERROR_BYTES])
+                said.extend(data)
+                del said[:-MAX_ERROR_BYTES]  # the end of what it said is enough
                 if stream == "stderr" and CONNECTED + b"\n" in said:
                     return True
             lines = said.decode(errors="replace").strip().splitlines()
