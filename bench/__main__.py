@@ -91,7 +91,7 @@ def measure(bench: Bench, sizes: cases.Sizes, progress: Console) -> list[Result]
     daemon.cleanup()
 
     progress.print("building a three-node Swarm on this machine ...", highlight=False)
-    results += run_case(lambda _: swarm_rows(bench, sizes.plan), ctx, progress, "swarm")
+    results += run_case(lambda _: swarm_rows(bench, sizes.swarm_plan), ctx, progress, "swarm")
     return results
 
 

@@ -56,14 +56,15 @@ class Sizes:
     load_rounds: int
     pool_size: int           # the warm pool's size ...
     pool_creates: int        # ... and how many creates race for it at once
+    swarm_plan: Plan         # the Swarm rows (a stop there takes seconds: Swarm's own)
 
 
 FULL = Sizes(plan=Plan(3, 20), list_plan=Plan(20, 200), cli_plan=Plan(2, 25), concurrent_plan=Plan(0, 2),
              rows=1000, docker_containers=100, users=10, per_user=5, clients=16, rate_seconds=4, rate_rounds=3,
-             connections=100, load_seconds=4, load_rounds=3, pool_size=10, pool_creates=50)
+             connections=100, load_seconds=4, load_rounds=3, pool_size=10, pool_creates=50, swarm_plan=Plan(1, 10))
 QUICK = Sizes(plan=Plan(1, 1), list_plan=Plan(2, 12), cli_plan=Plan(1, 2), concurrent_plan=Plan(0, 1),
               rows=50, docker_containers=5, users=2, per_user=2, clients=4, rate_seconds=0.5, rate_rounds=1,
-             connections=10, load_seconds=0.5, load_rounds=1, pool_size=3, pool_creates=6)
+             connections=10, load_seconds=0.5, load_rounds=1, pool_size=3, pool_creates=6, swarm_plan=Plan(0, 1))
 
 
 @dataclass

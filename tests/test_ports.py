@@ -446,8 +446,8 @@ def preview_socket_refusal(client: httpx.Client, ref: str, port: int) -> tuple[i
     return code, reason
 
 
-def test_preview_passes_websocket_upgrades(on_engine: OnEngine, name: str) -> None:
-    daemon = on_engine.make_daemon({"VMHOST_PREVIEW_DOMAIN": "preview.test", "VMHOST_PREVIEW_IDLE_TIMEOUT": "2"})
+def test_preview_passes_websocket_upgrades(make_daemon: Any, name: str) -> None:
+    daemon = make_daemon({"VMHOST_PREVIEW_DOMAIN": "preview.test", "VMHOST_PREVIEW_IDLE_TIMEOUT": "2"})
     with daemon.tcp(token=daemon.token(f"alice-{name}")) as as_alice, \
             daemon.tcp(token=daemon.token(f"bob-{name}")) as as_bob, \
             daemon.tcp(token=daemon.token(f"alice-{name}", scope="read")) as as_reader, daemon.tcp() as nobody:
