@@ -65,7 +65,7 @@ async def connect(target: PortTarget, timeout: float) -> anyio.abc.SocketStream:
 
 
 class _TargetBackend(httpcore.AnyIOBackend):
-    """Connects to the target of the request in progress (set by `PreviewTransport.send_to`)."""
+    """Connects to the target of the request in progress (as `send_to` set it), whatever the URL says."""
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
