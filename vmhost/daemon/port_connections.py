@@ -24,15 +24,16 @@ from vmhost.core.ports import PortTarget
 _request_target: ContextVar[PortTarget] = ContextVar("vmhost_preview_target")
 
 
-RELAY_CONNECTS = 64  # relays being connected at once (each holds a worker thread of its own meanwhile)
+RELAY_CONNECTS = 64  # relays being connected at once (each holds a worker thread meanwhile)
 _relay_limiter: anyio.CapacityLimiter | None = None
 
 
 async def connect_socket(target: PortTarget, timeout: float) -> socket.socket:
     """A socket connected to the target's port; OSError when nothing answers within `timeout` seconds.
     A container's address is connected to on the event loop; a relay (which blocks while its command
-    starts) in worker threads of its own, so that slow relays never hold the threads the rest of the
-    daemon runs on (each user's share is bounded by their tunnel and preview limits)."""
+    starts) in a worker thread under a limit of its own, apart from the default limit that the rest of
+    the daemon's blocking calls share, which slow relays thus never use up (each user's share of relays
+    is bounded by their tunnel and preview limits)."""
     global _relay_limiter
     if target.relay is None:
         return await _connect_tcp(target.host, target.port, timeout)
