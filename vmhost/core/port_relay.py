@@ -2,8 +2,8 @@
 Swarm node, on its overlay network): a small command run in the container through its node's engine
 connects to the port on 127.0.0.1, and its standard input and output carry the connection's bytes.
 
-The command is a shell script that uses what the image has: nc, socat, python3 or bash (every dev image
-has one; busybox has nc). It first looks in /proc/net/tcp whether anything listens on the port, so that
+The command is a shell script that uses what the image has: nc, socat, python3 or bash (common dev images
+have one; busybox has nc). It first looks in /proc/net/tcp whether anything listens on the port, so that
 "nothing listens" is told apart from a connection the server closed at once, and says on stderr when it is
 connected. The daemon's side is one end of a socket pair: whatever connects to a port (the tunnel, the
 preview's HTTP and WebSocket clients, SSH forwarding) gets a socket, as for a container it reaches by its
