@@ -125,21 +125,22 @@ class DockerExec(DockerConnection):
 
     def open_terminal(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
                       workdir: str | None = None) -> DockerTerminal:
-        api = self.client.api
-        with self.errors(f"open a terminal running {argv[0] if argv else 'a shell'}"):
-            exec_id = api.exec_create(container_id, argv, stdin=True, tty=True, stdout=True, stderr=True,
-                                      environment=env or None, workdir=workdir)["Id"]
-            connection = api.exec_start(exec_id, socket=True, tty=True)
-        return DockerTerminal(self, exec_id, connection)
+        doing = f"open a terminal running {argv[0] if argv else 'a shell'}"
+        return DockerTerminal(self, *self._start_session(container_id, argv, env, workdir, tty=True, doing=doing))
 
     def open_process(self, container_id: str, argv: list[str], env: dict[str, str] | None = None,
                      workdir: str | None = None) -> DockerProcess:
+        doing = f"run {argv[0] if argv else 'a command'}"
+        return DockerProcess(self, *self._start_session(container_id, argv, env, workdir, tty=False, doing=doing))
+
+    def _start_session(self, container_id: str, argv: list[str], env: dict[str, str] | None, workdir: str | None,
+                       *, tty: bool, doing: str) -> tuple[str, Any]:
+        """Start `argv` with its standard input attached: the exec's id and its hijacked connection."""
         api = self.client.api
-        with self.errors(f"run {argv[0] if argv else 'a command'}"):
-            exec_id = api.exec_create(container_id, argv, stdin=True, tty=False, stdout=True, stderr=True,
+        with self.errors(doing):
+            exec_id = api.exec_create(container_id, argv, stdin=True, tty=tty, stdout=True, stderr=True,
                                       environment=env or None, workdir=workdir)["Id"]
-            connection = api.exec_start(exec_id, socket=True)
-        return DockerProcess(self, exec_id, connection)
+            return exec_id, api.exec_start(exec_id, socket=True, tty=tty)
 
 
 class _DockerSession:
