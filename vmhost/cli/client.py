@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -21,7 +21,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 
 if TYPE_CHECKING:
-    from httpx_ws import WebSocketSession
+    from httpx_ws import AsyncWebSocketSession, WebSocketSession
 
 API = "/api/v1"
 PAGE_SIZE = 1000  # the most items the API answers in one page
@@ -170,6 +170,24 @@ class VmhostClient:
             except WebSocketUpgradeError as exc:
                 exc.response.read()
                 raise self.answer_error(exc.response) from exc
+
+    @asynccontextmanager
+    async def async_websocket(self, http: httpx.AsyncClient, path: str,
+                              **options: Any) -> AsyncIterator[AsyncWebSocketSession]:
+        """A WebSocket to the daemon on `http` (from `async_http()`); `options` go to httpx-ws. A refused
+        upgrade raises the daemon's error, a connection that cannot be made or is lost DaemonUnreachable."""
+        from httpx_ws import WebSocketNetworkError, WebSocketUpgradeError, aconnect_ws
+
+        try:
+            async with aconnect_ws(path, http, **options) as session:
+                yield session
+        except WebSocketUpgradeError as exc:
+            await exc.response.aread()
+            raise self.answer_error(exc.response) from None
+        except httpx.ConnectError as exc:
+            raise DaemonUnreachable(f"cannot reach the vmhost daemon at {self.where} ({exc})") from None
+        except (WebSocketNetworkError, httpx.TransportError) as exc:
+            raise DaemonUnreachable(f"lost the connection to the vmhost daemon at {self.where} ({exc})") from None
 
     @staticmethod
     def closed_error(code: int, reason: str) -> VmhostError:

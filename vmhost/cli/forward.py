@@ -21,11 +21,9 @@ from httpx_ws import (
     AsyncWebSocketSession,
     WebSocketDisconnect,
     WebSocketNetworkError,
-    WebSocketUpgradeError,
-    aconnect_ws,
 )
 
-from vmhost.errors import DaemonUnreachable, InvalidInput, VmhostError
+from vmhost.errors import InvalidInput, VmhostError
 
 if TYPE_CHECKING:
     from vmhost.cli.client import VmhostClient
@@ -102,16 +100,8 @@ class Forwarder:
 
     async def _tunnel(self, http: httpx.AsyncClient, remote: int, stream: anyio.abc.SocketStream) -> None:
         path = f"/ws/workspaces/{self.workspace}/ports/{remote}"
-        try:
-            ws: AsyncWebSocketSession
-            async with aconnect_ws(path, http, max_message_size_bytes=4 * CHUNK, queue_size=QUEUE) as ws:
-                closed = await _pump(ws, stream)
-        except WebSocketUpgradeError as exc:
-            await exc.response.aread()
-            raise self.client.answer_error(exc.response) from None
-        except (WebSocketNetworkError, httpx.TransportError) as exc:
-            raise DaemonUnreachable(f"lost the connection to the vmhost daemon at {self.client.where} ({exc})") \
-                from None
+        async with self.client.async_websocket(http, path, max_message_size_bytes=4 * CHUNK, queue_size=QUEUE) as ws:
+            closed = await _pump(ws, stream)
         if closed is not None and closed.code != 1000:
             raise self.client.closed_error(closed.code, closed.reason or "")
 

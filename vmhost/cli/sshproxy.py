@@ -16,7 +16,7 @@ from urllib.parse import quote
 import typer
 
 from vmhost.cli.base import _connection, app, fail, run
-from vmhost.errors import DaemonUnreachable, InvalidInput
+from vmhost.errors import InvalidInput
 
 if TYPE_CHECKING:
     from vmhost.cli.client import VmhostClient
@@ -51,45 +51,32 @@ def ssh_proxy(host: Annotated[str, typer.Argument(help=f"NAME{DOMAIN} (or NAME):
 async def _relay(client: "VmhostClient", workspace: str) -> None:
     import anyio
     import anyio.to_thread
-    import httpx
     import wsproto.events
-    from httpx_ws import (
-        AsyncWebSocketSession,
-        WebSocketDisconnect,
-        WebSocketNetworkError,
-        WebSocketUpgradeError,
-        aconnect_ws,
-    )
+    from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
     closed: WebSocketDisconnect | None = None
-    ws: AsyncWebSocketSession
-    try:
-        async with client.async_http() as http, \
-                aconnect_ws(f"/ws/ssh?workspace={quote(workspace)}", http, max_message_size_bytes=4 * CHUNK) as ws:
-            async with anyio.create_task_group() as group:
-                async def from_stdin() -> None:
-                    # at the end of stdin the daemon's answer may still be on its way: the daemon closes
-                    while data := await anyio.to_thread.run_sync(os.read, 0, CHUNK, abandon_on_cancel=True):
-                        await ws.send_bytes(data)
+    path = f"/ws/ssh?workspace={quote(workspace)}"
+    async with client.async_http() as http, \
+            client.async_websocket(http, path, max_message_size_bytes=4 * CHUNK) as ws:
+        async with anyio.create_task_group() as group:
+            async def from_stdin() -> None:
+                # at the end of stdin the daemon's answer may still be on its way: the daemon closes
+                while data := await anyio.to_thread.run_sync(os.read, 0, CHUNK, abandon_on_cancel=True):
+                    await ws.send_bytes(data)
 
-                group.start_soon(from_stdin)
-                try:
-                    while True:
-                        event = await ws.receive()
-                        if isinstance(event, wsproto.events.BytesMessage):
-                            await anyio.to_thread.run_sync(_write_all, bytes(event.data))
-                        elif isinstance(event, wsproto.events.TextMessage):
-                            print(f"vmhost: {event.data}", file=sys.stderr)
-                except WebSocketDisconnect as exc:
-                    closed = exc
-                except (WebSocketNetworkError, BrokenPipeError):
-                    pass
-                group.cancel_scope.cancel()
-    except WebSocketUpgradeError as exc:
-        await exc.response.aread()
-        raise client.answer_error(exc.response) from None
-    except (WebSocketNetworkError, httpx.TransportError) as exc:
-        raise DaemonUnreachable(f"cannot reach the vmhost daemon at {client.where} ({exc})") from None
+            group.start_soon(from_stdin)
+            try:
+                while True:
+                    event = await ws.receive()
+                    if isinstance(event, wsproto.events.BytesMessage):
+                        await anyio.to_thread.run_sync(_write_all, bytes(event.data))
+                    elif isinstance(event, wsproto.events.TextMessage):
+                        print(f"vmhost: {event.data}", file=sys.stderr)
+            except WebSocketDisconnect as exc:
+                closed = exc
+            except (WebSocketNetworkError, BrokenPipeError):
+                pass
+            group.cancel_scope.cancel()
     if closed is not None and closed.code != 1000:
         raise client.closed_error(closed.code, closed.reason or "")
 
