@@ -39,7 +39,7 @@ def config_show(json: JsonOpt = False) -> None:
     render.out().print(f"config file: {settings.config_file or 'none'}")
     from vmhost.core.sshhost import host_key_fingerprint, host_key_path
 
-    if settings.ssh_bind.strip():
+    if settings.ssh_address is not None:
         fingerprint = host_key_fingerprint(host_key_path(settings.db_path))
         render.out().print(f"ssh host key: {fingerprint or 'not made yet (the daemon makes it when it starts)'}")
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmhost.config import Settings
 from vmhost.core import migrations
 from vmhost.core.engines import LOCAL_NODE, NODE_UP, Engine
 from vmhost.core.models import WorkspaceStatus
 from vmhost.core.reconcile import Reconciler
-from vmhost.core.sshhost import host_key_fingerprint
+from vmhost.core.sshhost import host_key_fingerprint, host_key_path
 from vmhost.core.store import Store
 from vmhost.core.templates import TemplateCatalog
 from vmhost.errors import VmhostError
@@ -141,14 +142,15 @@ def check_orphans(reconciler: Reconciler) -> list[Check]:
                    "'vmhost doctor --fix' removes them")]
 
 
-def check_ssh(ssh_bind: str, host_key: Path) -> Check:
+def check_ssh(settings: Settings) -> Check:
     """The SSH server: off, or where it listens and its host key's fingerprint (to check on first login)."""
-    if not ssh_bind.strip():
+    if settings.ssh_address is None:
         return passed("ssh", "the SSH server is off (set ssh_bind to turn it on)")
+    host_key = host_key_path(settings.db_path)
     fingerprint = host_key_fingerprint(host_key)
     if fingerprint is None:
         return failed("ssh", f"no host key at {host_key}", "restart the daemon: it makes the key when it starts")
-    return passed("ssh", f"listening on {ssh_bind}; host key {fingerprint}")
+    return passed("ssh", f"listening on {settings.ssh_bind}; host key {fingerprint}")
 
 
 def run_checks(store: Store, templates: TemplateCatalog, reconciler: Reconciler) -> list[Check]:

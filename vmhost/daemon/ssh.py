@@ -28,7 +28,7 @@ import asyncssh
 from vmhost.config import Settings
 from vmhost.core.activity import ActivitySession
 from vmhost.core.audit import AuditEntry, AuditLog
-from vmhost.core.models import Caller, Door, Workspace, WorkspaceStatus
+from vmhost.core.models import Caller, Door, Workspace
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.sessions import Session, SessionGate, SessionKind
 from vmhost.core.sshhost import ensure_host_key, host_key_path
@@ -175,12 +175,10 @@ class SshServer:
             log.warning("could not audit an SSH session: %s", exc.detail)
 
     def running(self, login: Login) -> tuple[Workspace, str]:
-        """The workspace and its container, if it runs; else InvalidState saying how to start it."""
+        """The workspace and its container, if it runs; else InvalidState saying how to start it (or, on a
+        node that is down, why it cannot)."""
         workspace = self.orchestrator.get(login.caller, login.workspace_id)
-        if workspace.status != WorkspaceStatus.RUNNING or not workspace.container_id:
-            raise InvalidState(f"workspace {workspace.name!r} is {workspace.status.value}; start it with "
-                               f"`vmhost ws start {workspace.name}` and log in again")
-        return workspace, workspace.container_id
+        return workspace, workspace.running_container("log in again once it runs")
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -271,7 +269,7 @@ class SshServer:
             reader, writer = await asyncio.open_connection(sock=await connect_socket(target, 10))
         except VmhostError as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, exc.detail) from None
-        except (OSError, TimeoutError):
+        except OSError:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing answers on port {port} in workspace {login.workspace_name!r}")
         what = f"direct-tcpip port {port}"

@@ -15,7 +15,6 @@ from vmhost.core import doctor, paging
 from vmhost.core.backup import online_backup
 from vmhost.core.orchestrator import Orchestrator
 from vmhost.core.reconcile import Reconciler
-from vmhost.core.sshhost import host_key_path
 from vmhost.daemon.deps import CallerDep, MetricsDep, OrchestratorDep, SettingsDep
 from vmhost.daemon.routes.common import API, CursorQuery, LimitQuery, errors
 from vmhost.daemon.schemas import DoctorCheck, Orphan, Page
@@ -37,7 +36,7 @@ def run_doctor(caller: CallerDep, orchestrator: OrchestratorDep, settings: Setti
     with a hint. Always 200: read `ok`."""
     caller.require_admin("may run the doctor")
     checks = doctor.run_checks(orchestrator.store, orchestrator.templates, reconciler_of(orchestrator))
-    checks.append(doctor.check_ssh(settings.ssh_bind, host_key_path(settings.db_path)))
+    checks.append(doctor.check_ssh(settings))
     return [DoctorCheck.model_validate(c) for c in checks]
 
 
