@@ -46,16 +46,9 @@ class PortTarget:
     workspace: Workspace
     host: str
     port: int
-    relay: Callable[[int, float], socket.socket] | None = None
-
-    def connect(self, timeout: float) -> socket.socket:
-        """A socket connected to the port (this blocks: call it from a thread). OSError when nothing
-        answers (ConnectionRefusedError) or not within `timeout` seconds (TimeoutError)."""
-        if self.relay is not None:
-            return self.relay(self.port, timeout)
-        connection = socket.create_connection((self.host, self.port), timeout=timeout)
-        connection.settimeout(None)
-        return connection
+    # relay(timeout): a socket connected through the relay (it blocks while the relay starts); OSError when
+    # nothing answers (ConnectionRefusedError) or not within `timeout` seconds (TimeoutError)
+    relay: Callable[[float], socket.socket] | None = None
 
 
 def listening_ports(table: str) -> set[int]:
@@ -147,7 +140,8 @@ class WorkspacePorts:
         container_id = workspace.running_container()
         host = self.engine.container_address(container_id, self._network_of(workspace.owner))
         if host is None:
-            return PortTarget(workspace, "127.0.0.1", port, functools.partial(open_relay, self.engine, container_id))
+            relay = functools.partial(open_relay, self.engine, container_id, port)
+            return PortTarget(workspace, "127.0.0.1", port, relay)
         return PortTarget(workspace, host, port)
 
     def reachable(self, caller: Caller, ref: str, port: int) -> Workspace:

@@ -39,7 +39,7 @@ async def connect_socket(target: PortTarget, timeout: float) -> socket.socket:
         return await _connect_tcp(target.host, target.port, timeout)
     if _relay_limiter is None:
         _relay_limiter = anyio.CapacityLimiter(RELAY_CONNECTS)
-    return await anyio.to_thread.run_sync(target.connect, timeout, limiter=_relay_limiter)
+    return await anyio.to_thread.run_sync(target.relay, timeout, limiter=_relay_limiter)
 
 
 async def _connect_tcp(host: str, port: int, timeout: float) -> socket.socket:
