@@ -12,17 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from vmhost.core.devcontainer import DevContainer
-from vmhost.core.models import Template, Workspace
+from vmhost.core.models import Template, Workspace, command_list
 
 TEMPLATE = "template"
 FILE = "devcontainer"
 REQUEST = "request"
 
 Provision = list[str | list[str]]
-
-
-def _commands(commands: Any) -> Provision:
-    return [list(c) if isinstance(c, tuple) else c for c in commands]
 
 
 def initial_sources(template: Template, request_env: dict[str, str], request_provision: Provision) -> dict[str, str]:
@@ -48,7 +44,7 @@ def with_devcontainer(workspace: Workspace, template: Template | None, config: D
     built from it. Returns the changed fields, for Store.update_workspace."""
     request_env, request_provision = layer_of(workspace, REQUEST)
     if template is not None:
-        template_env, template_provision = dict(template.env), _commands(template.provision)
+        template_env, template_provision = dict(template.env), command_list(template.provision)
         template_ports, capabilities = list(template.ports), list(template.capabilities)
     else:
         template_env, template_provision = layer_of(workspace, TEMPLATE)
@@ -63,7 +59,7 @@ def with_devcontainer(workspace: Workspace, template: Template | None, config: D
         env |= values
         sources |= {f"env.{key}": layer for key in values}
     provision: Provision = []
-    for layer, commands in ((TEMPLATE, template_provision), (FILE, _commands(config.post_create)),
+    for layer, commands in ((TEMPLATE, template_provision), (FILE, command_list(config.post_create)),
                             (REQUEST, request_provision)):
         sources |= {f"provision.{len(provision) + n}": layer for n in range(1, len(commands) + 1)}
         provision += commands
@@ -72,7 +68,7 @@ def with_devcontainer(workspace: Workspace, template: Template | None, config: D
     return {
         "image": image, "env": env, "provision": provision, "ports": {port: "" for port in ports},
         "workdir": config.workspace_folder, "user": config.remote_user or config.container_user,
-        "post_start": _commands(config.post_start), "post_attach": _commands(config.post_attach),
+        "post_start": command_list(config.post_start), "post_attach": command_list(config.post_attach),
         "port_labels": dict(config.port_labels), "display_name": config.name,
         "capabilities": list(dict.fromkeys([*capabilities, *config.capabilities])), "sources": sources,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -233,6 +234,12 @@ class Operation:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
+
+
+def command_list(commands: Iterable[str | Sequence[str]]) -> list[str | list[str]]:
+    """Commands as a workspace keeps them: a shell line as it is, an argv as a list (a template's, or a
+    devcontainer.json's, may be tuples)."""
+    return [command if isinstance(command, str) else list(command) for command in commands]
 
 
 @dataclass(frozen=True)

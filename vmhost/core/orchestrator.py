@@ -33,6 +33,7 @@ from vmhost.core.models import (
     Token,
     Workspace,
     WorkspaceStatus,
+    command_list,
     new_id,
     utcnow,
 )
@@ -299,7 +300,7 @@ class Orchestrator:
             labels=validation.check_labels(request.labels),
             env={**template.env, **request_env},
             command=list(template.command),
-            provision=[list(p) if isinstance(p, tuple) else p for p in provision],
+            provision=command_list(provision),
             plugins=validation.check_plugins(request.plugins),
             ports={validation.check_port(p): "" for p in template.ports},
             shell=template.shell,

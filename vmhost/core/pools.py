@@ -46,6 +46,7 @@ from vmhost.core.models import (
     Template,
     Workspace,
     WorkspaceStatus,
+    command_list,
     new_id,
     utcnow,
 )
@@ -68,7 +69,7 @@ CLAIMED_FIELDS = ("name", "owner", "labels", "repo_url", "branch", "ttl_seconds"
 def pool_key(template: Template) -> str:
     """The key of a template's pool: its name and a digest of what it gives its containers."""
     given = [template.image, list(template.command), template.env, list(template.ports), list(template.capabilities),
-             template.cpus, template.memory_mb, [list(p) if isinstance(p, tuple) else p for p in template.provision]]
+             template.cpus, template.memory_mb, command_list(template.provision)]
     return f"{template.name}@{hashlib.sha256(json.dumps(given, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
@@ -168,7 +169,7 @@ class Pools:
             template=template.name, image=template.image, status=WorkspaceStatus.PENDING, created_at=now,
             updated_at=now, volume=volume_name(workspace_id), cpus=template.cpus, memory_mb=template.memory_mb,
             env=dict(template.env), command=list(template.command),
-            provision=[list(p) if isinstance(p, tuple) else p for p in template.provision],
+            provision=command_list(template.provision),
             ports={port: "" for port in template.ports}, shell=template.shell,
             capabilities=list(template.capabilities), pool=key)
         operation = new_operation(SYSTEM, workspace, OperationType.CREATE)
