@@ -65,7 +65,9 @@ def test_stream_passes_stdin_env_workdir_and_exit_code(engine_api: httpx.Client,
 
 
 def test_timeout_kills_the_command_with_its_children(on_engine: OnEngine, engine_api: httpx.Client, name: str) -> None:
-    workspace = create_ws(engine_api, name)["workspace"]
+    # the script must say "started" within its 1 s: starting an exec costs CPU in the workspace's own cgroup,
+    # more than a second of it at the Swarm tests' default of 0.05 CPUs when the machine is busy
+    workspace = create_ws(engine_api, name, cpus=0.5)["workspace"]
     script = "sleep 301 & setsid sleep 302 & echo started; sleep 303"
     stdout, _, end = run_streamed(engine_api, name, argv=["sh", "-c", script], timeout_seconds=1)
     assert stdout == "started\n"

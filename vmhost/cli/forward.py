@@ -4,13 +4,14 @@ one side only as fast as the other side takes them. An error that no later conne
 authenticated, forbidden, no such workspace) ends the whole forward; any other is reported and the
 forward goes on."""
 
+import asyncio
 import functools
 import json
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -63,6 +64,7 @@ class Forwarder:
     async def serve(self, forwards: list[Forward], on_listening: Callable[[Forward, int], None]) -> None:
         """Listen for every forward, then tunnel connections until Ctrl-C (then `interrupted`) or a fatal
         error."""
+        asyncio.get_running_loop().set_exception_handler(_quiet_cancelled_reads)
         async with self.client.async_http() as http, anyio.create_task_group() as group:
             self.group = group
             await group.start(self._until_interrupted)
@@ -104,6 +106,15 @@ class Forwarder:
             closed = await _pump(ws, stream)
         if closed is not None and closed.code != 1000:
             raise self.client.closed_error(closed.code, closed.reason or "")
+
+
+def _quiet_cancelled_reads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Ctrl-C cancels the tunnels' reads on the daemon's Unix socket. When a socket became readable in the
+    same turn of the loop, anyio's reader callback then sets the result of the read's cancelled future:
+    InvalidStateError, harmless, but asyncio prints it with a traceback. Anything else is printed as it
+    would be."""
+    if not isinstance(context.get("exception"), asyncio.InvalidStateError):
+        loop.default_exception_handler(context)
 
 
 async def _pump(ws: AsyncWebSocketSession, stream: anyio.abc.SocketStream) -> WebSocketDisconnect | None:
